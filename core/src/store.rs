@@ -1,0 +1,399 @@
+//! The [`Store`]: every user's [`Record`], keyed by sid, shared by all worker threads.
+//!
+//! Backed by a flurry `HashMap` (lock-free reads, per-bin locks for writes). Callers never see the
+//! map: they [`Store::pin`] once per batch of work and go through [`Pinned`], so the map can be
+//! replaced without touching them.
+//!
+//! The store keeps a **bucketed digest** up to date with every write: each record hashes to a
+//! 64-bit value, and bucket `b` holds the wrapping sum of the hashes of the records whose sid falls
+//! in `b`. Sums are order-independent, so two stores that hold the same records have the same
+//! buckets, however and in whatever order they got there. Each delta is computed under flurry's
+//! bin lock from the exact value it replaces, so the sums stay exact under concurrent writers.
+//!
+//! Architecture Invariant: the store never decides anything from `len()` or from iteration while
+//! others write; those are reports, not inputs to merges.
+//! Architecture Invariant: the only mutation is a join ([`Record::apply`] or [`Record::merge`]);
+//! nothing is ever deleted, so every write commutes with every other.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use crate::hlc::Stamp;
+use crate::model::{Record, Sid, Status, Update};
+use crate::sync::{AtomicU64, Ordering};
+
+/// Number of digest buckets (a power of two).
+pub const DIGEST_BUCKETS: usize = 256;
+
+/// The concurrent presence map.
+pub struct Store {
+    map: flurry::HashMap<u64, Record, SidHasher>,
+    /// INVARIANT: `buckets[b]` is the wrapping sum of `record_hash` over the records of bucket `b`.
+    buckets: Box<[AtomicU64]>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("len", &self.len()).finish_non_exhaustive()
+    }
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+/// A fixed, process-independent hasher: digests are compared between nodes.
+fn fixed_hasher() -> std::hash::DefaultHasher {
+    // `DefaultHasher::new()` is SipHash-1-3 with zero keys: the same on every node that runs
+    // the same build, which is all a digest comparison needs.
+    std::hash::DefaultHasher::new()
+}
+
+/// The digest bucket of a sid.
+pub fn bucket_of(sid: Sid) -> usize {
+    // Fibonacci hashing of the id: consecutive ids spread over all buckets.
+    (sid.get().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % DIGEST_BUCKETS
+}
+
+fn record_hash(sid: u64, r: &Record) -> u64 {
+    let mut h = fixed_hasher();
+    sid.hash(&mut h);
+    r.hash(&mut h);
+    h.finish()
+}
+
+impl Store {
+    /// An empty store sized for about `capacity` users.
+    pub fn with_capacity(capacity: usize) -> Self {
+        let buckets = (0..DIGEST_BUCKETS).map(|_| AtomicU64::new(0)).collect();
+        let map = flurry::HashMap::with_capacity_and_hasher(capacity, SidHasher);
+        Self { map, buckets }
+    }
+
+    /// Pins the store for a batch of operations. Do not hold a [`Pinned`] across a blocking call
+    /// (a `poll`, a channel receive): it keeps memory from being reclaimed.
+    pub fn pin(&self) -> Pinned<'_> {
+        Pinned { store: self, guard: self.map.guard() }
+    }
+
+    /// Number of users (a report: may be stale while others write).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the store holds no user.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The per-bucket digests.
+    pub fn bucket_digests(&self) -> Vec<u64> {
+        self.buckets.iter().map(|b| b.load(Ordering::Acquire)).collect()
+    }
+
+    /// A 128-bit digest of the whole state: equal on two stores exactly when (up to hash
+    /// collisions) they hold the same records.
+    pub fn digest(&self) -> u128 {
+        let buckets = self.bucket_digests();
+        let lane = |salt: u8| {
+            let mut h = fixed_hasher();
+            salt.hash(&mut h);
+            buckets.hash(&mut h);
+            h.finish()
+        };
+        (u128::from(lane(0)) << 64) | u128::from(lane(1))
+    }
+
+    fn add_to_bucket(&self, sid: u64, delta: u64) {
+        if let Some(sid) = Sid::new(sid) {
+            if let Some(b) = self.buckets.get(bucket_of(sid)) {
+                b.fetch_add(delta, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+/// A pinned view of the [`Store`]: every read and write goes through one.
+pub struct Pinned<'s> {
+    store: &'s Store,
+    guard: flurry::Guard<'s>,
+}
+
+impl std::fmt::Debug for Pinned<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pinned").finish_non_exhaustive()
+    }
+}
+
+impl Pinned<'_> {
+    /// Applies a local update stamped `stamp`. Returns the new record if anything changed.
+    pub fn apply(&self, sid: Sid, stamp: Stamp, update: &Update) -> Option<Record> {
+        self.upsert(sid, |old| match old {
+            None => Some(Record::from_update(stamp, update)),
+            Some(old) => {
+                let mut r = old.clone();
+                r.apply(stamp, update).then_some(r)
+            }
+        })
+    }
+
+    /// Joins a record received from another node. Returns the new record if anything changed.
+    pub fn merge(&self, sid: Sid, incoming: &Record) -> Option<Record> {
+        self.upsert(sid, |old| match old {
+            None => Some(incoming.clone()),
+            Some(old) => {
+                let mut r = old.clone();
+                r.merge(incoming).then_some(r)
+            }
+        })
+    }
+
+    /// Inserts or replaces the record of `sid` with `f(current)`; `f` returns `None` to leave the
+    /// record as it is. Keeps the digest exact. Returns the record written, if any.
+    fn upsert(&self, sid: Sid, f: impl Fn(Option<&Record>) -> Option<Record>) -> Option<Record> {
+        let map = &self.store.map;
+        let key = sid.get();
+        loop {
+            if map.get(&key, &self.guard).is_none() {
+                let new = f(None)?;
+                let h = record_hash(key, &new);
+                match map.try_insert(key, new.clone(), &self.guard) {
+                    Ok(_) => {
+                        self.store.add_to_bucket(key, h);
+                        return Some(new);
+                    }
+                    // Lost a race with another writer: retry as an update.
+                    Err(_) => continue,
+                }
+            }
+            let mut written = None;
+            let mut delta = 0u64;
+            let present = map.compute_if_present(
+                &key,
+                |_, old| {
+                    // Runs once, under the bin lock, on the exact value it replaces.
+                    match f(Some(old)) {
+                        Some(new) => {
+                            delta = record_hash(key, &new).wrapping_sub(record_hash(key, old));
+                            written = Some(new.clone());
+                            Some(new)
+                        }
+                        None => Some(old.clone()),
+                    }
+                },
+                &self.guard,
+            );
+            if present.is_none() {
+                // Records are never removed, so this cannot happen; retrying is still correct.
+                continue;
+            }
+            if written.is_some() {
+                self.store.add_to_bucket(key, delta);
+            }
+            return written;
+        }
+    }
+
+    /// The public status of `sid` (unknown ids get [`Status::unknown`]).
+    pub fn status(&self, sid: Sid) -> Status {
+        match self.store.map.get(&sid.get(), &self.guard) {
+            Some(r) => r.status(sid),
+            None => Status::unknown(sid),
+        }
+    }
+
+    /// Statuses of many ids, in order, appended to `out`.
+    pub fn statuses(&self, sids: &[Sid], out: &mut Vec<Status>) {
+        out.extend(sids.iter().map(|s| self.status(*s)));
+    }
+
+    /// A copy of the record of `sid`.
+    pub fn record(&self, sid: Sid) -> Option<Record> {
+        self.store.map.get(&sid.get(), &self.guard).cloned()
+    }
+
+    /// Calls `f` for every record (a weakly consistent snapshot: writes racing with the iteration
+    /// may or may not be seen).
+    pub fn for_each(&self, mut f: impl FnMut(Sid, &Record)) {
+        for (k, v) in self.store.map.iter(&self.guard) {
+            if let Some(sid) = Sid::new(*k) {
+                f(sid, v);
+            }
+        }
+    }
+}
+
+/// The hasher flurry uses for sids: a multiply-shift mix.
+///
+/// Sids are chosen by IM systems, not by the network peers that query them, and only pool peers
+/// (authenticated by token where configured) can create keys, so a keyed hash buys nothing here
+/// and costs a SipHash per lookup.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SidHasher;
+
+impl BuildHasher for SidHasher {
+    type Hasher = SidHash;
+    fn build_hasher(&self) -> SidHash {
+        SidHash(0)
+    }
+}
+
+/// See [`SidHasher`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SidHash(u64);
+
+impl Hasher for SidHash {
+    fn finish(&self) -> u64 {
+        // Murmur3's 64-bit finaliser.
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^ (x >> 33)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::{Change, ClientType, Ext, ExtLimits};
+
+    fn sid(n: u64) -> Sid {
+        Sid::new(n).unwrap()
+    }
+
+    fn update(change: Change) -> Update {
+        Update { uid: 7, pool: 1, change, ext: None }
+    }
+
+    #[test]
+    fn apply_then_query() {
+        let s = Store::default();
+        let p = s.pin();
+        let ext = Ext::new(vec![("nick".into(), "alice".into())], &ExtLimits::default()).unwrap();
+        let mut u = update(Change::Login(ClientType::Pc));
+        u.ext = Some(Arc::new(ext));
+        assert!(p.apply(sid(10086), Stamp::new(1 << 16, 1), &u).is_some());
+        p.apply(sid(10086), Stamp::new(2 << 16, 1), &update(Change::Login(ClientType::Mobile)));
+        p.apply(sid(10086), Stamp::new(3 << 16, 1), &update(Change::Permission(false)));
+        p.apply(sid(10086), Stamp::new(4 << 16, 1), &update(Change::Logout(ClientType::Pc)));
+        let st = p.status(sid(10086));
+        assert!(st.known && st.online && !st.accepts_strangers);
+        assert_eq!(st.clients.iter().collect::<Vec<_>>(), [ClientType::Mobile]);
+        assert_eq!(st.ext.unwrap().entries().collect::<Vec<_>>(), [("nick", "alice")]);
+        assert!(!p.status(sid(10010)).known);
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn reapplying_the_same_write_changes_nothing() {
+        let s = Store::default();
+        let p = s.pin();
+        let u = update(Change::Login(ClientType::Pc));
+        assert!(p.apply(sid(1), Stamp::new(9, 1), &u).is_some());
+        let d = s.digest();
+        assert!(p.apply(sid(1), Stamp::new(9, 1), &u).is_none());
+        assert_eq!(d, s.digest());
+    }
+
+    fn arb_change() -> impl Strategy<Value = Change> {
+        let client = (0u8..6).prop_map(|c| ClientType::from_code(c).unwrap());
+        prop_oneof![
+            client.clone().prop_map(Change::Login),
+            client.prop_map(Change::Logout),
+            any::<bool>().prop_map(Change::Permission),
+            Just(Change::LogoutAll),
+        ]
+    }
+
+    /// (sid, stamp, update) triples with small domains, so collisions and equal stamps happen.
+    fn arb_writes() -> impl Strategy<Value = Vec<(u64, Stamp, Update)>> {
+        let ext = prop::option::of(prop::collection::vec(("[a-c]", "[x-z]{0,2}"), 0..3));
+        let w = (1u64..4, 0u64..6, 1u16..4, 0u64..3, arb_change(), ext).prop_map(
+            |(sid, hlc, node, uid, change, ext)| {
+                let ext = ext.and_then(|mut e| {
+                    e.sort();
+                    e.dedup_by(|a, b| a.0 == b.0);
+                    Ext::new(e, &ExtLimits::default()).ok().map(Arc::new)
+                });
+                (sid, Stamp::new(hlc, node), Update { uid, pool: 1, change, ext })
+            },
+        );
+        prop::collection::vec(w, 0..24)
+    }
+
+    fn records(writes: &[(u64, Stamp, Update)]) -> Vec<(u64, Record)> {
+        let s = Store::default();
+        let p = s.pin();
+        for (sid, st, u) in writes {
+            p.apply(Sid::new(*sid).unwrap(), *st, u);
+        }
+        let mut v = Vec::new();
+        p.for_each(|sid, r| v.push((sid.get(), r.clone())));
+        v.sort_by_key(|x| x.0);
+        v
+    }
+
+    fn merged(parts: &[&[(u64, Record)]]) -> (Vec<(u64, Record)>, u128) {
+        let s = Store::default();
+        let p = s.pin();
+        for part in parts {
+            for (sid, r) in *part {
+                p.merge(Sid::new(*sid).unwrap(), r);
+            }
+        }
+        let mut v = Vec::new();
+        p.for_each(|sid, r| v.push((sid.get(), r.clone())));
+        v.sort_by_key(|x| x.0);
+        (v, s.digest())
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_commutative(a in arb_writes(), b in arb_writes()) {
+            let (ra, rb) = (records(&a), records(&b));
+            prop_assert_eq!(merged(&[&ra, &rb]), merged(&[&rb, &ra]));
+        }
+
+        #[test]
+        fn merge_is_associative(a in arb_writes(), b in arb_writes(), c in arb_writes()) {
+            let (ra, rb, rc) = (records(&a), records(&b), records(&c));
+            let (ab, _) = merged(&[&ra, &rb]);
+            let (bc, _) = merged(&[&rb, &rc]);
+            prop_assert_eq!(merged(&[&ab, &rc]), merged(&[&ra, &bc]));
+        }
+
+        #[test]
+        fn merge_is_idempotent(a in arb_writes()) {
+            let ra = records(&a);
+            prop_assert_eq!(merged(&[&ra]), merged(&[&ra, &ra]));
+        }
+
+        /// Applying the same writes in any order gives the same state and digest.
+        #[test]
+        fn apply_order_does_not_matter(a in arb_writes(), seed in any::<u64>()) {
+            let mut shuffled = a.clone();
+            let n = shuffled.len();
+            for i in (1..n).rev() {
+                let j = (seed.wrapping_mul(i as u64 + 1) >> 7) as usize % (i + 1);
+                shuffled.swap(i, j);
+            }
+            let (x, y) = (records(&a), records(&shuffled));
+            prop_assert_eq!(merged(&[&x]), merged(&[&y]));
+        }
+    }
+}

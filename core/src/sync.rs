@@ -1,0 +1,9 @@
+//! The synchronisation facade: every atomic that this workspace writes by hand is imported from
+//! here, so that `RUSTFLAGS="--cfg loom"` swaps in loom's model-checked versions.
+//!
+//! Architecture Invariant: no other module imports `std::sync::atomic` directly.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicU64, Ordering};

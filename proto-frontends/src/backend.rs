@@ -1,0 +1,73 @@
+//! The contract between the request handlers (HTTP/JSON, SOAP, health, metrics) and the node
+//! that runs them. Handlers are sans-IO: they see the node only through [`Backend`].
+//!
+//! API Boundary: the front ends depend on this trait, never on the drivers or the store directly.
+
+use presenced_core::{Sid, Status};
+
+/// One member of the cluster as `/v1/cluster` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MemberView {
+    /// The member's sequence number.
+    pub id: u16,
+    /// Heard from within `down-after-ms`.
+    pub alive: bool,
+    /// Synced and serving.
+    pub ready: bool,
+}
+
+/// The body of `GET /v1/cluster` (DESIGN.md §3), field for field.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ClusterView {
+    /// This node's sequence number.
+    pub node: u16,
+    /// The election term.
+    pub term: u64,
+    /// The standard-time server (lowest live id).
+    pub time_master: u16,
+    /// The reference data master (lowest live id).
+    pub data_master: u16,
+    /// Whether this node serves (synced, clock within tolerance, not draining).
+    pub ready: bool,
+    /// Cluster time now, ms since the Unix epoch.
+    pub cluster_time_ms: u64,
+    /// This node's correction of its monotonic clock, in µs.
+    pub clock_offset_us: i64,
+    /// Number of users held.
+    pub records: u64,
+    /// Hex state digest: equal on two nodes exactly when they hold the same state.
+    pub digest: String,
+    /// Every known member, by id.
+    pub members: Vec<MemberView>,
+}
+
+/// Which front end served a query (a metrics label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Frontend {
+    /// `GET/POST /v1/presence...`
+    Json,
+    /// `POST /soap`
+    Soap,
+}
+
+/// What the request handlers need from the node.
+pub trait Backend {
+    /// This node's sequence number.
+    fn node_id(&self) -> u16;
+    /// Cluster time now, ms since the Unix epoch.
+    fn now_ms(&self) -> u64;
+    /// Most ids per batch query.
+    fn batch_limit(&self) -> usize;
+    /// Appends the status of every id, in order, to `out`.
+    fn statuses(&self, ids: &[Sid], out: &mut Vec<Status>);
+    /// `None` when ready to serve; otherwise why not (for `/healthz/ready`).
+    fn not_ready_reason(&self) -> Option<String>;
+    /// The `/v1/cluster` view.
+    fn cluster(&self) -> ClusterView;
+    /// Appends the Prometheus text exposition of every metric to `out`.
+    fn render_metrics(&self, out: &mut String);
+    /// Counts one answered batch query of `ids` ids on front end `f`, taking `micros`.
+    fn record_query(&self, f: Frontend, ids: usize, micros: u64);
+    /// Counts one refused request, by error code (a metrics label).
+    fn record_error(&self, code: &'static str);
+}

@@ -1,0 +1,252 @@
+//! Node metrics: lock-free counters and per-worker HDR histograms, rendered in the Prometheus
+//! text exposition format (version 0.0.4).
+//!
+//! Counters are `Relaxed` atomics: they are reports, nothing orders itself by them (so they are
+//! not part of the loom models). Latency histograms are `hdrhistogram` instances, one per worker
+//! thread behind an uncontended mutex, merged only when `/metrics` is rendered.
+//!
+//! The exposition is written by hand rather than through a metrics crate: the format is a few
+//! lines per family, and none of the crates maps HDR histograms to summaries without copying.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use hdrhistogram::Histogram;
+
+/// A protocol family, used as the `protocol` label of connection metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// Pool ingest.
+    Pool = 0,
+    /// Raw-TCP batch query.
+    Query = 1,
+    /// HTTP (JSON, SOAP, health, metrics).
+    Http = 2,
+}
+
+const PROTOS: [(Proto, &str); 3] = [(Proto::Pool, "pool"), (Proto::Query, "query"), (Proto::Http, "http")];
+
+/// Query front ends, the `frontend` label.
+pub const FRONTENDS: [&str; 3] = ["tcp", "json", "soap"];
+
+/// One latency histogram per worker (µs, 1 µs to 60 s, 3 significant digits).
+#[derive(Debug)]
+pub struct Latency {
+    per_worker: Vec<Mutex<Histogram<u64>>>,
+}
+
+impl Latency {
+    fn new(workers: usize) -> Self {
+        let per_worker = (0..workers.max(1))
+            .map(|_| {
+                // INVARIANT: these bounds are valid for hdrhistogram (low >= 1, high >= 2*low).
+                #[allow(clippy::expect_used)]
+                Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"))
+            })
+            .collect();
+        Self { per_worker }
+    }
+
+    /// Records one sample of `micros` on `worker`'s histogram.
+    pub fn record(&self, worker: usize, micros: u64) {
+        if let Some(h) = self.per_worker.get(worker % self.per_worker.len().max(1)) {
+            if let Ok(mut h) = h.lock() {
+                h.saturating_record(micros.max(1));
+            }
+        }
+    }
+
+    /// The merged histogram of all workers.
+    pub fn merged(&self) -> Option<Histogram<u64>> {
+        let mut all: Option<Histogram<u64>> = None;
+        for h in &self.per_worker {
+            let Ok(h) = h.lock() else { continue };
+            match all.as_mut() {
+                None => all = Some(h.clone()),
+                Some(a) => {
+                    let _ = a.add(&*h);
+                }
+            }
+        }
+        all
+    }
+}
+
+/// Every metric of a node.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Pool events applied.
+    pub updates: AtomicU64,
+    /// Pool `EVENTS` frames handled.
+    pub pool_batches: AtomicU64,
+    /// Pool events skipped as already applied (re-sent after a reconnect).
+    pub duplicates: AtomicU64,
+    /// Batch queries answered, by front end (index into [`FRONTENDS`]).
+    pub queries: [AtomicU64; 3],
+    /// Ids looked up, by front end.
+    pub query_ids: [AtomicU64; 3],
+    /// Query latency by front end, µs.
+    pub query_latency: [Latency; 3],
+    /// Time to apply one `EVENTS` frame, µs.
+    pub ingest_latency: Latency,
+    /// Connections open now, by protocol.
+    pub open: [AtomicI64; 3],
+    /// Connections accepted, by protocol.
+    pub accepted: [AtomicU64; 3],
+    /// Connections refused at accept because `max-connections` was reached.
+    pub refused: AtomicU64,
+    /// Errors by kind (a label value).
+    errors: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    /// Metrics for a node with `workers` worker threads.
+    pub fn new(workers: usize) -> Self {
+        Self {
+            updates: AtomicU64::new(0),
+            pool_batches: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            queries: Default::default(),
+            query_ids: Default::default(),
+            query_latency: [Latency::new(workers), Latency::new(workers), Latency::new(workers)],
+            ingest_latency: Latency::new(workers),
+            open: Default::default(),
+            accepted: Default::default(),
+            refused: AtomicU64::new(0),
+            errors: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Counts an error of `kind`.
+    pub fn error(&self, kind: &'static str) {
+        if let Ok(mut e) = self.errors.lock() {
+            *e.entry(kind).or_default() += 1;
+        }
+    }
+
+    /// A connection of `p` opened.
+    pub fn opened(&self, p: Proto) {
+        if let Some(a) = self.accepted.get(p as usize) {
+            a.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(o) = self.open.get(p as usize) {
+            o.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A connection of `p` closed.
+    pub fn closed(&self, p: Proto) {
+        if let Some(o) = self.open.get(p as usize) {
+            o.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Connections open now, all protocols.
+    pub fn open_total(&self) -> i64 {
+        self.open.iter().map(|o| o.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Counts one answered query of `ids` ids on front end index `f` (see [`FRONTENDS`]).
+    pub fn query(&self, f: usize, worker: usize, ids: u64, micros: u64) {
+        if let (Some(q), Some(i), Some(l)) =
+            (self.queries.get(f), self.query_ids.get(f), self.query_latency.get(f))
+        {
+            q.fetch_add(1, Ordering::Relaxed);
+            i.fetch_add(ids, Ordering::Relaxed);
+            l.record(worker, micros);
+        }
+    }
+
+    /// Renders every metric. `records` and `uptime_s` come from the node.
+    pub fn render(&self, out: &mut String, records: u64, uptime_s: f64) {
+        let c = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        family(out, "presenced_updates_total", "counter", "Pool events applied to the store.");
+        let _ = writeln!(out, "presenced_updates_total {}", c(&self.updates));
+        family(out, "presenced_pool_batches_total", "counter", "Pool EVENTS frames handled.");
+        let _ = writeln!(out, "presenced_pool_batches_total {}", c(&self.pool_batches));
+        family(out, "presenced_pool_duplicates_total", "counter", "Re-sent pool events skipped.");
+        let _ = writeln!(out, "presenced_pool_duplicates_total {}", c(&self.duplicates));
+        family(out, "presenced_records", "gauge", "Users held in the store.");
+        let _ = writeln!(out, "presenced_records {records}");
+        family(out, "presenced_queries_total", "counter", "Batch queries answered, by front end.");
+        for (i, f) in FRONTENDS.iter().enumerate() {
+            let v = self.queries.get(i).map_or(0, c);
+            let _ = writeln!(out, "presenced_queries_total{{frontend=\"{f}\"}} {v}");
+        }
+        family(out, "presenced_query_ids_total", "counter", "Ids looked up, by front end.");
+        for (i, f) in FRONTENDS.iter().enumerate() {
+            let v = self.query_ids.get(i).map_or(0, c);
+            let _ = writeln!(out, "presenced_query_ids_total{{frontend=\"{f}\"}} {v}");
+        }
+        family(out, "presenced_query_latency_seconds", "summary", "Batch query latency.");
+        for (i, f) in FRONTENDS.iter().enumerate() {
+            if let Some(h) = self.query_latency.get(i).and_then(Latency::merged) {
+                summary(out, "presenced_query_latency_seconds", &format!("frontend=\"{f}\","), &h);
+            }
+        }
+        family(out, "presenced_ingest_batch_latency_seconds", "summary", "Time to apply one pool batch.");
+        if let Some(h) = self.ingest_latency.merged() {
+            summary(out, "presenced_ingest_batch_latency_seconds", "", &h);
+        }
+        family(out, "presenced_connections_open", "gauge", "Open client connections.");
+        for (p, name) in PROTOS {
+            let v = self.open.get(p as usize).map_or(0, |o| o.load(Ordering::Relaxed));
+            let _ = writeln!(out, "presenced_connections_open{{protocol=\"{name}\"}} {v}");
+        }
+        family(out, "presenced_connections_total", "counter", "Client connections accepted.");
+        for (p, name) in PROTOS {
+            let v = self.accepted.get(p as usize).map_or(0, c);
+            let _ = writeln!(out, "presenced_connections_total{{protocol=\"{name}\"}} {v}");
+        }
+        family(out, "presenced_connections_refused_total", "counter", "Connections refused at max-connections.");
+        let _ = writeln!(out, "presenced_connections_refused_total {}", c(&self.refused));
+        family(out, "presenced_errors_total", "counter", "Refused requests and closed connections, by kind.");
+        if let Ok(e) = self.errors.lock() {
+            for (kind, n) in e.iter() {
+                let _ = writeln!(out, "presenced_errors_total{{kind=\"{kind}\"}} {n}");
+            }
+        }
+        family(out, "presenced_uptime_seconds", "gauge", "Seconds since the node started.");
+        let _ = writeln!(out, "presenced_uptime_seconds {uptime_s:.3}");
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn summary(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
+    for q in [0.5, 0.9, 0.99, 0.999] {
+        let v = h.value_at_quantile(q) as f64 / 1e6;
+        let _ = writeln!(out, "{name}{{{labels}quantile=\"{q}\"}} {v:.6}");
+    }
+    let labels = labels.trim_end_matches(',');
+    let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+    let sum = h.mean() * h.len() as f64 / 1e6;
+    let _ = writeln!(out, "{name}_sum{braces} {sum:.6}\n{name}_count{braces} {}", h.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_summaries() {
+        let m = Metrics::new(2);
+        m.updates.fetch_add(3, Ordering::Relaxed);
+        m.query(1, 0, 20, 150);
+        m.query(1, 1, 20, 250);
+        m.error("bad_json");
+        m.opened(Proto::Http);
+        let mut s = String::new();
+        m.render(&mut s, 7, 1.5);
+        assert!(s.contains("presenced_updates_total 3\n"));
+        assert!(s.contains("presenced_query_ids_total{frontend=\"json\"} 40\n"));
+        assert!(s.contains("presenced_query_latency_seconds_count{frontend=\"json\"} 2\n"));
+        assert!(s.contains("presenced_errors_total{kind=\"bad_json\"} 1\n"));
+        assert!(s.contains("presenced_connections_open{protocol=\"http\"} 1\n"));
+        assert!(s.contains("presenced_records 7\n"));
+    }
+}

@@ -1,0 +1,96 @@
+//! Black-box tests of the command line: the README's push/query example, config checking, bad
+//! flags, a port in use, and a clean stop on SIGTERM.
+
+mod common;
+
+use std::net::TcpListener;
+
+use common::{run_cli, run_cli_raw, Node, Ports};
+
+const README_EVENTS: &str =
+    "login 10086 1 pc nick=alice\nlogin 10086 1 mobile\npermission 10086 1 deny\nlogout 10086 1 pc\n";
+
+#[test]
+fn readme_push_then_query() {
+    let node = Node::start();
+    let summary = node.push(README_EVENTS);
+    assert!(summary.contains("pushed 4 events") && summary.contains("4 acked"), "{summary}");
+    let out = node.query(&["10086", "10010"]);
+    assert_eq!(out.len(), 2);
+    let a = &out[0];
+    assert_eq!(a["id"], "10086");
+    assert_eq!(a["known"], true);
+    assert_eq!(a["online"], true);
+    assert_eq!(a["clients"], serde_json::json!(["mobile"]));
+    assert_eq!(a["accepts_strangers"], false);
+    assert_eq!(a["ext"], serde_json::json!({"nick": "alice"}));
+    assert!(a["changed_at"].as_str().unwrap().ends_with('Z'));
+    let b = &out[1];
+    assert_eq!(b["id"], "10010");
+    assert_eq!(b["known"], false);
+    assert_eq!(b["online"], false);
+    assert_eq!(b["clients"], serde_json::json!([]));
+    assert_eq!(b["accepts_strangers"], false);
+    assert_eq!(b["changed_at"], serde_json::Value::Null);
+    assert_eq!(b["ext"], serde_json::json!({}));
+}
+
+#[test]
+fn push_rejects_a_bad_line_and_sends_nothing() {
+    let node = Node::start();
+    let out = run_cli_raw(&["push", "--pool", &node.pool_addr().to_string()], "login 5 1 pc\nlogin 6 1 tv\n");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2") && err.contains("unknown client \"tv\""), "{err}");
+    assert_eq!(node.query(&["5"])[0]["known"], false, "nothing was sent");
+}
+
+#[test]
+fn check_config_accepts_the_example_and_names_errors() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples/cluster-3.xml");
+    let ok = run_cli(&["check-config", example], "");
+    assert!(ok.contains("ok") && ok.contains("3 nodes"), "{ok}");
+
+    let dir = std::env::temp_dir().join(format!("presenced-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.xml");
+    std::fs::write(&bad, "<cluster name=\"x\">\n  <node id=\"1\" host=\"127.0.0.1\" pool-port=\"99999\"/>\n</cluster>\n").unwrap();
+    let out = run_cli_raw(&["check-config", bad.to_str().unwrap()], "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("bad.xml:2:") && err.contains("pool-port"), "{err}");
+}
+
+#[test]
+fn bad_flags_are_one_line_and_nonzero() {
+    let out = run_cli_raw(&["serve", "--bogus"], "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--bogus"), "{err}");
+    let out = run_cli_raw(&["query", "--server", "127.0.0.1:1", "abc"], "");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid id \"abc\""));
+}
+
+#[test]
+fn port_in_use_is_one_clear_line() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut ports = Ports::free(1);
+    ports.http = taken.local_addr().unwrap().port();
+    let cfg = common::write_config(&[ports], "");
+    let out = run_cli_raw(&["serve", "--config", cfg.to_str().unwrap()], "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.contains("cannot listen on http port") && last.contains("in use"), "{err}");
+}
+
+#[test]
+fn sigterm_stops_cleanly() {
+    let mut node = Node::start();
+    let status = node.terminate();
+    assert!(status.success(), "exit status {status:?}; log:\n{}", node.log());
+    assert!(node.log().contains("stopped"), "{}", node.log());
+}
