@@ -234,7 +234,8 @@ fn ingest_conn(i: usize, c: &Common, batch: usize, rate: u64, t: &Totals) -> any
             if rate > 0 && sent as f64 > rate as f64 * started.elapsed().as_secs_f64() {
                 break;
             }
-            let f = &mut frames[k % frames.len()];
+            let ring = frames.len();
+            let f = &mut frames[k % ring];
             k += 1;
             f[5..13].copy_from_slice(&seq.to_be_bytes());
             s.write_all(f)?;

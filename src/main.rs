@@ -106,6 +106,7 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -147,8 +148,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut c = QueryClient::connect(server, Duration::from_secs(5))
                 .with_context(|| format!("cannot query {server}"))?;
             let statuses = c.query(&parsed).with_context(|| format!("query to {server} failed"))?;
+            let mut line = Vec::new();
             for s in &statuses {
-                println!("{}", presenced_frontends::api::status_json(s));
+                line.clear();
+                presenced_frontends::api::write_status(&mut line, s);
+                println!("{}", String::from_utf8_lossy(&line));
             }
             Ok(())
         }

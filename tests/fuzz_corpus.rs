@@ -33,3 +33,13 @@ fn http_request_corpus() {
 fn soap_envelope_corpus() {
     replay("soap_envelope", presenced_frontends::fuzzing::soap_envelope);
 }
+
+#[test]
+fn repl_message_corpus() {
+    replay("repl_message", presenced_core::fuzzing::repl_message);
+}
+
+#[test]
+fn timesync_packet_corpus() {
+    replay("timesync_packet", presenced_core::fuzzing::timesync_packet);
+}

@@ -87,6 +87,9 @@ fn garbage_closes_only_that_connection() {
         // A huge length is refused before anything is buffered for it.
         let reply = exchange(addr, &hex!("7fffffff 10"), Duration::from_secs(5));
         assert!(reply.len() >= 5 && reply[4] == 0x7F, "{what}: {reply:?}");
+        // A well-framed HELLO with the wrong magic.
+        let reply = exchange(addr, &hex!("0000000a 01 47455420 01 0000000000"), Duration::from_secs(5));
+        assert!(reply.len() >= 5 && reply[4] == 0x7F, "{what}: {reply:?}");
     }
     assert!(node.log().contains("bad magic"), "{}", node.log());
     assert!(node.log().contains("exceeds the limit"), "{}", node.log());

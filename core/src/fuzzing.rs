@@ -62,3 +62,30 @@ pub fn batch_query(data: &[u8]) {
         assert!(o.consumed <= data.len());
     }
 }
+
+/// Target `repl_message`: replication frames.
+pub fn repl_message(data: &[u8]) {
+    use crate::cluster::repl::{Msg, MAX_FRAME};
+    let mut rest = data;
+    while let Ok(Some((ty, body, n))) = split_frame(rest, MAX_FRAME) {
+        if let Ok(m) = Msg::decode(ty, body) {
+            let mut again = Vec::new();
+            m.encode(&mut again);
+            // ERROR frames truncate long messages and map unknown codes; all others are exact.
+            if ty != crate::proto::ERROR {
+                assert_eq!(again, rest[..n], "re-encoding differs");
+            }
+        }
+        rest = &rest[n..];
+    }
+}
+
+/// Target `timesync_packet`: time-sync datagrams.
+pub fn timesync_packet(data: &[u8]) {
+    use crate::cluster::timesync::Packet;
+    if let Ok(p) = Packet::decode(data) {
+        let mut again = Vec::new();
+        p.encode(&mut again);
+        assert_eq!(again, data, "re-encoding differs");
+    }
+}

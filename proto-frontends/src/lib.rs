@@ -11,6 +11,8 @@
 pub mod api;
 pub mod backend;
 pub mod client;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod server;

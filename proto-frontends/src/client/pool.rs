@@ -133,9 +133,9 @@ impl PoolClient {
         loop {
             match self.try_pump(keep) {
                 Ok(()) => return Ok(()),
-                Err(ClientError::Io(e)) | Err(ClientError::Server { message: e, .. })
-                    if Instant::now() < deadline =>
-                {
+                // A broken connection is retried; a server that refuses us (bad token, bad
+                // event) would refuse the same bytes again, so that error is final.
+                Err(ClientError::Io(e)) if Instant::now() < deadline => {
                     warn!("pool connection failed ({e}); reconnecting");
                     self.conn = None;
                     self.reconnect_until(deadline)?;

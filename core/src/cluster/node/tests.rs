@@ -1,0 +1,403 @@
+//! Deterministic in-memory cluster simulation: N [`ClusterNode`]s over a simulated network and
+//! clock, with TCP-like links (FIFO, cut by partitions and crashes), lossy and reordering UDP,
+//! clock skew, crashes and restarts. Every message goes through the real codec.
+//!
+//! Each seed is one run; a failure names its seed, and `PRESENCED_SIM_SEED=N cargo test -p
+//! presenced-core sim_` replays exactly that run.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use super::*;
+use crate::hlc::Hlc;
+use crate::model::{Change, ClientType, Update};
+use crate::wire::split_frame;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+fn info(id: u16) -> NodeInfo {
+    NodeInfo { id, host: IpAddr::V4(Ipv4Addr::LOCALHOST), pool_port: id, query_port: id, sync_port: id, time_port: id, http_port: id }
+}
+
+const TIMING: Timing = Timing {
+    heartbeat_us: 50_000,
+    down_after_us: 400_000,
+    sync_interval_us: 100_000,
+    tolerance_us: 2_000,
+    flush_us: 2_000,
+};
+
+struct SimNode {
+    node: ClusterNode,
+    store: Arc<Store>,
+    hlc: Hlc,
+    skew_us: i64,
+    up: bool,
+}
+
+#[derive(Default)]
+struct Link {
+    /// Owner's messages to the peer, with arrival times.
+    down: VecDeque<(u64, Msg)>,
+    /// Peer's answers to the owner.
+    up: VecDeque<(u64, Msg)>,
+}
+
+struct Sim {
+    rng: Rng,
+    now: u64,
+    nodes: BTreeMap<u16, SimNode>,
+    links: HashMap<(u16, u16), Link>,
+    dgrams: Vec<(u64, u16, u16, Packet)>,
+    cut: Vec<(u16, u16)>,
+    oracle: Store,
+    next_reconnect: u64,
+    seed: u64,
+    udp_loss: u64,
+}
+
+/// Encodes and decodes a message, as the wire would.
+fn wire(m: &Msg) -> Msg {
+    let mut b = Vec::new();
+    m.encode(&mut b);
+    let (t, body, _) = split_frame(&b, crate::cluster::repl::MAX_FRAME).unwrap().unwrap();
+    Msg::decode(t, body).unwrap()
+}
+
+impl Sim {
+    fn new(seed: u64, n: u16) -> Self {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut s = Self {
+            now: 1_000_000,
+            nodes: BTreeMap::new(),
+            links: HashMap::new(),
+            dgrams: Vec::new(),
+            cut: Vec::new(),
+            oracle: Store::default(),
+            next_reconnect: 0,
+            seed,
+            udp_loss: rng.below(30),
+            rng,
+        };
+        for id in 1..=n {
+            s.boot(id);
+        }
+        s
+    }
+
+    fn boot(&mut self, id: u16) {
+        let n = self.nodes.len().max(3) as u16;
+        let peers: Vec<NodeInfo> = (1..=n).map(info).collect();
+        let skew_us = self.rng.below(6_000_000) as i64 - 3_000_000;
+        let now = Now { mono_us: self.now, wall_us: self.now as i64 + 1_764_000_000_000_000 + skew_us };
+        let node = ClusterNode::new(info(id), "sim".into(), &peers, TIMING, self.rng.next(), now);
+        self.nodes.insert(id, SimNode { node, store: Arc::new(Store::default()), hlc: Hlc::new(id), skew_us, up: true });
+    }
+
+    fn node_now(&self, id: u16) -> Now {
+        let skew = self.nodes.get(&id).map_or(0, |n| n.skew_us);
+        Now { mono_us: self.now, wall_us: self.now as i64 + 1_764_000_000_000_000 + skew }
+    }
+
+    fn latency(&mut self) -> u64 {
+        200 + self.rng.below(3_000)
+    }
+
+    /// Drains a node's outputs into links and datagrams.
+    fn pump(&mut self, id: u16) {
+        let now = self.node_now(id);
+        loop {
+            let Some(sn) = self.nodes.get_mut(&id) else { return };
+            let store = sn.store.clone();
+            let ctx = Ctx { store: &store, hlc: &sn.hlc };
+            let Some((peer, dir, msg)) = sn.node.poll_transmit(now, &ctx) else { break };
+            let at = self.now + self.latency();
+            let msg = wire(&msg);
+            match dir {
+                Dir::Out => {
+                    if let Some(l) = self.links.get_mut(&(id, peer)) {
+                        l.down.push_back((at, msg));
+                    }
+                }
+                Dir::In => {
+                    if let Some(l) = self.links.get_mut(&(peer, id)) {
+                        l.up.push_back((at, msg));
+                    }
+                }
+            }
+        }
+        while let Some((peer, p)) = self.nodes.get_mut(&id).and_then(|n| n.node.poll_datagram()) {
+            if self.rng.chance(self.udp_loss) || self.is_cut(id, peer) {
+                continue;
+            }
+            let copies = if self.rng.chance(5) { 2 } else { 1 };
+            for _ in 0..copies {
+                let at = self.now + self.latency() + self.rng.below(2_000);
+                self.dgrams.push((at, id, peer, p));
+            }
+        }
+        while self.nodes.get_mut(&id).and_then(|n| n.node.poll_event()).is_some() {}
+    }
+
+    fn is_cut(&self, a: u16, b: u16) -> bool {
+        self.cut.contains(&(a.min(b), a.max(b)))
+    }
+
+    fn close_link(&mut self, a: u16, b: u16) {
+        if self.links.remove(&(a, b)).is_some() {
+            if let Some(n) = self.nodes.get_mut(&a) {
+                n.node.handle_out_closed(b);
+            }
+            if let Some(n) = self.nodes.get_mut(&b) {
+                n.node.handle_in_closed(a);
+            }
+        }
+    }
+
+    fn partition(&mut self, a: u16, b: u16) {
+        self.cut.push((a.min(b), a.max(b)));
+        self.close_link(a, b);
+        self.close_link(b, a);
+    }
+
+    fn crash(&mut self, id: u16) {
+        let ids: Vec<u16> = self.nodes.keys().copied().collect();
+        for o in ids {
+            self.close_link(id, o);
+            self.close_link(o, id);
+        }
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.up = false;
+        }
+    }
+
+    /// A local pool update at `id`, recorded in the oracle with the same stamp.
+    fn update(&mut self, id: u16) {
+        let sid = Sid::new(self.rng.below(40) + 1).unwrap();
+        let client = ClientType::ALL[self.rng.below(6) as usize];
+        let change = match self.rng.below(4) {
+            0 | 1 => Change::Login(client),
+            2 => Change::Logout(client),
+            _ => Change::Permission(self.rng.chance(50)),
+        };
+        let now = self.node_now(id);
+        let Some(sn) = self.nodes.get_mut(&id) else { return };
+        if !sn.up {
+            return;
+        }
+        let u = Update { uid: sid.get(), pool: 1, change, ext: None };
+        let ms = (sn.node.cluster_us(now) / 1000) as u64;
+        let stamp = sn.hlc.now(ms);
+        sn.store.pin().apply(sid, stamp, &u);
+        self.oracle.pin().apply(sid, stamp, &u);
+        sn.node.handle_local_updates(now, &[sid]);
+        self.pump(id);
+    }
+
+    fn step(&mut self) {
+        self.now += 500;
+        // Reconnect every ordered pair that is up, not cut, and has no link.
+        if self.now >= self.next_reconnect {
+            self.next_reconnect = self.now + 50_000;
+            let ids: Vec<u16> = self.nodes.iter().filter(|(_, n)| n.up).map(|(i, _)| *i).collect();
+            for &a in &ids {
+                for &b in &ids {
+                    if a != b && !self.is_cut(a, b) && !self.links.contains_key(&(a, b)) {
+                        self.links.insert((a, b), Link::default());
+                        if let Some(n) = self.nodes.get_mut(&a) {
+                            n.node.handle_out_connected(b);
+                        }
+                        self.pump(a);
+                    }
+                }
+            }
+        }
+        // Deliver link messages that are due (FIFO per direction).
+        let keys: Vec<(u16, u16)> = self.links.keys().copied().collect();
+        for (a, b) in keys {
+            loop {
+                let Some(l) = self.links.get_mut(&(a, b)) else { break };
+                let Some((at, _)) = l.down.front() else { break };
+                if *at > self.now {
+                    break;
+                }
+                let Some((_, msg)) = l.down.pop_front() else { break };
+                let now = self.node_now(b);
+                let Some(sn) = self.nodes.get_mut(&b) else { break };
+                if let Msg::Hello { cluster, from, incarnation } = &msg {
+                    match sn.node.handle_hello(now, cluster, *from, *incarnation) {
+                        Ok(w) => {
+                            let at = self.now + 300;
+                            if let Some(l) = self.links.get_mut(&(a, b)) {
+                                l.up.push_back((at, w));
+                            }
+                        }
+                        Err(_) => self.close_link(a, b),
+                    }
+                } else {
+                    let store = sn.store.clone();
+                    let ctx = Ctx { store: &store, hlc: &sn.hlc };
+                    sn.node.handle_in_msg(now, a, msg, &ctx);
+                }
+                self.pump(b);
+            }
+            loop {
+                let Some(l) = self.links.get_mut(&(a, b)) else { break };
+                let Some((at, _)) = l.up.front() else { break };
+                if *at > self.now {
+                    break;
+                }
+                let Some((_, msg)) = l.up.pop_front() else { break };
+                let now = self.node_now(a);
+                let Some(sn) = self.nodes.get_mut(&a) else { break };
+                let store = sn.store.clone();
+                let ctx = Ctx { store: &store, hlc: &sn.hlc };
+                sn.node.handle_out_msg(now, b, msg, &ctx);
+                self.pump(a);
+            }
+        }
+        // Datagrams, in arrival order (which reorders them).
+        self.dgrams.sort_by_key(|d| d.0);
+        while self.dgrams.first().is_some_and(|d| d.0 <= self.now) {
+            let (_, _, to, p) = self.dgrams.remove(0);
+            let now = self.node_now(to);
+            let Some(sn) = self.nodes.get_mut(&to) else { continue };
+            if sn.up {
+                sn.node.handle_datagram(now, p);
+                self.pump(to);
+            }
+        }
+        // Timers.
+        let ids: Vec<u16> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let now = self.node_now(id);
+            let Some(sn) = self.nodes.get_mut(&id) else { continue };
+            if sn.up && sn.node.poll_timeout() <= self.now {
+                let store = sn.store.clone();
+                let ctx = Ctx { store: &store, hlc: &sn.hlc };
+                sn.node.handle_timeout(now, &ctx);
+            }
+            if sn.up {
+                self.pump(id);
+            }
+        }
+    }
+
+    fn run_for(&mut self, us: u64) {
+        let end = self.now + us;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    fn check_converged(&self) {
+        let want = self.oracle.digest();
+        for (id, n) in &self.nodes {
+            assert!(n.up);
+            assert_eq!(n.store.digest(), want, "seed {}: node {id} differs from the last-writer-wins oracle", self.seed);
+            assert!(n.node.ready(), "seed {}: node {id} not ready: {:?}", self.seed, n.node.not_ready_reason());
+        }
+        let masters: Vec<(u16, u16)> = self.nodes.values().map(|n| (n.node.time_master(), n.node.data_master())).collect();
+        assert!(masters.windows(2).all(|w| w[0] == w[1]), "seed {}: masters disagree: {masters:?}", self.seed);
+        assert_eq!(masters[0].0, *self.nodes.keys().next().unwrap(), "seed {}: lowest id is master", self.seed);
+        let times: Vec<i64> = self.nodes.keys().map(|id| {
+            let n = &self.nodes[id];
+            n.node.cluster_us(self.node_now(*id))
+        }).collect();
+        let spread = times.iter().max().unwrap() - times.iter().min().unwrap();
+        // Tolerance plus the estimator's worst error (half the largest simulated delay).
+        assert!(spread <= TIMING.tolerance_us as i64 + 3_500, "seed {}: clocks spread {spread} µs", self.seed);
+    }
+}
+
+fn seeds() -> Vec<u64> {
+    match std::env::var("PRESENCED_SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("PRESENCED_SIM_SEED is a number")],
+        Err(_) => (1..=40).collect(),
+    }
+}
+
+#[test]
+fn sim_partitions_loss_and_skew_converge() {
+    for seed in seeds() {
+        let mut sim = Sim::new(seed, 3);
+        sim.run_for(1_500_000);
+        for round in 0..30 {
+            for _ in 0..5 {
+                let id = sim.rng.below(3) as u16 + 1;
+                sim.update(id);
+            }
+            if round % 10 == 3 {
+                let a = sim.rng.below(3) as u16 + 1;
+                let b = a % 3 + 1;
+                sim.partition(a, b);
+            }
+            if round % 10 == 8 {
+                sim.cut.clear();
+            }
+            sim.run_for(40_000);
+        }
+        sim.cut.clear();
+        sim.run_for(3_000_000);
+        sim.check_converged();
+    }
+}
+
+#[test]
+fn sim_crashed_master_fails_over_and_rejoins() {
+    for seed in seeds() {
+        let mut sim = Sim::new(seed, 3);
+        sim.run_for(1_500_000);
+        for _ in 0..20 {
+            let id = sim.rng.below(3) as u16 + 1;
+            sim.update(id);
+        }
+        sim.run_for(200_000);
+        sim.crash(1);
+        let crashed_at = sim.now;
+        while sim.nodes[&2].node.data_master() != 2 {
+            sim.step();
+            assert!(sim.now - crashed_at < 1_500_000, "seed {seed}: no fail-over within 1.5 s");
+        }
+        for _ in 0..20 {
+            let id = sim.rng.below(2) as u16 + 2;
+            sim.update(id);
+        }
+        // Restart node 1 with an empty store; it must catch up and take its roles back.
+        sim.boot(1);
+        sim.run_for(3_000_000);
+        sim.check_converged();
+    }
+}
+
+/// Control: with every link cut, the same workload must leave the replicas apart, so the
+/// convergence checks above can fail.
+#[test]
+fn sim_control_without_links_replicas_differ() {
+    let mut sim = Sim::new(7, 3);
+    sim.partition(1, 2);
+    sim.partition(2, 3);
+    sim.partition(1, 3);
+    for i in 0..30 {
+        sim.update(i % 3 + 1);
+    }
+    sim.run_for(1_000_000);
+    assert!(sim.oracle.len() > 0);
+    let digests: Vec<u128> = sim.nodes.values().map(|n| n.store.digest()).collect();
+    assert!(digests.iter().all(|d| *d != sim.oracle.digest()), "no node can hold everything");
+}

@@ -1,0 +1,204 @@
+//! Writing responses: the status line, the headers every response carries (`Date`,
+//! `Content-Length`, `Content-Type` when there is a body, `Connection` when it is not the
+//! version's default) and the JSON error format of DESIGN.md §3.
+//!
+//! This module decides nothing about framing or routing; it only renders what it is given.
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::HttpLimits;
+
+/// A refused request, answered as `{"error":{"code":..,"message":..,"value":..}}`.
+///
+/// Returned by the framing checks (the connection is then closed) and by the handlers (the
+/// connection stays open: the request was well framed, only its content was refused).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{status} {code}: {message}")]
+pub struct HttpError {
+    /// The HTTP status code.
+    pub status: u16,
+    /// The machine-readable error code (also the metrics label).
+    pub code: &'static str,
+    /// A sentence for humans.
+    pub message: Cow<'static, str>,
+    /// The offending value, echoed back when there is one.
+    pub value: Option<serde_json::Value>,
+    /// The `Allow` header of a 405.
+    pub allow: Option<&'static str>,
+}
+
+impl HttpError {
+    /// An error with `status`, `code` and `message`.
+    pub fn new(status: u16, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            value: None,
+            allow: None,
+        }
+    }
+
+    /// 400 `bad_request`.
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(400, "bad_request", message)
+    }
+
+    /// 431 `headers_too_large`.
+    pub fn headers_too_large(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(431, "headers_too_large", message)
+    }
+
+    /// 413 `body_too_large`.
+    pub fn body_too_large(limits: &HttpLimits) -> Self {
+        Self::new(
+            413,
+            "body_too_large",
+            format!("request body larger than {} bytes", limits.max_body),
+        )
+    }
+
+    /// 405 `method_not_allowed` with the methods the resource allows.
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        Self {
+            allow: Some(allow),
+            ..Self::new(405, "method_not_allowed", "method not allowed")
+        }
+    }
+
+    /// Adds the offending value.
+    pub fn with_value(mut self, value: serde_json::Value) -> Self {
+        self.value = Some(value);
+        self
+    }
+
+    /// Appends the JSON body.
+    pub fn write_body(&self, out: &mut Vec<u8>) {
+        let mut inner = serde_json::Map::new();
+        inner.insert("code".into(), self.code.into());
+        inner.insert("message".into(), self.message.as_ref().into());
+        if let Some(v) = &self.value {
+            inner.insert("value".into(), v.clone());
+        }
+        let mut outer = serde_json::Map::new();
+        outer.insert("error".into(), serde_json::Value::Object(inner));
+        // Serializing a `Value` into a `Vec` cannot fail; the fallback keeps the body valid JSON
+        // even so.
+        if serde_json::to_writer(&mut *out, &outer).is_err() {
+            out.extend_from_slice(br#"{"error":{"code":"internal","message":"internal error"}}"#);
+        }
+    }
+}
+
+/// What the `Connection` header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Connection {
+    /// HTTP/1.1 default: no header.
+    Default,
+    /// `Connection: keep-alive` (an HTTP/1.0 client asked for it).
+    KeepAlive,
+    /// `Connection: close`: the server closes after this response.
+    Close,
+}
+
+/// The head of one response.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ResponseHead<'a> {
+    pub(super) status: u16,
+    pub(super) content_type: Option<&'a str>,
+    pub(super) allow: Option<&'a str>,
+    pub(super) content_length: usize,
+    pub(super) connection: Connection,
+}
+
+/// Appends a status line and headers, ending with the empty line.
+pub(super) fn write_head(out: &mut Vec<u8>, date: &str, h: &ResponseHead<'_>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(h.status));
+    out.push(b' ');
+    out.extend_from_slice(reason(h.status).as_bytes());
+    out.extend_from_slice(b"\r\nDate: ");
+    out.extend_from_slice(date.as_bytes());
+    if let Some(ct) = h.content_type {
+        out.extend_from_slice(b"\r\nContent-Type: ");
+        out.extend_from_slice(ct.as_bytes());
+    }
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    push_u64(out, h.content_length as u64);
+    if let Some(allow) = h.allow {
+        out.extend_from_slice(b"\r\nAllow: ");
+        out.extend_from_slice(allow.as_bytes());
+    }
+    match h.connection {
+        Connection::Default => {}
+        Connection::KeepAlive => out.extend_from_slice(b"\r\nConnection: keep-alive"),
+        Connection::Close => out.extend_from_slice(b"\r\nConnection: close"),
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// The interim response to `Expect: 100-continue`.
+pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Appends `n` in decimal.
+pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        if let Some(d) = digits.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(i..).unwrap_or_default());
+}
+
+/// The reason phrase of every status this server sends.
+fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// The `Date` header value, formatted at most once per second.
+#[derive(Clone, Debug, Default)]
+pub(super) struct DateCache {
+    secs: Option<u64>,
+    text: String,
+}
+
+impl DateCache {
+    /// The IMF-fixdate of `wall`, clamped to the range httpdate can format (1970 to 9999).
+    pub(super) fn format(&mut self, wall: SystemTime) -> &str {
+        // Last second of year 9999: httpdate panics on anything later.
+        const MAX_SECS: u64 = 253_402_300_799;
+        let secs = wall
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .min(MAX_SECS);
+        if self.secs != Some(secs) {
+            self.secs = Some(secs);
+            self.text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
+        }
+        &self.text
+    }
+}
