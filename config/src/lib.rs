@@ -145,6 +145,33 @@ pub struct Security {
     pub pool_token: Option<String>,
 }
 
+/// When a pool event is acked (`<replication ack="...">`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckPolicy {
+    /// Once applied on the node that received it.
+    Local,
+    /// Once at least one other node has it too, whenever another node is alive (otherwise as
+    /// `Local`): an acked update survives the loss of the node that received it.
+    Replica,
+}
+
+/// Replication settings (`<replication>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replication {
+    /// The pool ack policy (default `replica`).
+    pub ack: AckPolicy,
+    /// Update numbers kept for resuming peers; a peer further behind gets a full snapshot.
+    pub backlog: usize,
+    /// Longest time an update waits to be batched, ms.
+    pub flush_ms: u64,
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Self { ack: AckPolicy::Replica, backlog: 1 << 21, flush_ms: 2 }
+    }
+}
+
 /// One node of the cluster (`<node>`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -197,6 +224,7 @@ pub struct ClusterConfig {
     timing: Timing,
     limits: Limits,
     security: Security,
+    replication: Replication,
     nodes: Vec<NodeConfig>,
 }
 
@@ -236,6 +264,10 @@ impl ClusterConfig {
     /// Security settings.
     pub fn security(&self) -> &Security {
         &self.security
+    }
+    /// Replication settings.
+    pub fn replication(&self) -> &Replication {
+        &self.replication
     }
     /// All nodes, in file order.
     pub fn nodes(&self) -> &[NodeConfig] {
@@ -281,6 +313,7 @@ impl Parser<'_> {
         let mut timing: Option<Timing> = None;
         let mut limits: Option<Limits> = None;
         let mut security: Option<Security> = None;
+        let mut replication: Option<Replication> = None;
         let mut nodes: Vec<(NodeConfig, usize)> = Vec::new();
         let mut closed = false;
         loop {
@@ -335,6 +368,10 @@ impl Parser<'_> {
                             once(self, security.is_some(), pos, "security")?;
                             security = Some(Security { pool_token: a.take("pool-token") .map(|x| x.value) });
                         }
+                        "replication" => {
+                            once(self, replication.is_some(), pos, "replication")?;
+                            replication = Some(self.replication(&mut a)?);
+                        }
                         "node" => nodes.push((self.node(&mut a)?, pos)),
                         _ => unreachable_element(),
                     }
@@ -373,6 +410,7 @@ impl Parser<'_> {
             timing: timing.unwrap_or_default(),
             limits: limits.unwrap_or_default(),
             security: security.unwrap_or_default(),
+            replication: replication.unwrap_or_default(),
             nodes: nodes.into_iter().map(|(n, _)| n).collect(),
         })
     }
@@ -397,12 +435,13 @@ impl Parser<'_> {
             b"timing" => "timing",
             b"limits" => "limits",
             b"security" => "security",
+            b"replication" => "replication",
             b"node" => "node",
             other => {
                 let name = String::from_utf8_lossy(other);
                 return Err(self.err(
                     pos,
-                    format!("unknown element <{name}>; expected <timing>, <limits>, <security> or <node>"),
+                    format!("unknown element <{name}>; expected <timing>, <limits>, <security>, <replication> or <node>"),
                 ));
             }
         };
@@ -482,6 +521,25 @@ impl Parser<'_> {
         })
     }
 
+    fn replication(&self, a: &mut Attrs) -> Result<Replication, ConfigError> {
+        let d = Replication::default();
+        let ack = match a.take("ack") {
+            None => d.ack,
+            Some(x) => match x.value.as_str() {
+                "local" => AckPolicy::Local,
+                "replica" => AckPolicy::Replica,
+                other => {
+                    return Err(self.err(x.pos, format!("bad `ack` {other:?}: expected local or replica")))
+                }
+            },
+        };
+        Ok(Replication {
+            ack,
+            backlog: a.num(self, "backlog", 1024, 1 << 30)?.map_or(d.backlog, |x| x as usize),
+            flush_ms: a.num(self, "flush-ms", 0, 1000)?.unwrap_or(d.flush_ms),
+        })
+    }
+
     fn node(&self, a: &mut Attrs) -> Result<NodeConfig, ConfigError> {
         let id = a.required_num(self, "id", 1, 65_535)? as u16;
         let host_attr = a.required(self, "host")?;
@@ -525,6 +583,7 @@ fn expected(element: &str) -> &'static str {
                      http-max-body-bytes, http-head-timeout-ms, http-body-timeout-ms, \
                      xml-max-depth, workers",
         "security" => "pool-token",
+        "replication" => "ack, backlog, flush-ms",
         _ => "id, host, pool-port, query-port, sync-port, time-port, http-port",
     }
 }
@@ -613,5 +672,6 @@ mod tests {
         check("<cluster name=\"a\">hello</cluster>", 1, 19, "unexpected text");
         check("<cluster name=\"a\"><node></cluster>", 1, 19, "must be an empty element");
         check("<cluster", 1, 1, "malformed XML");
+        check(&format!("<cluster name=\"a\"><replication ack=\"maybe\"/>{NODE}</cluster>"), 1, 32, "expected local or replica");
     }
 }

@@ -541,11 +541,21 @@ pub fn write_rfc3339_ms(out: &mut Vec<u8>, ms: u64) {
     // 9999-12-31T23:59:59.999Z: humantime refuses anything later.
     const MAX_MS: u64 = 253_402_300_799_999;
     let t = UNIX_EPOCH + Duration::from_millis(ms.min(MAX_MS));
-    let mut s = String::with_capacity(24);
-    if write!(s, "{}", humantime::format_rfc3339_millis(t)).is_err() {
-        s = "9999-12-31T23:59:59.999Z".into();
+    let start = out.len();
+    if write!(Bytes(out), "{}", humantime::format_rfc3339_millis(t)).is_err() {
+        out.truncate(start);
+        out.extend_from_slice(b"9999-12-31T23:59:59.999Z");
     }
-    out.extend_from_slice(s.as_bytes());
+}
+
+/// `fmt::Write` into a byte buffer, so formatting needs no intermediate `String`.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
 }
 
 /// Appends `s` as a JSON string literal.
@@ -575,4 +585,132 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     }
     out.extend_from_slice(s.as_bytes().get(start..).unwrap_or_default());
     out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `ids_from_json` with a limit of 3 and summarises: `"ok 1,2"` or `"<code> <value>"`.
+    fn check(body: &str, expected: &str) {
+        let mut out = Vec::new();
+        let got = match ids_from_json(body.as_bytes(), 3, &mut out) {
+            Ok(()) => {
+                let ids: Vec<String> = out.iter().map(|s| s.get().to_string()).collect();
+                format!("ok {}", ids.join(","))
+            }
+            Err(e) => match e.value {
+                Some(v) => format!("{} {v}", e.code),
+                None => e.code.to_owned(),
+            },
+        };
+        assert_eq!(got, expected, "body: {body}");
+    }
+
+    #[test]
+    fn json_ids() {
+        check(
+            r#"{"ids":[1,"2",18446744073709551615]}"#,
+            "ok 1,2,18446744073709551615",
+        );
+        check(r#" { "x" : {"ids":[0]}, "ids" : [ "0003" ] } "#, "ok 3");
+        check(r#"{"ids":[]}"#, "ok ");
+        check(r#"{"ids":[1,2,3,4]}"#, "too_many_ids");
+        check(r#"{"ids":[1,2,3,"x"]}"#, "too_many_ids");
+        check(r#"{"ids":[1,"x",3,4]}"#, r#"invalid_id "x""#);
+        check(r#"{"ids":[1e3]}"#, "invalid_id 1000.0");
+        check(r#"{"ids":["+1"]}"#, r#"invalid_id "+1""#);
+        check(r#"{"ids":[""]}"#, r#"invalid_id """#);
+        check(r#"{"ids":["\u0031"]}"#, "ok 1");
+        check(r#"{}"#, "bad_request");
+        check(r#"{"ids":null}"#, "bad_json");
+        check(r#"{"ids":[1]"#, "bad_json");
+        check(r#"{"ids":[1]}{}"#, "bad_json");
+        check("\u{FEFF}{\"ids\":[1]}", "bad_json");
+    }
+
+    #[test]
+    fn path_and_query_ids() {
+        assert_eq!(
+            parse_id("18446744073709551615").map(Sid::get),
+            Some(u64::MAX)
+        );
+        assert_eq!(parse_id("007").map(Sid::get), Some(7));
+        for bad in [
+            "",
+            "0",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "1.0",
+            "18446744073709551616",
+            "１",
+        ] {
+            assert_eq!(parse_id(bad), None, "{bad:?}");
+        }
+        let mut out = Vec::new();
+        assert!(ids_from_query(Some("a=1&ids=1%2C2&ids=3"), 3, &mut out).is_ok());
+        assert_eq!(out.iter().map(|s| s.get()).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(percent_decode("a%41+b").as_deref(), Some("aA b"));
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%ff"), None);
+        assert!(query_has_flag(Some("x=1&WSDL"), "wsdl"));
+        assert!(query_has_flag(Some("wsdl="), "wsdl"));
+        assert!(!query_has_flag(Some("wsdlx"), "wsdl"));
+        assert!(!query_has_flag(None, "wsdl"));
+    }
+
+    #[test]
+    fn json_content_types() {
+        for ok in [
+            None,
+            Some("application/json"),
+            Some("application/json;charset=UTF-8"),
+            Some("application/problem+json"),
+        ] {
+            assert!(check_json_type(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "text/plain",
+            "text/json",
+            "multipart/form-data; boundary=x",
+            "",
+        ] {
+            assert_eq!(
+                check_json_type(Some(bad)).map_err(|e| e.status),
+                Err(415),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn timestamps() {
+        let f = |ms| {
+            let mut v = Vec::new();
+            write_rfc3339_ms(&mut v, ms);
+            String::from_utf8(v).unwrap()
+        };
+        assert_eq!(f(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(f(1_764_064_800_123), "2025-11-25T10:00:00.123Z");
+        assert_eq!(f(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        assert_eq!(f(u64::MAX), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn json_strings() {
+        let f = |s: &str| {
+            let mut v = Vec::new();
+            write_json_str(&mut v, s);
+            String::from_utf8(v).unwrap()
+        };
+        assert_eq!(f(""), r#""""#);
+        assert_eq!(
+            f("a\"b\\c\n\r\t\u{1}\u{1f}é北\u{2028}"),
+            "\"a\\\"b\\\\c\\n\\r\\t\\u0001\\u001fé北\u{2028}\""
+        );
+        let s = "x\u{0}y\"\u{7f}";
+        assert_eq!(serde_json::from_str::<String>(&f(s)).unwrap(), s);
+    }
 }

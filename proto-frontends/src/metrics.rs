@@ -97,6 +97,22 @@ pub struct Metrics {
     pub accepted: [AtomicU64; 3],
     /// Connections refused at accept because `max-connections` was reached.
     pub refused: AtomicU64,
+    /// Replication lag: cluster time of apply minus the update's stamp, µs.
+    pub repl_lag: Latency,
+    /// Replication links resumed from the backlog.
+    pub resumes: AtomicU64,
+    /// Full snapshots sent to peers.
+    pub full_resyncs: AtomicU64,
+    /// Records changed by anti-entropy.
+    pub digest_repairs: AtomicU64,
+    /// Role changes seen by this node.
+    pub elections: AtomicU64,
+    /// Update numbers held in the replication backlog.
+    pub backlog: AtomicU64,
+    /// Local updates not yet acked by any peer.
+    pub repl_pending: AtomicU64,
+    /// This node's clock correction, µs.
+    pub clock_offset_us: AtomicI64,
     /// Errors by kind (a label value).
     errors: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -115,6 +131,14 @@ impl Metrics {
             open: Default::default(),
             accepted: Default::default(),
             refused: AtomicU64::new(0),
+            repl_lag: Latency::new(1),
+            resumes: AtomicU64::new(0),
+            full_resyncs: AtomicU64::new(0),
+            digest_repairs: AtomicU64::new(0),
+            elections: AtomicU64::new(0),
+            backlog: AtomicU64::new(0),
+            repl_pending: AtomicU64::new(0),
+            clock_offset_us: AtomicI64::new(0),
             errors: Mutex::new(BTreeMap::new()),
         }
     }
@@ -208,6 +232,23 @@ impl Metrics {
                 let _ = writeln!(out, "presenced_errors_total{{kind=\"{kind}\"}} {n}");
             }
         }
+        family(out, "presenced_replication_lag_seconds", "summary", "Age of replicated updates when applied here.");
+        if let Some(h) = self.repl_lag.merged() {
+            summary(out, "presenced_replication_lag_seconds", "", &h);
+        }
+        for (name, kind, help, v) in [
+            ("presenced_replication_resumes_total", "counter", "Replication links resumed from the backlog.", c(&self.resumes)),
+            ("presenced_replication_full_resyncs_total", "counter", "Full snapshots sent to peers.", c(&self.full_resyncs)),
+            ("presenced_antientropy_repairs_total", "counter", "Records changed by anti-entropy.", c(&self.digest_repairs)),
+            ("presenced_elections_total", "counter", "Role changes seen by this node.", c(&self.elections)),
+            ("presenced_replication_backlog", "gauge", "Update numbers held in the backlog.", c(&self.backlog)),
+            ("presenced_replication_pending", "gauge", "Local updates not yet acked by any peer.", c(&self.repl_pending)),
+        ] {
+            family(out, name, kind, help);
+            let _ = writeln!(out, "{name} {v}");
+        }
+        family(out, "presenced_clock_offset_microseconds", "gauge", "Correction applied to this node's clock by time sync.");
+        let _ = writeln!(out, "presenced_clock_offset_microseconds {}", self.clock_offset_us.load(Ordering::Relaxed));
         family(out, "presenced_uptime_seconds", "gauge", "Seconds since the node started.");
         let _ = writeln!(out, "presenced_uptime_seconds {uptime_s:.3}");
     }

@@ -17,7 +17,11 @@ pub fn bin() -> &'static str {
 
 /// A free TCP port on 127.0.0.1 (also free for UDP in practice: tests only use it for time-sync).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Ports of one node.
@@ -33,7 +37,14 @@ pub struct Ports {
 
 impl Ports {
     pub fn free(id: u16) -> Self {
-        Self { id, pool: free_port(), query: free_port(), sync: free_port(), time: free_port(), http: free_port() }
+        Self {
+            id,
+            pool: free_port(),
+            query: free_port(),
+            sync: free_port(),
+            time: free_port(),
+            http: free_port(),
+        }
     }
 
     pub fn xml(&self) -> String {
@@ -46,7 +57,11 @@ impl Ports {
 
 /// Writes a cluster file holding `nodes` and `extra` (e.g. `<limits .../>`); returns its path.
 pub fn write_config(nodes: &[Ports], extra: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("presenced-test-{}-{}", std::process::id(), free_port()));
+    let dir = std::env::temp_dir().join(format!(
+        "presenced-test-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("cluster.xml");
     let body: Vec<String> = nodes.iter().map(Ports::xml).collect();
@@ -86,7 +101,7 @@ impl Node {
             .arg(&config)
             .args(["--node", &ports.id.to_string()])
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("PRESENCED_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -101,7 +116,12 @@ impl Node {
                 sink.lock().unwrap().push('\n');
             }
         });
-        let node = Self { ports, config, child: Some(child), log };
+        let node = Self {
+            ports,
+            config,
+            child: Some(child),
+            log,
+        };
         node.wait_listening();
         node
     }
@@ -110,7 +130,11 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(20);
         for port in [self.ports.pool, self.ports.query, self.ports.http] {
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "node did not listen on {port}; log:\n{}", self.log());
+                assert!(
+                    Instant::now() < deadline,
+                    "node did not listen on {port}; log:\n{}",
+                    self.log()
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -135,7 +159,11 @@ impl Node {
     pub fn wait_log(&self, needle: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.log().contains(needle) {
-            assert!(Instant::now() < deadline, "log never showed {needle:?}:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "log never showed {needle:?}:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -151,7 +179,10 @@ impl Node {
         let addr = self.query_addr().to_string();
         args.push(&addr);
         args.extend_from_slice(ids);
-        run_cli(&args, "").lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        run_cli(&args, "")
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     /// Sends SIGKILL and waits.
@@ -165,7 +196,9 @@ impl Node {
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         c.wait().unwrap()
     }
 }
@@ -179,7 +212,11 @@ impl Drop for Node {
 /// Runs the CLI to completion with `stdin`; panics on a non-zero exit; returns stdout.
 pub fn run_cli(args: &[&str], stdin: &str) -> String {
     let out = run_cli_raw(args, stdin);
-    assert!(out.status.success(), "presenced {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "presenced {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -192,7 +229,12 @@ pub fn run_cli_raw(args: &[&str], stdin: &str) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -211,4 +253,36 @@ pub fn exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Vec<u8> {
         }
     }
     out
+}
+
+/// `GET path` over a fresh connection; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let raw = exchange(addr, req.as_bytes(), Duration::from_secs(5));
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+impl Node {
+    /// `GET /v1/cluster` as JSON.
+    pub fn cluster(&self) -> serde_json::Value {
+        let (status, body) = http_get(self.http_addr(), "/v1/cluster");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Waits until `f(cluster view)` holds; returns how long it took.
+    pub fn wait_cluster(&self, what: &str, timeout: Duration, f: impl Fn(&serde_json::Value) -> bool) -> Duration {
+        let start = Instant::now();
+        loop {
+            let v = self.cluster();
+            if f(&v) {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < timeout, "node {}: {what} not reached in {timeout:?}; last view {v}\nlog:\n{}", self.ports.id, self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }

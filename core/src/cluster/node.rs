@@ -167,6 +167,8 @@ struct InLink {
 
 struct Member {
     info: NodeInfo,
+    /// The driver's output buffer to this peer is full: generate nothing more for it.
+    congested: bool,
     last_heard: Option<u64>,
     alive: bool,
     ready: bool,
@@ -181,6 +183,7 @@ impl Member {
     fn new(info: NodeInfo) -> Self {
         Self {
             info,
+            congested: false,
             last_heard: None,
             alive: false,
             ready: false,
@@ -403,8 +406,9 @@ impl ClusterNode {
             self.members.insert(from.id, Member::new(from));
             self.events.push_back(Event::MemberJoined(from));
         }
+        // The address of a member from the cluster file stays as the file says (it may be a
+        // proxy or a load balancer in front of the peer); others are reached where they say.
         let m = self.members.get_mut(&from.id).ok_or(HelloError::SameId(from.id))?;
-        m.info = from;
         let resume_from = if m.inbound.incarnation == incarnation && m.inbound.snapshot_done {
             m.inbound.applied + 1
         } else {
@@ -697,6 +701,9 @@ impl ClusterNode {
         let next_seq = self.next_seq;
         let base = self.backlog_base;
         for (id, m) in &mut self.members {
+            if m.congested {
+                continue;
+            }
             let Some(link) = m.out.as_mut() else { continue };
             if let Some((bucket, mut records)) = link.buckets.pop_front() {
                 if records.len() > MAX_RECORDS {
@@ -744,6 +751,10 @@ impl ClusterNode {
                     }
                     let pending = next_seq - link.next;
                     let in_flight = link.next.saturating_sub(link.acked + 1);
+                    if pending > 0 && self.oldest_unflushed_us.is_none() {
+                        // Updates waiting for this link (after a resume, say) start the timer.
+                        self.oldest_unflushed_us = Some(now.mono_us);
+                    }
                     if pending == 0 || in_flight >= WINDOW || (pending < EAGER_BATCH && !flush_due) {
                         continue;
                     }
@@ -765,7 +776,7 @@ impl ClusterNode {
             }
         }
         // Everything pending is sent (or waiting for acks): the flush timer restarts.
-        if self.members.values().all(|m| m.out.as_ref().is_none_or(|o| o.next >= next_seq)) {
+        if self.members.values().all(|m| m.congested || m.out.as_ref().is_none_or(|o| o.next >= next_seq)) {
             self.oldest_unflushed_us = None;
         }
         None
@@ -788,6 +799,14 @@ impl ClusterNode {
             t = t.min(o + self.timing.flush_us);
         }
         t
+    }
+
+    /// Marks the outbound connection to `peer` as congested (the driver's buffer is full) or
+    /// not; `poll_transmit` generates no updates, snapshot or bucket frames for a congested peer.
+    pub fn set_congested(&mut self, peer: u16, congested: bool) {
+        if let Some(m) = self.members.get_mut(&peer) {
+            m.congested = congested;
+        }
     }
 
     /// The address book entry of a member.
@@ -837,8 +856,9 @@ impl ClusterNode {
                 .get(&self.data_master)
                 .is_some_and(|m| m.inbound.snapshot_done);
             // A node joins by taking a snapshot from the data master; the first nodes of a
-            // cluster (nobody ready after the grace period) start from an empty store.
-            if from_master || (grace_over && !ready_peer) {
+            // cluster (nobody ready after the grace period), and a node alone in its file, start
+            // from an empty store.
+            if from_master || (grace_over && !ready_peer) || self.members.is_empty() {
                 self.joined = true;
             }
         }

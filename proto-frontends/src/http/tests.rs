@@ -20,7 +20,10 @@ struct Resp {
 
 impl Resp {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     fn json(&self) -> serde_json::Value {
@@ -36,13 +39,20 @@ fn parse_responses(mut out: &[u8], head_only: bool) -> Vec<Resp> {
         let mut r = httparse::Response::new(&mut h);
         let n = match r.parse(out).unwrap() {
             httparse::Status::Complete(n) => n,
-            httparse::Status::Partial => panic!("partial response: {:?}", String::from_utf8_lossy(out)),
+            httparse::Status::Partial => {
+                panic!("partial response: {:?}", String::from_utf8_lossy(out))
+            }
         };
         let status = r.code.unwrap();
         let headers: Vec<(String, String)> = r
             .headers
             .iter()
-            .map(|h| (h.name.to_owned(), String::from_utf8(h.value.to_vec()).unwrap()))
+            .map(|h| {
+                (
+                    h.name.to_owned(),
+                    String::from_utf8(h.value.to_vec()).unwrap(),
+                )
+            })
             .collect();
         let len: usize = headers
             .iter()
@@ -51,7 +61,11 @@ fn parse_responses(mut out: &[u8], head_only: bool) -> Vec<Resp> {
         let body_len = if head_only || status == 100 { 0 } else { len };
         let body = String::from_utf8(out[n..n + body_len].to_vec()).unwrap();
         out = &out[n + body_len..];
-        v.push(Resp { status, headers, body });
+        v.push(Resp {
+            status,
+            headers,
+            body,
+        });
     }
     v
 }
@@ -121,8 +135,16 @@ fn check(input: &str, expected: &str) {
 /// Like [`check`] with small limits: max_head 1024, max_headers 16, max_uri 256, max_body 4096.
 #[track_caller]
 fn check_small(input: &str, expected: &str) {
-    let (out, close, _) = run_with(&FakeBackend::new(), fuzzing::small_limits(), &[input.as_bytes()]);
-    assert_eq!(summary(&parse_responses(&out, false), close), expected, "input: {input:?}");
+    let (out, close, _) = run_with(
+        &FakeBackend::new(),
+        fuzzing::small_limits(),
+        &[input.as_bytes()],
+    );
+    assert_eq!(
+        summary(&parse_responses(&out, false), close),
+        expected,
+        "input: {input:?}"
+    );
 }
 
 fn get(path: &str) -> String {
@@ -154,12 +176,26 @@ fn presence_get_answers_in_request_order_with_exact_shape() {
 
 #[test]
 fn presence_post_takes_numbers_and_strings() {
-    let body = r#"{"ids":[10086,"18446744073709551615",18446744073709551615,"10010"],"extra":{"a":[1]}}"#;
+    let body =
+        r#"{"ids":[10086,"18446744073709551615",18446744073709551615,"10010"],"extra":{"a":[1]}}"#;
     let (r, _) = run(post("/v1/presence", "application/json; charset=utf-8", body).as_bytes());
     assert_eq!(r[0].status, 200, "{}", r[0].body);
     let v = r[0].json();
-    let ids: Vec<&str> = v["statuses"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["10086", "18446744073709551615", "18446744073709551615", "10010"]);
+    let ids: Vec<&str> = v["statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "10086",
+            "18446744073709551615",
+            "18446744073709551615",
+            "10010"
+        ]
+    );
 }
 
 #[test]
@@ -186,7 +222,10 @@ fn bad_ids_echo_the_value() {
         ("/v1/presence?ids=-1", "-1".into()),
         ("/v1/presence?ids=%2B1", "+1".into()),
         ("/v1/presence?ids=1,,2", "".into()),
-        ("/v1/presence?ids=18446744073709551616", "18446744073709551616".into()),
+        (
+            "/v1/presence?ids=18446744073709551616",
+            "18446744073709551616".into(),
+        ),
         ("/v1/presence/abc", "abc".into()),
         ("/v1/presence/0", "0".into()),
     ];
@@ -208,13 +247,23 @@ fn bad_ids_echo_the_value() {
         (r#"{"ids":[null]}"#, serde_json::Value::Null),
         (r#"{"ids":[[1]]}"#, serde_json::json!([1])),
         (r#"{"ids":[{"a":1}]}"#, serde_json::json!({"a":1})),
-        (r#"{"ids":["18446744073709551616"]}"#, "18446744073709551616".into()),
-        (r#"{"ids":[18446744073709551616]}"#, 18446744073709551616f64.into()),
+        (
+            r#"{"ids":["18446744073709551616"]}"#,
+            "18446744073709551616".into(),
+        ),
+        (
+            r#"{"ids":[18446744073709551616]}"#,
+            18446744073709551616f64.into(),
+        ),
     ];
     for (body, value) in posts {
         let (r, _) = run(post("/v1/presence", "application/json", body).as_bytes());
         let v = r[0].json();
-        assert_eq!((r[0].status, &v["error"]["code"]), (400, &"invalid_id".into()), "{body}");
+        assert_eq!(
+            (r[0].status, &v["error"]["code"]),
+            (400, &"invalid_id".into()),
+            "{body}"
+        );
         assert_eq!(&v["error"]["value"], value, "{body}");
     }
 }
@@ -226,9 +275,21 @@ fn batch_limit_is_enforced_on_every_form() {
     let cases = [
         (get("/v1/presence?ids=1,2,3"), 200, None),
         (get("/v1/presence?ids=1,2,3,4"), 400, Some("too_many_ids")),
-        (get("/v1/presence?ids=1,2&ids=3,4"), 400, Some("too_many_ids")),
-        (post("/v1/presence", "application/json", r#"{"ids":[1,2,3]}"#), 200, None),
-        (post("/v1/presence", "application/json", r#"{"ids":[1,2,3,4]}"#), 400, Some("too_many_ids")),
+        (
+            get("/v1/presence?ids=1,2&ids=3,4"),
+            400,
+            Some("too_many_ids"),
+        ),
+        (
+            post("/v1/presence", "application/json", r#"{"ids":[1,2,3]}"#),
+            200,
+            None,
+        ),
+        (
+            post("/v1/presence", "application/json", r#"{"ids":[1,2,3,4]}"#),
+            400,
+            Some("too_many_ids"),
+        ),
     ];
     for (req, status, code) in cases {
         let (out, _, _) = run_with(&b, HttpLimits::default(), &[req.as_bytes()]);
@@ -240,27 +301,66 @@ fn batch_limit_is_enforced_on_every_form() {
 
 #[test]
 fn json_body_errors() {
-    check(&post("/v1/presence", "application/json", r#"{"ids":[1,]}"#), "400:bad_json");
-    check(&post("/v1/presence", "application/json", r#"[1,2]"#), "400:bad_json");
-    check(&post("/v1/presence", "application/json", r#"{"ids":"1,2"}"#), "400:bad_json");
-    check(&post("/v1/presence", "application/json", r#"{"ids":[1],"ids":[2]}"#), "400:bad_json");
-    check(&post("/v1/presence", "application/json", r#"{"ids":[1]} x"#), "400:bad_json");
-    check(&post("/v1/presence", "application/json", r#"{"id":[1]}"#), "400:bad_request");
-    check(&post("/v1/presence", "application/json", ""), "400:bad_json");
+    check(
+        &post("/v1/presence", "application/json", r#"{"ids":[1,]}"#),
+        "400:bad_json",
+    );
+    check(
+        &post("/v1/presence", "application/json", r#"[1,2]"#),
+        "400:bad_json",
+    );
+    check(
+        &post("/v1/presence", "application/json", r#"{"ids":"1,2"}"#),
+        "400:bad_json",
+    );
+    check(
+        &post(
+            "/v1/presence",
+            "application/json",
+            r#"{"ids":[1],"ids":[2]}"#,
+        ),
+        "400:bad_json",
+    );
+    check(
+        &post("/v1/presence", "application/json", r#"{"ids":[1]} x"#),
+        "400:bad_json",
+    );
+    check(
+        &post("/v1/presence", "application/json", r#"{"id":[1]}"#),
+        "400:bad_request",
+    );
+    check(
+        &post("/v1/presence", "application/json", ""),
+        "400:bad_json",
+    );
     check(&get("/v1/presence"), "400:bad_request");
     check(&get("/v1/presence?ids=%zz"), "400:bad_request");
 }
 
 #[test]
 fn content_type_of_posts() {
-    check(&post("/v1/presence", "text/plain", r#"{"ids":[1]}"#), "415:unsupported_media_type");
     check(
-        &post("/v1/presence", "application/x-www-form-urlencoded", r#"{"ids":[1]}"#),
+        &post("/v1/presence", "text/plain", r#"{"ids":[1]}"#),
         "415:unsupported_media_type",
     );
-    check(&post("/v1/presence", "Application/JSON", r#"{"ids":[1]}"#), "200");
-    check(&post("/v1/presence", "application/merge+json", r#"{"ids":[1]}"#), "200");
-    let no_type = "POST /v1/presence HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n{\"ids\":[1]}";
+    check(
+        &post(
+            "/v1/presence",
+            "application/x-www-form-urlencoded",
+            r#"{"ids":[1]}"#,
+        ),
+        "415:unsupported_media_type",
+    );
+    check(
+        &post("/v1/presence", "Application/JSON", r#"{"ids":[1]}"#),
+        "200",
+    );
+    check(
+        &post("/v1/presence", "application/merge+json", r#"{"ids":[1]}"#),
+        "200",
+    );
+    let no_type =
+        "POST /v1/presence HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n{\"ids\":[1]}";
     check(no_type, "200");
 }
 
@@ -272,34 +372,65 @@ fn routing_errors() {
     check(&get("/v1/presencex"), "404:not_found");
     check(&get("/soap"), "400:bad_request");
     let (r, close) = run(b"DELETE /v1/presence HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!((r[0].status, r[0].header("allow"), close), (405, Some("GET, HEAD, POST"), false));
+    assert_eq!(
+        (r[0].status, r[0].header("allow"), close),
+        (405, Some("GET, HEAD, POST"), false)
+    );
     let (r, _) = run(post("/healthz/live", "application/json", "{}").as_bytes());
-    assert_eq!((r[0].status, r[0].header("allow")), (405, Some("GET, HEAD")));
+    assert_eq!(
+        (r[0].status, r[0].header("allow")),
+        (405, Some("GET, HEAD"))
+    );
     let (r, _) = run(b"PUT /soap HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!((r[0].status, r[0].header("allow")), (405, Some("GET, HEAD, POST")));
+    assert_eq!(
+        (r[0].status, r[0].header("allow")),
+        (405, Some("GET, HEAD, POST"))
+    );
     let (r, _) = run(b"POST /v1/presence/1 HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!((r[0].status, r[0].header("allow")), (405, Some("GET, HEAD")));
+    assert_eq!(
+        (r[0].status, r[0].header("allow")),
+        (405, Some("GET, HEAD"))
+    );
 }
 
 #[test]
 fn health_cluster_and_metrics() {
     let (r, _) = run(get("/healthz/live").as_bytes());
-    assert_eq!((r[0].status, r[0].body.as_str()), (200, r#"{"status":"live"}"#));
+    assert_eq!(
+        (r[0].status, r[0].body.as_str()),
+        (200, r#"{"status":"live"}"#)
+    );
     let (r, _) = run(get("/healthz/ready").as_bytes());
-    assert_eq!((r[0].status, r[0].body.as_str()), (200, r#"{"status":"ready"}"#));
+    assert_eq!(
+        (r[0].status, r[0].body.as_str()),
+        (200, r#"{"status":"ready"}"#)
+    );
     let mut b = FakeBackend::new();
     b.not_ready = Some("syncing \"data\"".into());
-    let (out, _, _) = run_with(&b, HttpLimits::default(), &[get("/healthz/ready").as_bytes()]);
+    let (out, _, _) = run_with(
+        &b,
+        HttpLimits::default(),
+        &[get("/healthz/ready").as_bytes()],
+    );
     let r = parse_responses(&out, false);
-    assert_eq!((r[0].status, r[0].body.as_str()), (503, r#"{"status":"not_ready","reason":"syncing \"data\""}"#));
+    assert_eq!(
+        (r[0].status, r[0].body.as_str()),
+        (503, r#"{"status":"not_ready","reason":"syncing \"data\""}"#)
+    );
     let (r, _) = run(get("/v1/cluster").as_bytes());
-    assert_eq!(r[0].json(), serde_json::json!({
-        "node":1,"term":3,"time_master":1,"data_master":1,"ready":true,
-        "cluster_time_ms":FAKE_NOW_MS,"clock_offset_us":-12,"records":2,"digest":"00ff",
-        "members":[{"id":1,"alive":true,"ready":true}]
-    }));
+    assert_eq!(
+        r[0].json(),
+        serde_json::json!({
+            "node":1,"term":3,"time_master":1,"data_master":1,"ready":true,
+            "cluster_time_ms":FAKE_NOW_MS,"clock_offset_us":-12,"records":2,"digest":"00ff",
+            "members":[{"id":1,"alive":true,"ready":true}]
+        })
+    );
     let (r, _) = run(get("/metrics").as_bytes());
-    assert_eq!(r[0].header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    assert_eq!(
+        r[0].header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
     assert!(r[0].body.contains("presenced_queries_total 0\n"));
 }
 
@@ -314,10 +445,16 @@ fn every_response_has_date_length_and_type() {
     ]
     .concat();
     let (r, close) = run(input.as_bytes());
-    assert_eq!(summary(&r, close), "200 404:not_found 200 200 400:bad_request close");
+    assert_eq!(
+        summary(&r, close),
+        "200 404:not_found 200 200 400:bad_request close"
+    );
     for resp in &r {
         assert_eq!(resp.header("date"), Some("Tue, 25 Nov 2025 10:00:00 GMT"));
-        assert_eq!(resp.header("content-length"), Some(resp.body.len().to_string().as_str()));
+        assert_eq!(
+            resp.header("content-length"),
+            Some(resp.body.len().to_string().as_str())
+        );
         assert!(resp.header("content-type").is_some());
     }
     assert_eq!(r[4].header("connection"), Some("close"));
@@ -325,26 +462,50 @@ fn every_response_has_date_length_and_type() {
 
 #[test]
 fn keep_alive_pipelining_and_close() {
-    let three = [get("/healthz/live"), get("/nope"), get("/v1/presence/10086")].concat();
+    let three = [
+        get("/healthz/live"),
+        get("/nope"),
+        get("/v1/presence/10086"),
+    ]
+    .concat();
     check(&three, "200 404:not_found 200");
-    let close_first = "GET /healthz/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_owned()
+    let close_first = "GET /healthz/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        .to_owned()
         + &get("/healthz/live");
     check(&close_first, "200 close");
-    check("GET /healthz/live HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\n\r\n", "200 close");
-    check("GET /healthz/live HTTP/1.0\r\n\r\nGET /healthz/live HTTP/1.0\r\n\r\n", "200 close");
-    let (r, close) =
-        run(b"GET /healthz/live HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /nope HTTP/1.0\r\n\r\n");
+    check(
+        "GET /healthz/live HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Close\r\n\r\n",
+        "200 close",
+    );
+    check(
+        "GET /healthz/live HTTP/1.0\r\n\r\nGET /healthz/live HTTP/1.0\r\n\r\n",
+        "200 close",
+    );
+    let (r, close) = run(
+        b"GET /healthz/live HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /nope HTTP/1.0\r\n\r\n",
+    );
     assert_eq!(summary(&r, close), "200 404:not_found close");
     assert_eq!(r[0].header("connection"), Some("keep-alive"));
     assert_eq!(r[1].header("connection"), Some("close"));
     // Empty lines between requests are ignored (RFC 9112 §2.2).
-    check(&format!("\r\n\r\n{}\r\n{}", get("/healthz/live"), get("/healthz/live")), "200 200");
+    check(
+        &format!(
+            "\r\n\r\n{}\r\n{}",
+            get("/healthz/live"),
+            get("/healthz/live")
+        ),
+        "200 200",
+    );
 }
 
 #[test]
 fn pipelined_responses_stay_in_order_across_reads() {
-    let reqs = [get("/v1/presence/1"), post("/v1/presence", "application/json", r#"{"ids":[2]}"#), get("/v1/presence/3")]
-        .concat();
+    let reqs = [
+        get("/v1/presence/1"),
+        post("/v1/presence", "application/json", r#"{"ids":[2]}"#),
+        get("/v1/presence/3"),
+    ]
+    .concat();
     let b = FakeBackend::new();
     let whole = run_with(&b, HttpLimits::default(), &[reqs.as_bytes()]).0;
     let pieces: Vec<&[u8]> = reqs.as_bytes().chunks(7).collect();
@@ -354,7 +515,9 @@ fn pipelined_responses_stay_in_order_across_reads() {
         .iter()
         .map(|r| {
             let v = r.json();
-            v.get("statuses").map_or_else(|| v["id"].clone(), |s| s[0]["id"].clone()).to_string()
+            v.get("statuses")
+                .map_or_else(|| v["id"].clone(), |s| s[0]["id"].clone())
+                .to_string()
         })
         .collect();
     assert_eq!(ids, [r#""1""#, r#""2""#, r#""3""#]);
@@ -369,13 +532,34 @@ fn request_budget_leaves_the_rest_for_later() {
     let mut conn = HttpConn::new(HttpLimits::default());
     let mut out = Vec::new();
     let o = conn.handle_input(now, wall(), input.as_bytes(), 1, &b, &mut out);
-    assert_eq!(o, HttpOutcome { consumed: one.len(), close: false, more: true });
+    assert_eq!(
+        o,
+        HttpOutcome {
+            consumed: one.len(),
+            close: false,
+            more: true
+        }
+    );
     let o = conn.handle_input(now, wall(), &input.as_bytes()[one.len()..], 2, &b, &mut out);
-    assert_eq!(o, HttpOutcome { consumed: 2 * one.len(), close: false, more: false });
+    assert_eq!(
+        o,
+        HttpOutcome {
+            consumed: 2 * one.len(),
+            close: false,
+            more: false
+        }
+    );
     assert_eq!(parse_responses(&out, false).len(), 3);
     // A budget of zero handles nothing.
     let o = conn.handle_input(now, wall(), one.as_bytes(), 0, &b, &mut out);
-    assert_eq!(o, HttpOutcome { consumed: 0, close: false, more: true });
+    assert_eq!(
+        o,
+        HttpOutcome {
+            consumed: 0,
+            close: false,
+            more: true
+        }
+    );
 }
 
 #[test]
@@ -384,7 +568,11 @@ fn bodies_split_across_reads() {
     let req = post("/v1/presence", "application/json", body);
     let (head, rest) = req.split_at(req.len() - body.len() + 3);
     let b = FakeBackend::new();
-    let (out, close, _) = run_with(&b, HttpLimits::default(), &[head.as_bytes(), rest.as_bytes()]);
+    let (out, close, _) = run_with(
+        &b,
+        HttpLimits::default(),
+        &[head.as_bytes(), rest.as_bytes()],
+    );
     let r = parse_responses(&out, false);
     assert_eq!((r.len(), r[0].status, close), (1, 200, false));
 }
@@ -397,10 +585,18 @@ fn chunked_bodies_with_extensions_and_trailers() {
     for pieces in [vec![req.as_bytes()], req.as_bytes().chunks(1).collect()] {
         let (out, close, _) = run_with(&b, HttpLimits::default(), &pieces);
         let r = parse_responses(&out, false);
-        assert_eq!((r.len(), r[0].status, close), (1, 200, false), "{}", r[0].body);
+        assert_eq!(
+            (r.len(), r[0].status, close),
+            (1, 200, false),
+            "{}",
+            r[0].body
+        );
         assert_eq!(r[0].json()["statuses"][0]["id"], "10086");
     }
-    check(&(req.replace("Transfer-Encoding: chunked", "Transfer-Encoding: Chunked") + &get("/x")), "200 404:not_found");
+    check(
+        &(req.replace("Transfer-Encoding: chunked", "Transfer-Encoding: Chunked") + &get("/x")),
+        "200 404:not_found",
+    );
 }
 
 #[test]
@@ -412,7 +608,14 @@ fn expect_100_continue() {
                 Content-Type: application/json\r\nContent-Length: 11\r\n\r\n";
     let mut out = Vec::new();
     let o = conn.handle_input(now, wall(), head.as_bytes(), 8, &b, &mut out);
-    assert_eq!(o, HttpOutcome { consumed: head.len(), close: false, more: false });
+    assert_eq!(
+        o,
+        HttpOutcome {
+            consumed: head.len(),
+            close: false,
+            more: false
+        }
+    );
     assert_eq!(out, b"HTTP/1.1 100 Continue\r\n\r\n");
     // The 100 is sent once, even if the body then arrives a byte at a time.
     out.clear();
@@ -430,35 +633,60 @@ fn expect_100_continue() {
     let big = head.replace("Content-Length: 11", "Content-Length: 99999999");
     check(&big, "413:body_too_large close");
     // Any other expectation: 417 and close. HTTP/1.0 expectations are ignored.
-    check("POST /v1/presence HTTP/1.1\r\nHost: x\r\nExpect: fly\r\nContent-Length: 1\r\n\r\n1", "417:expectation_failed close");
-    check("GET /healthz/live HTTP/1.0\r\nExpect: fly\r\n\r\n", "200 close");
+    check(
+        "POST /v1/presence HTTP/1.1\r\nHost: x\r\nExpect: fly\r\nContent-Length: 1\r\n\r\n1",
+        "417:expectation_failed close",
+    );
+    check(
+        "GET /healthz/live HTTP/1.0\r\nExpect: fly\r\n\r\n",
+        "200 close",
+    );
 }
 
 #[test]
 fn head_has_the_get_headers_and_no_body() {
     let b = FakeBackend::new();
-    let (out_get, _, _) = run_with(&b, HttpLimits::default(), &[get("/v1/presence/10086").as_bytes()]);
+    let (out_get, _, _) = run_with(
+        &b,
+        HttpLimits::default(),
+        &[get("/v1/presence/10086").as_bytes()],
+    );
     let (out_head, _, _) = run_with(
         &b,
         HttpLimits::default(),
-        &[b"HEAD /v1/presence/10086 HTTP/1.1\r\nHost: x\r\n\r\n", get("/healthz/live").as_bytes()],
+        &[
+            b"HEAD /v1/presence/10086 HTTP/1.1\r\nHost: x\r\n\r\n",
+            get("/healthz/live").as_bytes(),
+        ],
     );
     let g = &parse_responses(&out_get, false)[0];
     let text = String::from_utf8(out_head).unwrap();
     let (head_resp, next) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head_resp.contains(&format!("Content-Length: {}", g.body.len())), "{head_resp}");
+    assert!(
+        head_resp.contains(&format!("Content-Length: {}", g.body.len())),
+        "{head_resp}"
+    );
     assert!(head_resp.contains("Content-Type: application/json"));
-    assert!(next.starts_with("HTTP/1.1 200 OK\r\n"), "no body after a HEAD response: {next}");
+    assert!(
+        next.starts_with("HTTP/1.1 200 OK\r\n"),
+        "no body after a HEAD response: {next}"
+    );
 }
 
 #[test]
 fn size_limits() {
     // Head larger than max_head (1024), complete or not.
-    let big_header = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(1100));
+    let big_header = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1100)
+    );
     check_small(&big_header, "431:headers_too_large close");
     check_small(&big_header[..1060], "431:headers_too_large close");
     let many: String = (0..17).map(|i| format!("X-{i}: a\r\n")).collect();
-    check_small(&format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n"), "431:headers_too_large close");
+    check_small(
+        &format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n"),
+        "431:headers_too_large close",
+    );
     // Target longer than max_uri (256), complete or still arriving.
     let long = format!("/v1/presence?ids={}", "1,".repeat(200));
     check_small(&get(&long), "414:uri_too_long close");
@@ -466,8 +694,14 @@ fn size_limits() {
     // A method with no end in sight.
     check_small(&"A".repeat(1100), "400:bad_request close");
     // Body larger than max_body (4096): refused before it arrives.
-    check_small("POST /v1/presence HTTP/1.1\r\nHost: x\r\nContent-Length: 4097\r\n\r\n", "413:body_too_large close");
-    check_small("POST /v1/presence HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n", "413:body_too_large close");
+    check_small(
+        "POST /v1/presence HTTP/1.1\r\nHost: x\r\nContent-Length: 4097\r\n\r\n",
+        "413:body_too_large close",
+    );
+    check_small(
+        "POST /v1/presence HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        "413:body_too_large close",
+    );
     // Chunked bodies that grow past it.
     let chunk = format!("800\r\n{}\r\n", "a".repeat(0x800));
     let req = format!("POST /v1/presence HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}1\r\n");
@@ -519,33 +753,82 @@ fn smuggling_attempts_are_refused_and_close() {
         check(&format!("{chunked}{b}"), "400:bad_request close");
     }
     // Transfer-Encoding in HTTP/1.0 is faulty framing (RFC 9112 §6.1).
-    check("POST /v1/presence HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400:bad_request close");
+    check(
+        "POST /v1/presence HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "400:bad_request close",
+    );
     // Host is required, once, in HTTP/1.1.
-    check("GET /healthz/live HTTP/1.1\r\n\r\n", "400:bad_request close");
-    check("GET /healthz/live HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400:bad_request close");
+    check(
+        "GET /healthz/live HTTP/1.1\r\n\r\n",
+        "400:bad_request close",
+    );
+    check(
+        "GET /healthz/live HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "400:bad_request close",
+    );
     // Nothing after the refusal is answered.
-    check(&format!("{base}Content-Length: 1\r\nContent-Length: 2\r\n\r\n{}", get("/healthz/live")), "400:bad_request close");
+    check(
+        &format!(
+            "{base}Content-Length: 1\r\nContent-Length: 2\r\n\r\n{}",
+            get("/healthz/live")
+        ),
+        "400:bad_request close",
+    );
 }
 
 #[test]
 fn malformed_heads_and_versions() {
-    check("GET / HTTP/2.0\r\nHost: x\r\n\r\n", "505:version_not_supported close");
-    check("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "505:version_not_supported close");
-    check("GET / HTTP/1.2\r\nHost: x\r\n\r\n", "505:version_not_supported close");
+    check(
+        "GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+        "505:version_not_supported close",
+    );
+    check(
+        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        "505:version_not_supported close",
+    );
+    check(
+        "GET / HTTP/1.2\r\nHost: x\r\n\r\n",
+        "505:version_not_supported close",
+    );
     check("GET / FOO/1.1\r\nHost: x\r\n\r\n", "400:bad_request close");
     let (r, close) = run(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03");
-    assert_eq!(summary(&r, close), "400:bad_request close", "a TLS ClientHello");
-    check("GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", "400:bad_request close");
-    check("GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", "400:bad_request close");
-    check("GET noslash HTTP/1.1\r\nHost: x\r\n\r\n", "400:bad_request close");
-    check("GET  / HTTP/1.1\r\nHost: x\r\n\r\n", "400:bad_request close");
+    assert_eq!(
+        summary(&r, close),
+        "400:bad_request close",
+        "a TLS ClientHello"
+    );
+    check(
+        "GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
+        "400:bad_request close",
+    );
+    check(
+        "GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+        "400:bad_request close",
+    );
+    check(
+        "GET noslash HTTP/1.1\r\nHost: x\r\n\r\n",
+        "400:bad_request close",
+    );
+    check(
+        "GET  / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "400:bad_request close",
+    );
 }
 
 #[test]
 fn absolute_form_and_asterisk_targets() {
-    check("GET http://example.com/healthz/live HTTP/1.1\r\nHost: example.com\r\n\r\n", "200");
-    check("GET HTTP://example.com:80/v1/presence?ids=1 HTTP/1.1\r\nHost: x\r\n\r\n", "200");
-    check("GET http://example.com HTTP/1.1\r\nHost: x\r\n\r\n", "404:not_found");
+    check(
+        "GET http://example.com/healthz/live HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        "200",
+    );
+    check(
+        "GET HTTP://example.com:80/v1/presence?ids=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        "200",
+    );
+    check(
+        "GET http://example.com HTTP/1.1\r\nHost: x\r\n\r\n",
+        "404:not_found",
+    );
     check("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", "404:not_found");
     assert_eq!(split_target("/a?b=c"), Some(("/a", Some("b=c"))));
     assert_eq!(split_target("http://h?x"), Some(("/", Some("x"))));
@@ -556,7 +839,10 @@ fn absolute_form_and_asterisk_targets() {
 fn slow_heads_time_out_from_their_first_byte() {
     let b = FakeBackend::new();
     let t0 = Instant::now();
-    let limits = HttpLimits { head_timeout: Duration::from_millis(300), ..HttpLimits::default() };
+    let limits = HttpLimits {
+        head_timeout: Duration::from_millis(300),
+        ..HttpLimits::default()
+    };
     let mut conn = HttpConn::new(limits);
     let mut out = Vec::new();
     assert_eq!(conn.poll_timeout(), None);
@@ -577,7 +863,14 @@ fn slow_heads_time_out_from_their_first_byte() {
     assert_eq!(r[0].header("connection"), Some("close"));
     assert_eq!(conn.poll_timeout(), None);
     let o = conn.handle_input(t0, wall(), b"more", 8, &b, &mut out);
-    assert_eq!(o, HttpOutcome { consumed: 4, close: true, more: false });
+    assert_eq!(
+        o,
+        HttpOutcome {
+            consumed: 4,
+            close: true,
+            more: false
+        }
+    );
 }
 
 #[test]
@@ -587,7 +880,14 @@ fn late_input_on_an_expired_head_is_a_timeout() {
     let mut conn = HttpConn::new(HttpLimits::default());
     let mut out = Vec::new();
     conn.handle_input(t0, wall(), b"GET / HT", 8, &b, &mut out);
-    let o = conn.handle_input(t0 + Duration::from_secs(11), wall(), b"GET / HTTP", 8, &b, &mut out);
+    let o = conn.handle_input(
+        t0 + Duration::from_secs(11),
+        wall(),
+        b"GET / HTTP",
+        8,
+        &b,
+        &mut out,
+    );
     assert!(o.close);
     assert_eq!(summary(&parse_responses(&out, false), false), "408:timeout");
 }
@@ -596,14 +896,24 @@ fn late_input_on_an_expired_head_is_a_timeout() {
 fn slow_bodies_time_out() {
     let b = FakeBackend::new();
     let t0 = Instant::now();
-    let limits = HttpLimits { body_timeout: Duration::from_millis(500), ..HttpLimits::default() };
+    let limits = HttpLimits {
+        body_timeout: Duration::from_millis(500),
+        ..HttpLimits::default()
+    };
     let mut conn = HttpConn::new(limits);
     let mut out = Vec::new();
     let head = "POST /v1/presence HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n{";
     let o = conn.handle_input(t0, wall(), head.as_bytes(), 8, &b, &mut out);
     assert_eq!(o.consumed, head.len());
     assert_eq!(conn.poll_timeout(), Some(t0 + Duration::from_millis(500)));
-    conn.handle_input(t0 + Duration::from_millis(400), wall(), b"\"", 8, &b, &mut out);
+    conn.handle_input(
+        t0 + Duration::from_millis(400),
+        wall(),
+        b"\"",
+        8,
+        &b,
+        &mut out,
+    );
     assert_eq!(conn.poll_timeout(), Some(t0 + Duration::from_millis(500)));
     assert!(conn.handle_timeout(t0 + Duration::from_millis(500), wall(), &mut out));
     let r = parse_responses(&out, false);
@@ -617,7 +927,14 @@ fn idle_connections_have_no_deadline() {
     let mut conn = HttpConn::new(HttpLimits::default());
     let mut out = Vec::new();
     let now = Instant::now();
-    conn.handle_input(now, wall(), get("/healthz/live").as_bytes(), 8, &b, &mut out);
+    conn.handle_input(
+        now,
+        wall(),
+        get("/healthz/live").as_bytes(),
+        8,
+        &b,
+        &mut out,
+    );
     assert_eq!(conn.poll_timeout(), None);
     conn.handle_input(now, wall(), b"\r\n", 8, &b, &mut out);
     assert_eq!(conn.poll_timeout(), None);
@@ -637,18 +954,35 @@ fn metrics_are_recorded() {
     ]
     .concat();
     run_with(&b, HttpLimits::default(), &[input.as_bytes()]);
-    assert_eq!(*b.queries.borrow(), [(Frontend::Json, 3), (Frontend::Json, 1), (Frontend::Json, 2)]);
-    assert_eq!(*b.errors.borrow(), ["invalid_id", "not_found", "bad_request"]);
+    assert_eq!(
+        *b.queries.borrow(),
+        [
+            (Frontend::Json, 3),
+            (Frontend::Json, 1),
+            (Frontend::Json, 2)
+        ]
+    );
+    assert_eq!(
+        *b.errors.borrow(),
+        ["invalid_id", "not_found", "bad_request"]
+    );
 }
 
 #[test]
 fn soap_over_http() {
     let mut env = Vec::new();
-    crate::soap::write_request(crate::soap::SoapVersion::V12, &[presenced_core::Sid::new(10086).unwrap()], &mut env);
+    crate::soap::write_request(
+        crate::soap::SoapVersion::V12,
+        &[presenced_core::Sid::new(10086).unwrap()],
+        &mut env,
+    );
     let env = String::from_utf8(env).unwrap();
     let (r, _) = run(post("/soap", "application/soap+xml; charset=utf-8", &env).as_bytes());
     assert_eq!(r[0].status, 200);
-    assert_eq!(r[0].header("content-type"), Some("application/soap+xml; charset=utf-8"));
+    assert_eq!(
+        r[0].header("content-type"),
+        Some("application/soap+xml; charset=utf-8")
+    );
     assert!(r[0].body.contains("<id>10086</id>"));
     let bad = env.replace("10086", "abc");
     let (r, close) = run(post("/soap", "text/xml", &bad).as_bytes());
@@ -656,7 +990,9 @@ fn soap_over_http() {
     assert!(r[0].body.contains("<code>InvalidId</code>"));
     let (r, _) = run(b"GET /soap?wsdl HTTP/1.1\r\nHost: presence.example:8080\r\n\r\n");
     assert_eq!(r[0].header("content-type"), Some("text/xml; charset=utf-8"));
-    assert!(r[0].body.contains(r#"location="http://presence.example:8080/soap""#));
+    assert!(r[0]
+        .body
+        .contains(r#"location="http://presence.example:8080/soap""#));
 }
 
 #[test]

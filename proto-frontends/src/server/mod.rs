@@ -22,6 +22,7 @@
 //! Architecture Invariant: a protocol error closes only the connection that caused it.
 
 mod clock;
+pub mod cluster;
 mod worker;
 
 use std::net::SocketAddr;
@@ -81,11 +82,15 @@ pub struct Shared {
     pub query_limits: QueryLimits,
     /// HTTP limits.
     pub http_limits: HttpLimits,
+    /// The cluster thread's shared end.
+    pub repl: cluster::Repl,
+    /// Whether pool acks wait for a replica (`<replication ack="replica">`).
+    pub ack_replica: bool,
 }
 
 impl Shared {
     /// Builds the shared state of node `me` of `config`.
-    pub fn new(config: ClusterConfig, me: NodeConfig, opts: &ServeOptions) -> Self {
+    pub fn new(config: ClusterConfig, me: NodeConfig, opts: &ServeOptions, repl: cluster::Repl) -> Self {
         let l = *config.limits();
         let workers = if l.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -114,6 +119,8 @@ impl Shared {
             },
             query_limits: QueryLimits { max_frame: l.max_frame_bytes, max_batch: l.batch_limit },
             http_limits: HttpLimits::from_config(&l),
+            ack_replica: config.replication().ack == presenced_config::AckPolicy::Replica,
+            repl,
             config,
         }
     }
@@ -149,23 +156,32 @@ impl Backend for NodeBackend<'_> {
     }
 
     fn not_ready_reason(&self) -> Option<String> {
-        self.shared.shutdown.load(Ordering::Relaxed).then(|| "draining".to_owned())
+        if self.shared.shutdown.load(Ordering::Relaxed) {
+            return Some("draining".to_owned());
+        }
+        self.shared.repl.snapshot().not_ready.map(str::to_owned)
     }
 
     fn cluster(&self) -> ClusterView {
         let s = self.shared;
+        let snap = s.repl.snapshot();
         let ready = self.not_ready_reason().is_none();
+        let members = if snap.members.is_empty() {
+            vec![MemberView { id: s.me.id, alive: true, ready }]
+        } else {
+            snap.members
+        };
         ClusterView {
             node: s.me.id,
-            term: 1,
-            time_master: s.me.id,
-            data_master: s.me.id,
+            term: snap.term,
+            time_master: snap.time_master,
+            data_master: snap.data_master,
             ready,
             cluster_time_ms: s.clock.now_ms(),
             clock_offset_us: s.clock.correction_us(),
             records: s.store.len() as u64,
             digest: format!("{:032x}", s.store.digest()),
-            members: vec![MemberView { id: s.me.id, alive: true, ready }],
+            members,
         }
     }
 
@@ -219,7 +235,9 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
         };
         listeners.push((proto, name, listen(name, addr)?, addr));
     }
-    let shared = Arc::new(Shared::new(config, me, &opts));
+    let (cpoll, clistener, cudp, cwaker) = cluster::prepare(&me)?;
+    let (repl, repl_rx) = cluster::repl_pair(cwaker);
+    let shared = Arc::new(Shared::new(config, me, &opts, repl));
 
     let mut workers = Vec::new();
     let mut handles = Vec::new();
@@ -234,12 +252,22 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
         );
     }
 
+    shared.repl.set_workers(handles.iter().map(|h| h.waker.clone()).collect());
+    let cluster = cluster::ClusterDriver::new(cpoll, clistener, cudp, repl_rx, shared.clone())?;
+    let cluster = std::thread::Builder::new()
+        .name("cluster".into())
+        .spawn(move || cluster.run())
+        .context("cannot spawn cluster thread")?;
+
     let mut poll = Poll::new().context("cannot create poll")?;
     let waker = Arc::new(Waker::new(poll.registry(), ACCEPT_WAKER).context("cannot create waker")?);
     for (i, (_, _, l, _)) in listeners.iter_mut().enumerate() {
         poll.registry().register(l, Token(i), Interest::READABLE)?;
     }
     let signals = spawn_signal_thread(shared.clone(), waker, handles.iter().map(|h| h.waker.clone()).collect())?;
+    let sync_addr = shared.me.sync_addr();
+    let time_addr = shared.me.time_addr();
+    info!("listening for replication on {sync_addr} and time sync on {time_addr} (udp)");
     for (_, name, _, addr) in &listeners {
         info!("listening for {name} on {addr}");
     }
@@ -248,7 +276,8 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
     let mut events = Events::with_capacity(64);
     let mut next = 0usize;
     while !shared.shutdown.load(Ordering::Acquire) {
-        if let Err(e) = poll.poll(&mut events, None) {
+        // The waker ends the wait on shutdown; the timeout is a second line of defence.
+        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(250))) {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
@@ -292,9 +321,11 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
     for h in &handles {
         let _ = h.waker.wake();
     }
+    shared.repl.wake();
     for w in workers {
         let _ = w.join();
     }
+    let _ = cluster.join();
     drop(signals);
     info!("stopped");
     Ok(())
@@ -314,6 +345,7 @@ fn spawn_signal_thread(
             if let Some(sig) = signals.forever().next() {
                 info!(signal = sig, "signal received");
                 shared.shutdown.store(true, Ordering::Release);
+                shared.repl.wake();
                 let _ = acceptor.wake();
                 for w in &workers {
                     let _ = w.wake();

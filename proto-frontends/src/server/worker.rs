@@ -75,6 +75,9 @@ struct Conn {
     /// Close as soon as the output is flushed.
     closing: bool,
     last_active: Instant,
+    /// Pool output held back until a peer has the updates it acks (`replica` policy): the local
+    /// update number needed and the bytes, in order.
+    held: std::collections::VecDeque<(u64, Vec<u8>)>,
 }
 
 impl Conn {
@@ -82,7 +85,7 @@ impl Conn {
         self.rbuf.len() - self.rpos
     }
     fn output_len(&self) -> usize {
-        self.wbuf.len() - self.wpos
+        self.wbuf.len() - self.wpos + self.held.iter().map(|h| h.1.len()).sum::<usize>()
     }
 }
 
@@ -94,6 +97,8 @@ pub(crate) struct Worker {
     shared: Arc<Shared>,
     conns: Slab<Conn>,
     pending: Vec<usize>,
+    /// Connections with held output, re-checked on every wakeup.
+    holding: std::collections::BTreeSet<usize>,
     read_cap: usize,
 }
 
@@ -105,7 +110,16 @@ impl Worker {
         let max_frame = shared.pool_limits.max_frame as usize;
         let max_http = shared.http_limits.max_head + shared.http_limits.max_body;
         let read_cap = max_frame.max(max_http) + READ_CAP_SLACK;
-        let w = Self { idx, poll, rx, shared, conns: Slab::new(), pending: Vec::new(), read_cap };
+        let w = Self {
+            idx,
+            poll,
+            rx,
+            shared,
+            conns: Slab::new(),
+            pending: Vec::new(),
+            holding: std::collections::BTreeSet::new(),
+            read_cap,
+        };
         Ok((w, Handle { tx, waker }))
     }
 
@@ -125,6 +139,7 @@ impl Worker {
                 return;
             }
             let mut ready = std::mem::take(&mut self.pending);
+            ready.extend(self.holding.iter().copied());
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     self.accept_new();
@@ -178,6 +193,7 @@ impl Worker {
                 eof: false,
                 closing: false,
                 last_active: Instant::now(),
+                held: std::collections::VecDeque::new(),
             });
             self.service(key);
         }
@@ -201,18 +217,24 @@ impl Worker {
             }
         }
         let Some(c) = self.conns.get_mut(key) else { return };
+        release_held(&self.shared, c);
+        if c.held.is_empty() {
+            self.holding.remove(&key);
+        } else {
+            self.holding.insert(key);
+        }
         if let Err(e) = flush(c) {
             debug!(peer = %c.peer, "write failed: {e}");
             self.close(key);
             return;
         }
-        let flushed = c.output_len() == 0;
+        let flushed = c.output_len() == 0 && c.held.is_empty();
         if flushed && (c.closing || (c.eof && !more)) {
             self.close(key);
             return;
         }
-        let interest = if c.output_len() > 0 { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-        let want_write = c.output_len() > 0;
+        let want_write = c.wpos < c.wbuf.len();
+        let interest = if want_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
         if want_write != c.want_write {
             c.want_write = want_write;
             if self.poll.registry().reregister(&mut c.stream, Token(key), interest).is_err() {
@@ -227,6 +249,7 @@ impl Worker {
     }
 
     fn close(&mut self, key: usize) {
+        self.holding.remove(&key);
         if self.conns.contains(key) {
             let mut c = self.conns.remove(key);
             let _ = self.poll.registry().deregister(&mut c.stream);
@@ -278,6 +301,20 @@ impl Worker {
     }
 }
 
+/// Moves held pool output whose updates a peer now has (or that no peer can take) to `wbuf`.
+fn release_held(shared: &Shared, c: &mut Conn) {
+    if c.held.is_empty() {
+        return;
+    }
+    let replicated = shared.repl.replicated();
+    let alone = !shared.repl.peers_alive();
+    while c.held.front().is_some_and(|(need, _)| *need <= replicated || alone) {
+        if let Some((_, bytes)) = c.held.pop_front() {
+            c.wbuf.extend_from_slice(&bytes);
+        }
+    }
+}
+
 /// Reads until `WouldBlock`, end of stream, or `cap` bytes of unconsumed input.
 fn read_some(c: &mut Conn, cap: usize) -> std::io::Result<()> {
     if c.rpos > 0 && c.rpos * 2 >= c.rbuf.len() {
@@ -309,9 +346,9 @@ fn read_some(c: &mut Conn, cap: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Writes until `WouldBlock` or all output is gone.
+/// Writes until `WouldBlock` or all of `wbuf` is gone (held output stays held).
 fn flush(c: &mut Conn) -> std::io::Result<()> {
-    while c.output_len() > 0 {
+    while c.wpos < c.wbuf.len() {
         match c.stream.write(c.wbuf.get(c.wpos..).unwrap_or_default()) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
             Ok(n) => c.wpos += n,
@@ -320,7 +357,7 @@ fn flush(c: &mut Conn) -> std::io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    if c.output_len() == 0 {
+    if c.wpos >= c.wbuf.len() {
         c.wbuf.clear();
         c.wpos = 0;
     }
@@ -345,7 +382,18 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
                 token,
                 changed: &mut changed,
             };
-            match s.handle_input(input, FRAME_BUDGET, &mut ctx, &mut c.wbuf) {
+            let out_start = c.wbuf.len();
+            let r = s.handle_input(input, FRAME_BUDGET, &mut ctx, &mut c.wbuf);
+            drop(pinned);
+            // Hand the changed users to replication; under the `replica` policy, hold this
+            // call's output (its acks) until a peer has them.
+            let last = shared.repl.submit(changed.into_iter().map(|(sid, _)| sid).collect());
+            let need = if last > 0 { last } else { c.held.back().map_or(0, |h| h.0) };
+            if shared.ack_replica && need > 0 && shared.repl.peers_alive() {
+                let bytes = c.wbuf.split_off(out_start);
+                c.held.push_back((need, bytes));
+            }
+            match r {
                 Ok(o) => {
                     m.updates.fetch_add(o.events, Ordering::Relaxed);
                     if o.consumed > 0 {

@@ -54,8 +54,10 @@ pub const WSDL_LOCATION: &str = "http://localhost:7480/soap";
 pub const WSDL_CONTENT_TYPE: &str = "text/xml; charset=utf-8";
 
 /// WS-Addressing namespaces (1.0 and the 2004 submission), whose header blocks are understood.
-const WS_ADDRESSING: [&str; 2] =
-    ["http://www.w3.org/2005/08/addressing", "http://schemas.xmlsoap.org/ws/2004/08/addressing"];
+const WS_ADDRESSING: [&str; 2] = [
+    "http://www.w3.org/2005/08/addressing",
+    "http://schemas.xmlsoap.org/ws/2004/08/addressing",
+];
 
 /// Longest id text kept for a fault's `badValue`, in bytes.
 const MAX_ID_TEXT: usize = 128;

@@ -11,7 +11,10 @@ use proptest::prelude::*;
 use super::*;
 use crate::fuzzing::{self, well_formed};
 
-const LIMITS: SoapLimits = SoapLimits { max_depth: 12, max_ids: 5 };
+const LIMITS: SoapLimits = SoapLimits {
+    max_depth: 12,
+    max_ids: 5,
+};
 
 fn summary(xml: &str, fallback: SoapVersion) -> String {
     let mut ids = Vec::new();
@@ -22,7 +25,12 @@ fn summary(xml: &str, fallback: SoapVersion) -> String {
             format!("{} ids={}", v(version), ids.join(","))
         }
         Err(f) => {
-            let mut s = format!("fault {} {} {}", v(f.version), f.kind.local_name(f.version), f.code.as_str());
+            let mut s = format!(
+                "fault {} {} {}",
+                v(f.version),
+                f.kind.local_name(f.version),
+                f.code.as_str()
+            );
             if let Some(b) = f.bad_value {
                 s.push_str(&format!(" bad={b}"));
             }
@@ -44,7 +52,9 @@ fn env11(op: &str) -> String {
 }
 
 fn ids(inner: &str) -> String {
-    env11(&format!(r#"<GetPresence xmlns="urn:presenced:v1"><ids>{inner}</ids></GetPresence>"#))
+    env11(&format!(
+        r#"<GetPresence xmlns="urn:presenced:v1"><ids>{inner}</ids></GetPresence>"#
+    ))
 }
 
 #[test]
@@ -71,32 +81,52 @@ fn what_real_clients_send() {
     );
     // Unqualified children, comments, CDATA, references, `+` and leading zeros.
     check(
-        &env11(r#"<!-- c --><p:GetPresence xmlns:p="urn:presenced:v1"><ids><!-- c --><id>+0001</id><id><![CDATA[2]]></id><id>&#51;</id><id>&#x34;</id></ids></p:GetPresence>"#),
+        &env11(
+            r#"<!-- c --><p:GetPresence xmlns:p="urn:presenced:v1"><ids><!-- c --><id>+0001</id><id><![CDATA[2]]></id><id>&#51;</id><id>&#x34;</id></ids></p:GetPresence>"#,
+        ),
         "1.1 ids=1,2,3,4",
     );
-    check(&env11(r#"<GetPresence xmlns="urn:presenced:v1"><ids/></GetPresence>"#), "1.1 ids=");
-    check(&env11(r#"<GetPresence xmlns="urn:presenced:v1"/>"#), "1.1 ids=");
+    check(
+        &env11(r#"<GetPresence xmlns="urn:presenced:v1"><ids/></GetPresence>"#),
+        "1.1 ids=",
+    );
+    check(
+        &env11(r#"<GetPresence xmlns="urn:presenced:v1"/>"#),
+        "1.1 ids=",
+    );
 }
 
 #[test]
 fn invalid_ids_fault_with_the_bad_value() {
-    check(&ids("<id>1</id><id>abc</id>"), "fault 1.1 Client InvalidId bad=abc");
+    check(
+        &ids("<id>1</id><id>abc</id>"),
+        "fault 1.1 Client InvalidId bad=abc",
+    );
     check(&ids("<id>-1</id>"), "fault 1.1 Client InvalidId bad=-1");
     check(&ids("<id>0</id>"), "fault 1.1 Client InvalidId bad=0");
     check(&ids("<id> 0 </id>"), "fault 1.1 Client InvalidId bad=0");
     check(&ids("<id/>"), "fault 1.1 Client InvalidId bad=");
-    check(&ids("<id>18446744073709551616</id>"), "fault 1.1 Client InvalidId bad=18446744073709551616");
+    check(
+        &ids("<id>18446744073709551616</id>"),
+        "fault 1.1 Client InvalidId bad=18446744073709551616",
+    );
     check(&ids("<id>1 2</id>"), "fault 1.1 Client InvalidId bad=1 2");
     check(&ids("<id>1&lt;</id>"), "fault 1.1 Client InvalidId bad=1<");
     check(&ids("<id>0x10</id>"), "fault 1.1 Client InvalidId bad=0x10");
     check(&ids("<id>１</id>"), "fault 1.1 Client InvalidId bad=１");
     // Long values are cut in the fault, and what lies beyond the cut still counts.
     let long = format!("<id>{}</id>", "9".repeat(300));
-    assert_eq!(summary(&ids(&long), SoapVersion::V11), format!("fault 1.1 Client InvalidId bad={}…", "9".repeat(128)));
+    assert_eq!(
+        summary(&ids(&long), SoapVersion::V11),
+        format!("fault 1.1 Client InvalidId bad={}…", "9".repeat(128))
+    );
     let spaced = format!("<id>{}1{}</id>", " ".repeat(300), " ".repeat(300));
     check(&ids(&spaced), "1.1 ids=1");
     let sneaky = format!("<id>1{}2</id>", " ".repeat(300));
-    assert_eq!(summary(&ids(&sneaky), SoapVersion::V11), "fault 1.1 Client InvalidId bad=1…");
+    assert_eq!(
+        summary(&ids(&sneaky), SoapVersion::V11),
+        "fault 1.1 Client InvalidId bad=1…"
+    );
 }
 
 #[test]
@@ -114,7 +144,10 @@ fn malformed_requests() {
     check(&ids("<id>1</id>").replace("</soap:Envelope>", ""), m);
     check(&(ids("<id>1</id>") + "<x/>"), m);
     check(&(ids("<id>1</id>") + "text"), m);
-    check(&format!("<!DOCTYPE x [<!ENTITY e \"1\">]>{}", ids("<id>&e;</id>")), m);
+    check(
+        &format!("<!DOCTYPE x [<!ENTITY e \"1\">]>{}", ids("<id>&e;</id>")),
+        m,
+    );
     check(&ids("<id>&e;</id>"), m);
     check(&ids("<id>&amp</id>"), m);
     check(&ids("<id>&#0;</id>"), m);
@@ -129,11 +162,26 @@ fn malformed_requests() {
     check(&env11(r#"<GetPresence xmlns="urn:other"/>"#), m);
     check(&env11(r#"<GetPresence/>"#), m);
     check(&env11(""), m);
-    check(&env11(r#"<GetPresence xmlns="urn:presenced:v1"/><GetPresence xmlns="urn:presenced:v1"/>"#), m);
-    check(&env11(r#"<GetPresence xmlns="urn:presenced:v1"><ids/><ids/></GetPresence>"#), m);
-    check(&env11(r#"<GetPresence xmlns="urn:presenced:v1"><x/></GetPresence>"#), m);
-    check(r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"/>"#, m);
-    check(r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Header/></soap:Envelope>"#, m);
+    check(
+        &env11(r#"<GetPresence xmlns="urn:presenced:v1"/><GetPresence xmlns="urn:presenced:v1"/>"#),
+        m,
+    );
+    check(
+        &env11(r#"<GetPresence xmlns="urn:presenced:v1"><ids/><ids/></GetPresence>"#),
+        m,
+    );
+    check(
+        &env11(r#"<GetPresence xmlns="urn:presenced:v1"><x/></GetPresence>"#),
+        m,
+    );
+    check(
+        r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"/>"#,
+        m,
+    );
+    check(
+        r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Header/></soap:Envelope>"#,
+        m,
+    );
     check(
         r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body/><soap:Header/></soap:Envelope>"#,
         m,
@@ -142,8 +190,14 @@ fn malformed_requests() {
         r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Header/><soap:Header/><soap:Body/></soap:Envelope>"#,
         m,
     );
-    check(r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><x:a/></soap:Body></soap:Envelope>"#, m);
-    check(&ids("<id>\u{1}</id>").replace("\u{1}", "\x01"), "fault 1.1 Client InvalidId bad=\u{1}");
+    check(
+        r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><x:a/></soap:Body></soap:Envelope>"#,
+        m,
+    );
+    check(
+        &ids("<id>\u{1}</id>"),
+        "fault 1.1 Client InvalidId bad=\u{1}",
+    );
     check("\x00\x01", m);
 }
 
@@ -171,11 +225,23 @@ fn versions() {
         r#"<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><s:Body xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"/></e:Envelope>"#,
         "fault 1.2 Sender MalformedRequest",
     );
-    check(r#"<Envelope xmlns="urn:soap:9"><Body/></Envelope>"#, "fault 1.1 VersionMismatch MalformedRequest");
+    check(
+        r#"<Envelope xmlns="urn:soap:9"><Body/></Envelope>"#,
+        "fault 1.1 VersionMismatch MalformedRequest",
+    );
     // Faults about envelopes too broken to tell use the Content-Type's version.
-    assert_eq!(summary("junk", SoapVersion::V12), "fault 1.2 Sender MalformedRequest");
-    assert_eq!(SoapVersion::from_content_type(Some("application/soap+xml; action=x")), SoapVersion::V12);
-    assert_eq!(SoapVersion::from_content_type(Some("text/xml; charset=utf-8")), SoapVersion::V11);
+    assert_eq!(
+        summary("junk", SoapVersion::V12),
+        "fault 1.2 Sender MalformedRequest"
+    );
+    assert_eq!(
+        SoapVersion::from_content_type(Some("application/soap+xml; action=x")),
+        SoapVersion::V12
+    );
+    assert_eq!(
+        SoapVersion::from_content_type(Some("text/xml; charset=utf-8")),
+        SoapVersion::V11
+    );
     assert_eq!(SoapVersion::from_content_type(None), SoapVersion::V11);
 }
 
@@ -189,17 +255,41 @@ fn must_understand_headers() {
     };
     let v11 = SoapVersion::V11;
     let v12 = SoapVersion::V12;
-    check(&with_header(v11, r#"<x:a s:mustUnderstand="1"/>"#), "fault 1.1 MustUnderstand MalformedRequest");
-    check(&with_header(v12, r#"<x:a s:mustUnderstand="true"/>"#), "fault 1.2 MustUnderstand MalformedRequest");
-    check(&with_header(v11, r#"<x:a s:mustUnderstand="0"><x:b/></x:a>"#), "1.1 ids=");
-    check(&with_header(v11, r#"<x:a mustUnderstand="1"/>"#), "1.1 ids=");
-    check(&with_header(v11, r#"<x:a s:mustUnderstand="1" s:actor="urn:elsewhere"/>"#), "1.1 ids=");
     check(
-        &with_header(v11, r#"<x:a s:mustUnderstand="1" s:actor="http://schemas.xmlsoap.org/soap/actor/next"/>"#),
+        &with_header(v11, r#"<x:a s:mustUnderstand="1"/>"#),
         "fault 1.1 MustUnderstand MalformedRequest",
     );
     check(
-        &with_header(v12, r#"<x:a s:mustUnderstand="1" s:role="http://www.w3.org/2003/05/soap-envelope/role/none"/>"#),
+        &with_header(v12, r#"<x:a s:mustUnderstand="true"/>"#),
+        "fault 1.2 MustUnderstand MalformedRequest",
+    );
+    check(
+        &with_header(v11, r#"<x:a s:mustUnderstand="0"><x:b/></x:a>"#),
+        "1.1 ids=",
+    );
+    check(
+        &with_header(v11, r#"<x:a mustUnderstand="1"/>"#),
+        "1.1 ids=",
+    );
+    check(
+        &with_header(
+            v11,
+            r#"<x:a s:mustUnderstand="1" s:actor="urn:elsewhere"/>"#,
+        ),
+        "1.1 ids=",
+    );
+    check(
+        &with_header(
+            v11,
+            r#"<x:a s:mustUnderstand="1" s:actor="http://schemas.xmlsoap.org/soap/actor/next"/>"#,
+        ),
+        "fault 1.1 MustUnderstand MalformedRequest",
+    );
+    check(
+        &with_header(
+            v12,
+            r#"<x:a s:mustUnderstand="1" s:role="http://www.w3.org/2003/05/soap-envelope/role/none"/>"#,
+        ),
         "1.2 ids=",
     );
     check(
@@ -210,7 +300,10 @@ fn must_understand_headers() {
         "fault 1.2 MustUnderstand MalformedRequest",
     );
     // Text and nested elements in header blocks are skipped.
-    check(&with_header(v11, "<x:a>text <x:b>&amp;</x:b></x:a>text"), "1.1 ids=");
+    check(
+        &with_header(v11, "<x:a>text <x:b>&amp;</x:b></x:a>text"),
+        "1.1 ids=",
+    );
 }
 
 fn sid(n: u64) -> Sid {
@@ -222,7 +315,10 @@ fn alice() -> Status {
     clients.insert(ClientType::Pc);
     clients.insert(ClientType::Sms);
     let ext = Ext::new(
-        vec![("nick".into(), "a<&>\"'\u{1}b".into()), ("city".into(), "北京".into())],
+        vec![
+            ("nick".into(), "a<&>\"'\u{1}b".into()),
+            ("city".into(), "北京".into()),
+        ],
         &ExtLimits::default(),
     )
     .unwrap();
@@ -254,7 +350,11 @@ fn logged_out() -> Status {
 #[test]
 fn response_bytes() {
     let mut out = Vec::new();
-    write_response(SoapVersion::V11, &[alice(), Status::unknown(sid(u64::MAX)), logged_out()], &mut out);
+    write_response(
+        SoapVersion::V11,
+        &[alice(), Status::unknown(sid(u64::MAX)), logged_out()],
+        &mut out,
+    );
     let expected = concat!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n",
         "<soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body>",
@@ -302,7 +402,13 @@ fn fault_bytes() {
             "</detail></soap:Fault></soap:Body></soap:Envelope>"
         )
     );
-    let f = Fault { version: SoapVersion::V12, kind: FaultKind::Server, code: FaultCode::TooManyIds, message: "m".into(), bad_value: None };
+    let f = Fault {
+        version: SoapVersion::V12,
+        kind: FaultKind::Server,
+        code: FaultCode::TooManyIds,
+        message: "m".into(),
+        bad_value: None,
+    };
     out.clear();
     write_fault(&f, &mut out);
     assert_eq!(
@@ -328,20 +434,38 @@ fn wsdl_follows_the_host_header() {
     };
     assert_eq!(WSDL.matches(WSDL_LOCATION).count(), 2);
     let w = wsdl(Some("10.0.0.1:7480"));
-    assert_eq!(w.matches(r#"location="http://10.0.0.1:7480/soap""#).count(), 2);
+    assert_eq!(
+        w.matches(r#"location="http://10.0.0.1:7480/soap""#).count(),
+        2
+    );
     assert!(!w.contains(WSDL_LOCATION));
     assert!(wsdl(Some("[::1]:80")).contains(r#"location="http://[::1]:80/soap""#));
-    for bad in [None, Some(""), Some("evil\"/><x"), Some("a b"), Some("h/x"), Some("h@x")] {
-        assert!(wsdl(bad).contains(r#"location="http://localhost/soap""#), "{bad:?}");
+    for bad in [
+        None,
+        Some(""),
+        Some("evil\"/><x"),
+        Some("a b"),
+        Some("h/x"),
+        Some("h@x"),
+    ] {
+        assert!(
+            wsdl(bad).contains(r#"location="http://localhost/soap""#),
+            "{bad:?}"
+        );
     }
     assert!(well_formed(w.as_bytes()));
 }
 
 /// The element names of `<xs:complexType name="{ty}">`'s sequence, in order.
 fn schema_sequence(ty: &str) -> Vec<String> {
-    let start = WSDL.find(&format!(r#"<xs:complexType name="{ty}">"#)).unwrap();
+    let start = WSDL
+        .find(&format!(r#"<xs:complexType name="{ty}">"#))
+        .unwrap();
     let body = &WSDL[start..start + WSDL[start..].find("</xs:complexType>").unwrap()];
-    body.split(r#"<xs:element name=""#).skip(1).map(|s| s[..s.find('"').unwrap()].to_owned()).collect()
+    body.split(r#"<xs:element name=""#)
+        .skip(1)
+        .map(|s| s[..s.find('"').unwrap()].to_owned())
+        .collect()
 }
 
 #[test]
@@ -353,14 +477,28 @@ fn writer_follows_the_schema_order() {
     let mut children = Vec::new();
     let mut rest = status;
     while let Some(i) = rest.find('<') {
-        let name: String = rest[i + 1..].chars().take_while(|c| c.is_alphanumeric()).collect();
+        let name: String = rest[i + 1..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric())
+            .collect();
         children.push(name.clone());
         rest = &rest[i + 1..];
         // Skip to after this element's end tag.
         rest = &rest[rest.find(&format!("</{name}>")).unwrap() + name.len() + 3..];
     }
     assert_eq!(children, schema_sequence("Status"));
-    assert_eq!(schema_sequence("Status"), ["id", "known", "online", "clients", "acceptsStrangers", "lastChange", "extensions"]);
+    assert_eq!(
+        schema_sequence("Status"),
+        [
+            "id",
+            "known",
+            "online",
+            "clients",
+            "acceptsStrangers",
+            "lastChange",
+            "extensions"
+        ]
+    );
     assert_eq!(schema_sequence("ExtensionEntry"), ["key", "value"]);
     for c in ClientType::ALL {
         assert!(WSDL.contains(&format!(r#"<xs:enumeration value="{}"/>"#, c.soap_name())));
@@ -395,7 +533,19 @@ fn id_parsing() {
     assert_eq!(parse_soap_id("\t\r\n 42 \n"), Some(sid(42)));
     assert_eq!(parse_soap_id("+42"), Some(sid(42)));
     assert_eq!(parse_soap_id("18446744073709551615"), Some(sid(u64::MAX)));
-    for bad in ["", " ", "+", "++1", "-0", "0", "00", "1.0", "1e3", "18446744073709551616", "\u{a0}1"] {
+    for bad in [
+        "",
+        " ",
+        "+",
+        "++1",
+        "-0",
+        "0",
+        "00",
+        "1.0",
+        "1e3",
+        "18446744073709551616",
+        "\u{a0}1",
+    ] {
         assert_eq!(parse_soap_id(bad), None, "{bad:?}");
     }
 }
