@@ -2,6 +2,8 @@
 //!
 //! `cargo bench --bench codecs`. Every group reports a `Throughput` (elements = events or ids).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -12,7 +14,8 @@ use presenced_core::proto::query;
 use presenced_core::wire::split_frame;
 
 fn events(n: u64, with_ext: bool) -> Vec<Event> {
-    let ext = Arc::new(Ext::new(vec![("nick".into(), "alice".into())], &ExtLimits::default()).unwrap());
+    let ext =
+        Arc::new(Ext::new(vec![("nick".into(), "alice".into())], &ExtLimits::default()).unwrap());
     (1..=n)
         .map(|i| Event::Login {
             sid: Sid::new(i * 7919).unwrap(),
@@ -27,7 +30,10 @@ fn pool_codec(c: &mut Criterion) {
     let mut g = c.benchmark_group("pool_events_512");
     g.throughput(Throughput::Elements(512));
     for (name, ext) in [("plain", false), ("ext", true)] {
-        let frame = ClientFrame::Events { first_seq: 1, events: events(512, ext) };
+        let frame = ClientFrame::Events {
+            first_seq: 1,
+            events: events(512, ext),
+        };
         let mut bytes = Vec::new();
         frame.encode(&mut bytes);
         g.bench_function(format!("encode_{name}"), |b| {
@@ -52,7 +58,10 @@ fn pool_codec(c: &mut Criterion) {
 fn query_codec(c: &mut Criterion) {
     let mut g = c.benchmark_group("query_100_ids");
     g.throughput(Throughput::Elements(100));
-    let frame = query::ClientFrame::Query { req_id: 1, ids: (1..=100).map(|i| i * 31).collect() };
+    let frame = query::ClientFrame::Query {
+        req_id: 1,
+        ids: (1..=100).map(|i| i * 31).collect(),
+    };
     let mut bytes = Vec::new();
     frame.encode(&mut bytes);
     g.bench_function("encode", |b| {

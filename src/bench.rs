@@ -95,7 +95,10 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     if common.connections == 0 || common.users == 0 || common.depth == 0 {
         bail!("--connections, --users and --depth must be at least 1");
     }
-    let totals = Arc::new(Totals { units: AtomicU64::new(0), stop: AtomicBool::new(false) });
+    let totals = Arc::new(Totals {
+        units: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
     let mut threads = Vec::new();
     for i in 0..common.connections {
         let totals = totals.clone();
@@ -116,11 +119,17 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     let run_for = Duration::from_secs_f64(common.seconds.max(0.1));
     let mut last = (Instant::now(), 0u64);
     while started.elapsed() < run_for {
-        std::thread::sleep(Duration::from_millis(100).min(run_for.saturating_sub(started.elapsed())));
+        std::thread::sleep(
+            Duration::from_millis(100).min(run_for.saturating_sub(started.elapsed())),
+        );
         if common.seconds >= 5.0 && last.0.elapsed() >= Duration::from_secs(1) {
             let now = totals.units.load(Ordering::Relaxed);
             let rate = (now - last.1) as f64 / last.0.elapsed().as_secs_f64();
-            eprintln!("[{:>5.1}s] {:>12.0} {unit}/s", started.elapsed().as_secs_f64(), rate);
+            eprintln!(
+                "[{:>5.1}s] {:>12.0} {unit}/s",
+                started.elapsed().as_secs_f64(),
+                rate
+            );
             last = (Instant::now(), now);
         }
     }
@@ -128,7 +137,9 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     for t in threads {
-        let h = t.join().map_err(|_| anyhow::anyhow!("bench thread panicked"))??;
+        let h = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("bench thread panicked"))??;
         hist.add(&h)?;
     }
     let units = totals.units.load(Ordering::Relaxed);
@@ -147,7 +158,11 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         hist.len()
     );
     if common.json {
-        let key = if name == "ingest" { "updates_per_s" } else { "ids_per_s" };
+        let key = if name == "ingest" {
+            "updates_per_s"
+        } else {
+            "ids_per_s"
+        };
         let v = serde_json::json!({
             "mode": name,
             key: rate.round(),
@@ -197,11 +212,22 @@ fn new_hist() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
 }
 
-fn ingest_conn(i: usize, c: &Common, batch: usize, rate: u64, t: &Totals) -> anyhow::Result<Histogram<u64>> {
+fn ingest_conn(
+    i: usize,
+    c: &Common,
+    batch: usize,
+    rate: u64,
+    t: &Totals,
+) -> anyhow::Result<Histogram<u64>> {
     let mut hello = Vec::new();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
-    pool::ClientFrame::Hello(pool::Hello { pool: 1000 + i as u32, stream: rng.next(), resume_from: 1, token: Vec::new() })
-        .encode(&mut hello);
+    pool::ClientFrame::Hello(pool::Hello {
+        pool: 1000 + i as u32,
+        stream: rng.next(),
+        resume_from: 1,
+        token: Vec::new(),
+    })
+    .encode(&mut hello);
     let (mut s, mut buf) = connect(c.target, &hello)?;
     let batch = batch.clamp(1, 4096);
     // Pre-encode a ring of frames; only first_seq (bytes 5..13) changes per send.
@@ -213,14 +239,33 @@ fn ingest_conn(i: usize, c: &Common, batch: usize, rate: u64, t: &Totals) -> any
                 let uid = sid.get();
                 let client = ClientType::ALL[(rng.next() % 6) as usize];
                 match rng.next() % 10 {
-                    0..=5 => pool::Event::Login { sid, uid, client, ext: None },
-                    6..=8 => pool::Event::Logout { sid, uid, client, ext: None },
-                    _ => pool::Event::Permission { sid, uid, allow: rng.next() % 2 == 0, ext: None },
+                    0..=5 => pool::Event::Login {
+                        sid,
+                        uid,
+                        client,
+                        ext: None,
+                    },
+                    6..=8 => pool::Event::Logout {
+                        sid,
+                        uid,
+                        client,
+                        ext: None,
+                    },
+                    _ => pool::Event::Permission {
+                        sid,
+                        uid,
+                        allow: rng.next() % 2 == 0,
+                        ext: None,
+                    },
                 }
             })
             .collect();
         let mut f = Vec::new();
-        pool::ClientFrame::Events { first_seq: 1, events }.encode(&mut f);
+        pool::ClientFrame::Events {
+            first_seq: 1,
+            events,
+        }
+        .encode(&mut f);
         frames.push(f);
     }
     let mut hist = new_hist()?;

@@ -35,7 +35,12 @@ enum Command {
         #[arg(long, value_name = "ID")]
         node: Option<u16>,
         /// Shift this node's clock by N ms (skew tests and demos).
-        #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true)]
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 0,
+            allow_negative_numbers = true
+        )]
         clock_offset_ms: i64,
     },
     /// Pool simulator: read events from stdin, push them, wait for every ack.
@@ -80,12 +85,20 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
             let msg = e.to_string();
-            let first = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or("bad arguments");
+            let first = msg
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("bad arguments");
             eprintln!("{} (see --help)", first.trim());
             return ExitCode::from(2);
         }
@@ -120,7 +133,11 @@ fn load_config(path: Option<&PathBuf>) -> anyhow::Result<ClusterConfig> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config, node, clock_offset_ms } => {
+        Command::Serve {
+            config,
+            node,
+            clock_offset_ms,
+        } => {
             let cfg = load_config(config.as_ref())?;
             let node = match (node, cfg.nodes()) {
                 (Some(n), _) => n,
@@ -128,26 +145,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 (None, all) => anyhow::bail!(
                     "--node is required: the cluster file has {} nodes (ids {})",
                     all.len(),
-                    all.iter().map(|n| n.id.to_string()).collect::<Vec<_>>().join(", ")
+                    all.iter()
+                        .map(|n| n.id.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             };
             let opts = presenced_frontends::server::ServeOptions { clock_offset_ms };
             presenced_frontends::server::run(cfg, node, opts)
         }
-        Command::Push { pool, pool_id, token, batch } => {
-            push::run(pool, pool_id, token, batch, std::io::stdin().lock(), &mut std::io::stdout())
-        }
+        Command::Push {
+            pool,
+            pool_id,
+            token,
+            batch,
+        } => push::run(
+            pool,
+            pool_id,
+            token,
+            batch,
+            std::io::stdin().lock(),
+            &mut std::io::stdout(),
+        ),
         Command::Query { server, ids } => {
             let mut parsed = Vec::with_capacity(ids.len());
             for id in &ids {
                 match id.parse::<u64>() {
                     Ok(n) if n > 0 => parsed.push(n),
-                    _ => anyhow::bail!("invalid id {id:?}: expected an integer from 1 to 18446744073709551615"),
+                    _ => anyhow::bail!(
+                        "invalid id {id:?}: expected an integer from 1 to 18446744073709551615"
+                    ),
                 }
             }
             let mut c = QueryClient::connect(server, Duration::from_secs(5))
                 .with_context(|| format!("cannot query {server}"))?;
-            let statuses = c.query(&parsed).with_context(|| format!("query to {server} failed"))?;
+            let statuses = c
+                .query(&parsed)
+                .with_context(|| format!("query to {server} failed"))?;
             let mut line = Vec::new();
             for s in &statuses {
                 line.clear();

@@ -29,18 +29,32 @@ pub(crate) fn parse_line(line: &str, limits: &ExtLimits) -> anyhow::Result<Optio
         .parse::<u64>()
         .ok()
         .and_then(Sid::new)
-        .with_context(|| format!("bad sid {sid_word:?}: expected an integer from 1 to 18446744073709551615"))?;
+        .with_context(|| {
+            format!("bad sid {sid_word:?}: expected an integer from 1 to 18446744073709551615")
+        })?;
     let uid_word = words.next().context("missing <uid>")?;
-    let uid = uid_word.parse::<u64>().with_context(|| format!("bad uid {uid_word:?}: expected an unsigned integer"))?;
+    let uid = uid_word
+        .parse::<u64>()
+        .with_context(|| format!("bad uid {uid_word:?}: expected an unsigned integer"))?;
     let arg = words.next().with_context(|| {
-        if verb == "permission" { "missing allow|deny".to_owned() } else { "missing <client>".to_owned() }
+        if verb == "permission" {
+            "missing allow|deny".to_owned()
+        } else {
+            "missing <client>".to_owned()
+        }
     })?;
     let mut ext = Vec::new();
     for kv in words {
-        let (k, v) = kv.split_once('=').with_context(|| format!("bad extension {kv:?}: expected key=value"))?;
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("bad extension {kv:?}: expected key=value"))?;
         ext.push((k.to_owned(), v.to_owned()));
     }
-    let ext = if ext.is_empty() { None } else { Some(Arc::new(Ext::new(ext, limits)?)) };
+    let ext = if ext.is_empty() {
+        None
+    } else {
+        Some(Arc::new(Ext::new(ext, limits)?))
+    };
     Ok(Some(match verb {
         "permission" => {
             let allow = match arg {
@@ -48,15 +62,31 @@ pub(crate) fn parse_line(line: &str, limits: &ExtLimits) -> anyhow::Result<Optio
                 "deny" => false,
                 other => bail!("bad permission {other:?}: expected allow or deny"),
             };
-            Event::Permission { sid, uid, allow, ext }
+            Event::Permission {
+                sid,
+                uid,
+                allow,
+                ext,
+            }
         }
         _ => {
-            let client = ClientType::parse(arg)
-                .with_context(|| format!("unknown client {arg:?}: expected pc, mobile, web, pad, sms or other"))?;
+            let client = ClientType::parse(arg).with_context(|| {
+                format!("unknown client {arg:?}: expected pc, mobile, web, pad, sms or other")
+            })?;
             if verb == "login" {
-                Event::Login { sid, uid, client, ext }
+                Event::Login {
+                    sid,
+                    uid,
+                    client,
+                    ext,
+                }
             } else {
-                Event::Logout { sid, uid, client, ext }
+                Event::Logout {
+                    sid,
+                    uid,
+                    client,
+                    ext,
+                }
             }
         }
     }))
@@ -86,7 +116,8 @@ pub(crate) fn run(
     opts.pool = pool_id;
     opts.token = token.unwrap_or_default().into_bytes();
     opts.batch = batch.clamp(1, 4096);
-    let mut client = PoolClient::connect(opts).with_context(|| format!("cannot connect to pool port {first}"))?;
+    let mut client = PoolClient::connect(opts)
+        .with_context(|| format!("cannot connect to pool port {first}"))?;
     let n = events.len();
     for e in events {
         client.send(e)?;
@@ -112,14 +143,26 @@ mod tests {
             Ok(e) => format!("{e:?}"),
             Err(e) => format!("error: {e:#}"),
         };
-        assert!(got.contains(expected), "{line:?} gave {got}, expected {expected}");
+        assert!(
+            got.contains(expected),
+            "{line:?} gave {got}, expected {expected}"
+        );
     }
 
     #[test]
     fn parses_event_lines() {
-        check("login 10086 1 pc nick=alice", "Login { sid: Sid(10086), uid: 1, client: Pc, ext: Some");
-        check("logout 10086 1 mobile", "Logout { sid: Sid(10086), uid: 1, client: Mobile, ext: None");
-        check("permission 10086 1 deny", "Permission { sid: Sid(10086), uid: 1, allow: false");
+        check(
+            "login 10086 1 pc nick=alice",
+            "Login { sid: Sid(10086), uid: 1, client: Pc, ext: Some",
+        );
+        check(
+            "logout 10086 1 mobile",
+            "Logout { sid: Sid(10086), uid: 1, client: Mobile, ext: None",
+        );
+        check(
+            "permission 10086 1 deny",
+            "Permission { sid: Sid(10086), uid: 1, allow: false",
+        );
         check("  # comment", "None");
         check("", "None");
         check("snapshot-begin", "SnapshotBegin");

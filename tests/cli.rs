@@ -1,6 +1,8 @@
 //! Black-box tests of the command line: the README's push/query example, config checking, bad
 //! flags, a port in use, and a clean stop on SIGTERM.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::net::TcpListener;
@@ -14,7 +16,10 @@ const README_EVENTS: &str =
 fn readme_push_then_query() {
     let node = Node::start();
     let summary = node.push(README_EVENTS);
-    assert!(summary.contains("pushed 4 events") && summary.contains("4 acked"), "{summary}");
+    assert!(
+        summary.contains("pushed 4 events") && summary.contains("4 acked"),
+        "{summary}"
+    );
     let out = node.query(&["10086", "10010"]);
     assert_eq!(out.len(), 2);
     let a = &out[0];
@@ -38,10 +43,16 @@ fn readme_push_then_query() {
 #[test]
 fn push_rejects_a_bad_line_and_sends_nothing() {
     let node = Node::start();
-    let out = run_cli_raw(&["push", "--pool", &node.pool_addr().to_string()], "login 5 1 pc\nlogin 6 1 tv\n");
+    let out = run_cli_raw(
+        &["push", "--pool", &node.pool_addr().to_string()],
+        "login 5 1 pc\nlogin 6 1 tv\n",
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("line 2") && err.contains("unknown client \"tv\""), "{err}");
+    assert!(
+        err.contains("line 2") && err.contains("unknown client \"tv\""),
+        "{err}"
+    );
     assert_eq!(node.query(&["5"])[0]["known"], false, "nothing was sent");
 }
 
@@ -59,7 +70,10 @@ fn check_config_accepts_the_example_and_names_errors() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert!(err.contains("bad.xml:2:") && err.contains("pool-port"), "{err}");
+    assert!(
+        err.contains("bad.xml:2:") && err.contains("pool-port"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -84,13 +98,20 @@ fn port_in_use_is_one_clear_line() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let last = err.lines().last().unwrap_or_default();
-    assert!(last.contains("cannot listen on http port") && last.contains("in use"), "{err}");
+    assert!(
+        last.contains("cannot listen on http port") && last.contains("in use"),
+        "{err}"
+    );
 }
 
 #[test]
 fn sigterm_stops_cleanly() {
     let mut node = Node::start();
     let status = node.terminate();
-    assert!(status.success(), "exit status {status:?}; log:\n{}", node.log());
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        node.log()
+    );
     assert!(node.log().contains("stopped"), "{}", node.log());
 }

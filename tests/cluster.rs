@@ -2,6 +2,8 @@
 //! replicate, elect masters, fail over, rejoin, sync their clocks, heal after network faults and
 //! admit a node they did not know. Each prints the figure it measures.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 #[path = "common/proxy.rs"]
 mod proxy;
@@ -19,7 +21,10 @@ use presenced_frontends::client::{PoolClient, PoolClientOptions, QueryClient};
 fn start_cluster(n: u16, extra: &str) -> (Vec<Node>, std::path::PathBuf) {
     let ports: Vec<Ports> = (1..=n).map(Ports::free).collect();
     let cfg = write_config(&ports, extra);
-    let nodes = ports.iter().map(|p| Node::spawn(*p, cfg.clone(), &[])).collect();
+    let nodes = ports
+        .iter()
+        .map(|p| Node::spawn(*p, cfg.clone(), &[]))
+        .collect();
     (nodes, cfg)
 }
 
@@ -47,11 +52,21 @@ fn wait_converged(nodes: &[&Node], timeout: Duration) -> Duration {
 }
 
 fn login(sid: u64, client: ClientType) -> Event {
-    Event::Login { sid: Sid::new(sid).unwrap(), uid: sid, client, ext: None }
+    Event::Login {
+        sid: Sid::new(sid).unwrap(),
+        uid: sid,
+        client,
+        ext: None,
+    }
 }
 
 fn logout(sid: u64, client: ClientType) -> Event {
-    Event::Logout { sid: Sid::new(sid).unwrap(), uid: sid, client, ext: None }
+    Event::Logout {
+        sid: Sid::new(sid).unwrap(),
+        uid: sid,
+        client,
+        ext: None,
+    }
 }
 
 fn pool(node: &Node, pool: u32) -> PoolClient {
@@ -136,11 +151,20 @@ fn master_failover_under_load_and_rejoin() {
         v["time_master"] == 2 && v["data_master"] == 2
     });
     let failover = killed.elapsed();
-    println!("failover: node 2 holds both roles {} ms after SIGKILL of node 1", failover.as_millis());
-    assert!(failover <= Duration::from_millis(1500), "failover took {failover:?}");
+    println!(
+        "failover: node 2 holds both roles {} ms after SIGKILL of node 1",
+        failover.as_millis()
+    );
+    assert!(
+        failover <= Duration::from_millis(1500),
+        "failover took {failover:?}"
+    );
     let before = acked.load(Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(acked.load(Ordering::Relaxed) > before, "pushes go on after the failover");
+    assert!(
+        acked.load(Ordering::Relaxed) > before,
+        "pushes go on after the failover"
+    );
     let mut q = QueryClient::connect(nodes[2].query_addr(), Duration::from_secs(5)).unwrap();
     assert!(q.query(&[1]).unwrap()[0].online, "queries go on");
 
@@ -148,14 +172,24 @@ fn master_failover_under_load_and_rejoin() {
     let ports = nodes[0].ports;
     nodes[0] = Node::spawn(ports, cfg, &[]);
     let rejoined = Instant::now();
-    nodes[0].wait_cluster("node 1 ready again", Duration::from_secs(10), |v| v["ready"] == true);
-    println!("rejoin: node 1 ready {} ms after restart", rejoined.elapsed().as_millis());
+    nodes[0].wait_cluster("node 1 ready again", Duration::from_secs(10), |v| {
+        v["ready"] == true
+    });
+    println!(
+        "rejoin: node 1 ready {} ms after restart",
+        rejoined.elapsed().as_millis()
+    );
     stop.store(true, Ordering::Relaxed);
     let total = loader.join().unwrap();
     let took = wait_converged(&nodes.iter().collect::<Vec<_>>(), Duration::from_secs(10));
-    println!("after rejoin: {total} updates acked, digests equal {} ms after load stopped", took.as_millis());
+    println!(
+        "after rejoin: {total} updates acked, digests equal {} ms after load stopped",
+        took.as_millis()
+    );
     for n in &nodes {
-        n.wait_cluster("node 1 is master again", Duration::from_secs(5), |v| v["time_master"] == 1 && v["data_master"] == 1);
+        n.wait_cluster("node 1 is master again", Duration::from_secs(5), |v| {
+            v["time_master"] == 1 && v["data_master"] == 1
+        });
     }
 }
 
@@ -183,13 +217,25 @@ fn skewed_clocks_converge_within_tolerance() {
         if worst <= tolerance_us {
             break worst;
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "clocks still apart by {worst} µs: {errs:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "clocks still apart by {worst} µs: {errs:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
-    println!("clock sync: skews -2 s/+3 s agree within {} ms, residual clock error {residual} µs", start.elapsed().as_millis());
+    println!(
+        "clock sync: skews -2 s/+3 s agree within {} ms, residual clock error {residual} µs",
+        start.elapsed().as_millis()
+    );
     // And what clients see: cluster_time_ms of all nodes read back to back is close.
-    let t: Vec<i64> = nodes.iter().map(|n| n.cluster()["cluster_time_ms"].as_i64().unwrap()).collect();
-    assert!(t.iter().max().unwrap() - t.iter().min().unwrap() < 100, "{t:?}");
+    let t: Vec<i64> = nodes
+        .iter()
+        .map(|n| n.cluster()["cluster_time_ms"].as_i64().unwrap())
+        .collect();
+    assert!(
+        t.iter().max().unwrap() - t.iter().min().unwrap() < 100,
+        "{t:?}"
+    );
 }
 
 #[test]
@@ -198,7 +244,10 @@ fn network_faults_heal_to_the_last_writer_wins_oracle() {
     let (p1, p2) = (Ports::free(1), Ports::free(2));
     let to1 = proxy::Proxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], p1.sync)));
     let to2 = proxy::Proxy::start(std::net::SocketAddr::from(([127, 0, 0, 1], p2.sync)));
-    let via = |p: Ports, proxy: &proxy::Proxy| Ports { sync: proxy.addr.port(), ..p };
+    let via = |p: Ports, proxy: &proxy::Proxy| Ports {
+        sync: proxy.addr.port(),
+        ..p
+    };
     let cfg1 = write_config(&[p1, via(p2, &to2)], "");
     let cfg2 = write_config(&[via(p1, &to1), p2], "");
     let n1 = Node::spawn(p1, cfg1, &[]);
@@ -220,11 +269,20 @@ fn network_faults_heal_to_the_last_writer_wins_oracle() {
             let sid = x % users + 1;
             let client = clients[(i % 2) as usize];
             let on = x % 3 != 0;
-            c.send(if on { login(sid, client) } else { logout(sid, client) }).unwrap();
+            c.send(if on {
+                login(sid, client)
+            } else {
+                logout(sid, client)
+            })
+            .unwrap();
             last.insert((sid, client), on);
             if i % 300 == 0 {
                 if let Err(e) = c.flush() {
-                    panic!("flush failed: {e}\nnode {} log:\n{}", node.ports.id, node.log());
+                    panic!(
+                        "flush failed: {e}\nnode {} log:\n{}",
+                        node.ports.id,
+                        node.log()
+                    );
                 }
             }
         }
@@ -265,15 +323,27 @@ fn network_faults_heal_to_the_last_writer_wins_oracle() {
     to2.cut();
     let healed = Instant::now();
     let took = wait_converged(&[&n1, &n2], Duration::from_secs(15));
-    println!("faults: converged {} ms after heal ({} + {} updates acked)", took.as_millis(), acked_a, acked_b);
+    println!(
+        "faults: converged {} ms after heal ({} + {} updates acked)",
+        took.as_millis(),
+        acked_a,
+        acked_b
+    );
     let _ = healed;
     let ids: Vec<u64> = (1..=users).collect();
     let mut lost = 0;
     for node in [&n1, &n2] {
-        let statuses = QueryClient::connect(node.query_addr(), Duration::from_secs(5)).unwrap().query(&ids).unwrap();
+        let statuses = QueryClient::connect(node.query_addr(), Duration::from_secs(5))
+            .unwrap()
+            .query(&ids)
+            .unwrap();
         for s in statuses {
             for c in ClientType::ALL {
-                let want = oracle_a.get(&(s.sid.get(), c)).or(oracle_b.get(&(s.sid.get(), c))).copied().unwrap_or(false);
+                let want = oracle_a
+                    .get(&(s.sid.get(), c))
+                    .or(oracle_b.get(&(s.sid.get(), c)))
+                    .copied()
+                    .unwrap_or(false);
                 if s.clients.contains(c) != want {
                     lost += 1;
                 }
@@ -297,16 +367,27 @@ fn a_fourth_node_joins_a_running_cluster() {
     let cfg4 = write_config(&all, "");
     let n4 = Node::spawn(p4, cfg4, &[]);
     let start = Instant::now();
-    n4.wait_cluster("node 4 ready", Duration::from_secs(10), |v| v["ready"] == true);
-    println!("join: node 4 ready {} ms after start", start.elapsed().as_millis());
+    n4.wait_cluster("node 4 ready", Duration::from_secs(10), |v| {
+        v["ready"] == true
+    });
+    println!(
+        "join: node 4 ready {} ms after start",
+        start.elapsed().as_millis()
+    );
     let mut every: Vec<&Node> = nodes.iter().collect();
     every.push(&n4);
     wait_converged(&every, Duration::from_secs(5));
     for n in &every {
         n.wait_cluster("four members", Duration::from_secs(5), |v| {
-            v["members"].as_array().is_some_and(|m| m.len() == 4 && m.iter().all(|x| x["alive"] == true))
+            v["members"]
+                .as_array()
+                .is_some_and(|m| m.len() == 4 && m.iter().all(|x| x["alive"] == true))
         });
     }
     assert_eq!(n4.query(&["250"])[0]["online"], true);
-    assert!(nodes[0].log().contains("node joined the cluster"), "{}", nodes[0].log());
+    assert!(
+        nodes[0].log().contains("node joined the cluster"),
+        "{}",
+        nodes[0].log()
+    );
 }

@@ -2,6 +2,8 @@
 //! the connection mid-stream: every acked event must be applied, every un-acked one re-sent, and
 //! the final state must equal what the events say.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::collections::HashMap;
@@ -18,7 +20,11 @@ use presenced_frontends::client::{PoolClient, PoolClientOptions, QueryClient};
 
 /// A TCP proxy to `upstream`. The first `cuts` connections are cut after `after` bytes from the
 /// client have been forwarded; later ones pass everything.
-fn cutting_proxy(upstream: SocketAddr, after: usize, cuts: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+fn cutting_proxy(
+    upstream: SocketAddr,
+    after: usize,
+    cuts: usize,
+) -> (SocketAddr, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let count = Arc::new(AtomicUsize::new(0));
@@ -37,8 +43,7 @@ fn cutting_proxy(upstream: SocketAddr, after: usize, cuts: usize) -> (SocketAddr
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 let mut sent = 0usize;
-                loop {
-                    let Ok(k) = client.read(&mut buf) else { break };
+                while let Ok(k) = client.read(&mut buf) {
                     if k == 0 {
                         break;
                     }
@@ -79,9 +84,19 @@ fn cut_connections_lose_nothing_acked_and_resend_the_rest() {
         oracle.entry(sid).or_default()[client_type.code() as usize] = Some(login);
         let sid = Sid::new(sid).unwrap();
         let e = if login {
-            Event::Login { sid, uid: sid.get(), client: client_type, ext: None }
+            Event::Login {
+                sid,
+                uid: sid.get(),
+                client: client_type,
+                ext: None,
+            }
         } else {
-            Event::Logout { sid, uid: sid.get(), client: client_type, ext: None }
+            Event::Logout {
+                sid,
+                uid: sid.get(),
+                client: client_type,
+                ext: None,
+            }
         };
         client.send(e).unwrap();
         if i == 2000 {
@@ -91,7 +106,11 @@ fn cut_connections_lose_nothing_acked_and_resend_the_rest() {
     client.flush().unwrap();
     assert_eq!(client.acked(), 20_000, "every event acked in the end");
     assert_eq!(client.unacked(), 0);
-    assert!(client.reconnects() >= 3, "the proxy cut {} times", client.reconnects());
+    assert!(
+        client.reconnects() >= 3,
+        "the proxy cut {} times",
+        client.reconnects()
+    );
     assert!(conns.load(Ordering::SeqCst) >= 4);
     assert!(acked_before_cut > 0);
 
@@ -109,6 +128,9 @@ fn cut_connections_lose_nothing_acked_and_resend_the_rest() {
             lost += 1;
         }
     }
-    println!("pool resume: 20000 events, {} reconnects, updates lost = {lost}", client.reconnects());
+    println!(
+        "pool resume: 20000 events, {} reconnects, updates lost = {lost}",
+        client.reconnects()
+    );
     assert_eq!(lost, 0, "state differs from the oracle for {lost} users");
 }

@@ -168,7 +168,11 @@ pub struct Replication {
 
 impl Default for Replication {
     fn default() -> Self {
-        Self { ack: AckPolicy::Replica, backlog: 1 << 21, flush_ms: 2 }
+        Self {
+            ack: AckPolicy::Replica,
+            backlog: 1 << 21,
+            flush_ms: 2,
+        }
     }
 }
 
@@ -239,8 +243,10 @@ impl ClusterConfig {
     /// Reads and parses a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Io { file: file.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            file: file.clone(),
+            source,
+        })?;
         Self::parse(&text, &file)
     }
 
@@ -303,7 +309,12 @@ impl Parser<'_> {
         let before = self.text.get(..pos).unwrap_or(self.text);
         let line = before.matches('\n').count() + 1;
         let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-        ConfigError::Invalid { file: self.file.to_owned(), line, column, message: message.into() }
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            line,
+            column,
+            message: message.into(),
+        }
     }
 
     fn parse(&self) -> Result<ClusterConfig, ConfigError> {
@@ -320,15 +331,23 @@ impl Parser<'_> {
             let pos = reader.buffer_position() as usize;
             // Trimmed white space is skipped by the reader: point at the event itself.
             let pos = pos
-                + self.text.get(pos..).map_or(0, |t| t.len() - t.trim_start().len());
-            let ev = reader
-                .read_event()
-                .map_err(|e| self.err(reader.error_position() as usize, format!("malformed XML: {e}")))?;
+                + self
+                    .text
+                    .get(pos..)
+                    .map_or(0, |t| t.len() - t.trim_start().len());
+            let ev = reader.read_event().map_err(|e| {
+                self.err(
+                    reader.error_position() as usize,
+                    format!("malformed XML: {e}"),
+                )
+            })?;
             let in_cluster = cluster.is_some() && !closed;
             match ev {
                 Event::Eof => break,
                 Event::Decl(_) | Event::Comment(_) => {}
-                Event::PI(_) => return Err(self.err(pos, "processing instructions are not allowed")),
+                Event::PI(_) => {
+                    return Err(self.err(pos, "processing instructions are not allowed"))
+                }
                 Event::DocType(_) => {
                     return Err(self.err(pos, "DOCTYPE is not allowed in a cluster file"))
                 }
@@ -366,7 +385,9 @@ impl Parser<'_> {
                         }
                         "security" => {
                             once(self, security.is_some(), pos, "security")?;
-                            security = Some(Security { pool_token: a.take("pool-token") .map(|x| x.value) });
+                            security = Some(Security {
+                                pool_token: a.take("pool-token").map(|x| x.value),
+                            });
                         }
                         "replication" => {
                             once(self, replication.is_some(), pos, "replication")?;
@@ -402,7 +423,10 @@ impl Parser<'_> {
                 }
             }
             if !udp.insert((n.host, n.time_port)) {
-                return Err(self.err(*pos, format!("UDP port {} on {} is used twice", n.time_port, n.host)));
+                return Err(self.err(
+                    *pos,
+                    format!("UDP port {} on {} is used twice", n.time_port, n.host),
+                ));
             }
         }
         Ok(ClusterConfig {
@@ -448,14 +472,19 @@ impl Parser<'_> {
         let raw = std::str::from_utf8(e.as_ref()).unwrap_or("");
         let mut list = Vec::new();
         for a in e.attributes() {
-            let a = a.map_err(|err| self.err(pos, format!("bad attribute on <{element}>: {err}")))?;
+            let a =
+                a.map_err(|err| self.err(pos, format!("bad attribute on <{element}>: {err}")))?;
             let name = String::from_utf8_lossy(a.key.as_ref()).into_owned();
             let at = raw.find(&format!("{name}=")).map_or(pos, |i| pos + 1 + i);
             let value = a
                 .unescape_value()
                 .map_err(|err| self.err(at, format!("bad value of `{name}`: {err}")))?
                 .into_owned();
-            list.push(Attr { name, value, pos: at });
+            list.push(Attr {
+                name,
+                value,
+                pos: at,
+            });
         }
         Ok(Attrs { element, pos, list })
     }
@@ -465,7 +494,12 @@ impl Parser<'_> {
             None => Ok(()),
             Some(x) => Err(self.err(
                 x.pos,
-                format!("unknown attribute `{}` on <{}>; expected {}", x.name, a.element, expected(a.element)),
+                format!(
+                    "unknown attribute `{}` on <{}>; expected {}",
+                    x.name,
+                    a.element,
+                    expected(a.element)
+                ),
             )),
         }
     }
@@ -473,8 +507,12 @@ impl Parser<'_> {
     fn timing(&self, a: &mut Attrs) -> Result<Timing, ConfigError> {
         let d = Timing::default();
         Ok(Timing {
-            heartbeat_ms: a.num(self, "heartbeat-ms", 1, 60_000)?.unwrap_or(d.heartbeat_ms),
-            down_after_ms: a.num(self, "down-after-ms", 1, 600_000)?.unwrap_or(d.down_after_ms),
+            heartbeat_ms: a
+                .num(self, "heartbeat-ms", 1, 60_000)?
+                .unwrap_or(d.heartbeat_ms),
+            down_after_ms: a
+                .num(self, "down-after-ms", 1, 600_000)?
+                .unwrap_or(d.down_after_ms),
             time_sync_interval_ms: a
                 .num(self, "time-sync-interval-ms", 1, 3_600_000)?
                 .unwrap_or(d.time_sync_interval_ms),
@@ -488,22 +526,36 @@ impl Parser<'_> {
         let d = Limits::default();
         let u = |x: u64| x as usize;
         Ok(Limits {
-            max_frame_bytes: a.num(self, "max-frame-bytes", 64, 1 << 30)?.map_or(d.max_frame_bytes, |x| x as u32),
+            max_frame_bytes: a
+                .num(self, "max-frame-bytes", 64, 1 << 30)?
+                .map_or(d.max_frame_bytes, |x| x as u32),
             max_events_per_frame: a
                 .num(self, "max-events-per-frame", 1, 65_535)?
                 .map_or(d.max_events_per_frame, |x| x as u16),
-            batch_limit: a.num(self, "batch-limit", 1, 65_535)?.map_or(d.batch_limit, |x| x as u16),
-            max_ext_entries: a.num(self, "max-ext-entries", 0, 255)?.map_or(d.max_ext_entries, u),
-            max_ext_key_bytes: a.num(self, "max-ext-key-bytes", 1, 255)?.map_or(d.max_ext_key_bytes, u),
+            batch_limit: a
+                .num(self, "batch-limit", 1, 65_535)?
+                .map_or(d.batch_limit, |x| x as u16),
+            max_ext_entries: a
+                .num(self, "max-ext-entries", 0, 255)?
+                .map_or(d.max_ext_entries, u),
+            max_ext_key_bytes: a
+                .num(self, "max-ext-key-bytes", 1, 255)?
+                .map_or(d.max_ext_key_bytes, u),
             max_ext_value_bytes: a
                 .num(self, "max-ext-value-bytes", 0, 65_535)?
                 .map_or(d.max_ext_value_bytes, u),
-            max_connections: a.num(self, "max-connections", 1, 1 << 24)?.map_or(d.max_connections, u),
-            idle_timeout_ms: a.num(self, "idle-timeout-ms", 100, 86_400_000)?.unwrap_or(d.idle_timeout_ms),
+            max_connections: a
+                .num(self, "max-connections", 1, 1 << 24)?
+                .map_or(d.max_connections, u),
+            idle_timeout_ms: a
+                .num(self, "idle-timeout-ms", 100, 86_400_000)?
+                .unwrap_or(d.idle_timeout_ms),
             http_max_head_bytes: a
                 .num(self, "http-max-head-bytes", 256, 1 << 20)?
                 .map_or(d.http_max_head_bytes, u),
-            http_max_headers: a.num(self, "http-max-headers", 1, 1024)?.map_or(d.http_max_headers, u),
+            http_max_headers: a
+                .num(self, "http-max-headers", 1, 1024)?
+                .map_or(d.http_max_headers, u),
             http_max_uri_bytes: a
                 .num(self, "http-max-uri-bytes", 16, 1 << 20)?
                 .map_or(d.http_max_uri_bytes, u),
@@ -516,7 +568,9 @@ impl Parser<'_> {
             http_body_timeout_ms: a
                 .num(self, "http-body-timeout-ms", 10, 3_600_000)?
                 .unwrap_or(d.http_body_timeout_ms),
-            xml_max_depth: a.num(self, "xml-max-depth", 4, 256)?.map_or(d.xml_max_depth, u),
+            xml_max_depth: a
+                .num(self, "xml-max-depth", 4, 256)?
+                .map_or(d.xml_max_depth, u),
             workers: a.num(self, "workers", 0, 256)?.map_or(d.workers, u),
         })
     }
@@ -529,13 +583,18 @@ impl Parser<'_> {
                 "local" => AckPolicy::Local,
                 "replica" => AckPolicy::Replica,
                 other => {
-                    return Err(self.err(x.pos, format!("bad `ack` {other:?}: expected local or replica")))
+                    return Err(self.err(
+                        x.pos,
+                        format!("bad `ack` {other:?}: expected local or replica"),
+                    ))
                 }
             },
         };
         Ok(Replication {
             ack,
-            backlog: a.num(self, "backlog", 1024, 1 << 30)?.map_or(d.backlog, |x| x as usize),
+            backlog: a
+                .num(self, "backlog", 1024, 1 << 30)?
+                .map_or(d.backlog, |x| x as usize),
             flush_ms: a.num(self, "flush-ms", 0, 1000)?.unwrap_or(d.flush_ms),
         })
     }
@@ -546,7 +605,10 @@ impl Parser<'_> {
         let host = match host_attr.value.as_str() {
             "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
             h => h.parse().map_err(|_| {
-                self.err(host_attr.pos, format!("bad `host` {h:?}: expected an IP address or localhost"))
+                self.err(
+                    host_attr.pos,
+                    format!("bad `host` {h:?}: expected an IP address or localhost"),
+                )
             })?,
         };
         let port = |a: &mut Attrs, name| a.required_num(self, name, 1, 65_535).map(|p| p as u16);
@@ -577,11 +639,13 @@ fn expected(element: &str) -> &'static str {
     match element {
         "cluster" => "`name`",
         "timing" => "heartbeat-ms, down-after-ms, time-sync-interval-ms, time-tolerance-us",
-        "limits" => "max-frame-bytes, max-events-per-frame, batch-limit, max-ext-entries, \
+        "limits" => {
+            "max-frame-bytes, max-events-per-frame, batch-limit, max-ext-entries, \
                      max-ext-key-bytes, max-ext-value-bytes, max-connections, idle-timeout-ms, \
                      http-max-head-bytes, http-max-headers, http-max-uri-bytes, \
                      http-max-body-bytes, http-head-timeout-ms, http-body-timeout-ms, \
-                     xml-max-depth, workers",
+                     xml-max-depth, workers"
+        }
         "security" => "pool-token",
         "replication" => "ack, backlog, flush-ms",
         _ => "id, host, pool-port, query-port, sync-port, time-port, http-port",
@@ -596,25 +660,48 @@ impl Attrs {
 
     fn required(&mut self, p: &Parser<'_>, name: &str) -> Result<Attr, ConfigError> {
         self.take(name).ok_or_else(|| {
-            p.err(self.pos, format!("<{}> is missing required attribute `{name}`", self.element))
+            p.err(
+                self.pos,
+                format!("<{}> is missing required attribute `{name}`", self.element),
+            )
         })
     }
 
-    fn num(&mut self, p: &Parser<'_>, name: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
-        let Some(a) = self.take(name) else { return Ok(None) };
+    fn num(
+        &mut self,
+        p: &Parser<'_>,
+        name: &str,
+        min: u64,
+        max: u64,
+    ) -> Result<Option<u64>, ConfigError> {
+        let Some(a) = self.take(name) else {
+            return Ok(None);
+        };
         match a.value.parse::<u64>() {
             Ok(v) if (min..=max).contains(&v) => Ok(Some(v)),
             _ => Err(p.err(
                 a.pos,
-                format!("bad `{name}` {:?}: expected an integer from {min} to {max}", a.value),
+                format!(
+                    "bad `{name}` {:?}: expected an integer from {min} to {max}",
+                    a.value
+                ),
             )),
         }
     }
 
-    fn required_num(&mut self, p: &Parser<'_>, name: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    fn required_num(
+        &mut self,
+        p: &Parser<'_>,
+        name: &str,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
         match self.num(p, name, min, max)? {
             Some(v) => Ok(v),
-            None => Err(p.err(self.pos, format!("<{}> is missing required attribute `{name}`", self.element))),
+            None => Err(p.err(
+                self.pos,
+                format!("<{}> is missing required attribute `{name}`", self.element),
+            )),
         }
     }
 }
@@ -627,7 +714,17 @@ mod tests {
     fn embedded_default_is_valid() {
         let c = ClusterConfig::parse(DEFAULT_XML, "<embedded>").unwrap();
         let n = &c.nodes()[0];
-        assert_eq!((n.id, n.pool_port, n.query_port, n.sync_port, n.time_port, n.http_port), (1, 7400, 7401, 7402, 7403, 7480));
+        assert_eq!(
+            (
+                n.id,
+                n.pool_port,
+                n.query_port,
+                n.sync_port,
+                n.time_port,
+                n.http_port
+            ),
+            (1, 7400, 7401, 7402, 7403, 7480)
+        );
         assert_eq!(n.host, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(c.limits().batch_limit, 1000);
     }
@@ -644,7 +741,12 @@ mod tests {
     /// Parses `doc` and checks that it fails at `line:column` with a message containing `msg`.
     fn check(doc: &str, line: usize, column: usize, msg: &str) {
         match ClusterConfig::parse(doc, "f.xml") {
-            Err(ConfigError::Invalid { file, line: l, column: c, message }) => {
+            Err(ConfigError::Invalid {
+                file,
+                line: l,
+                column: c,
+                message,
+            }) => {
                 assert_eq!(file, "f.xml");
                 assert!(message.contains(msg), "{message:?} should contain {msg:?}");
                 assert_eq!((l, c), (line, column), "position of {message:?}");
@@ -655,23 +757,98 @@ mod tests {
 
     #[test]
     fn errors_name_line_column_and_expectation() {
-        check(&format!("<cluster name=\"a\">\n  <nodes/>\n{NODE}</cluster>"), 2, 3, "unknown element <nodes>");
-        check(&format!("<cluster name=\"a\">\n{NODE}\n<timing beat=\"1\"/></cluster>"), 3, 9, "unknown attribute `beat`");
-        check(&format!("<cluster name=\"a\"><timing/><timing/>{NODE}</cluster>"), 1, 28, "duplicate <timing>");
-        check(&format!("<cluster name=\"a\">{NODE}{NODE}</cluster>"), 1, 121, "duplicate node id 1");
-        check("<cluster name=\"a\"><node id=\"x\"/></cluster>", 1, 25, "bad `id` \"x\": expected an integer from 1 to 65535");
-        check("<cluster name=\"a\"><node id=\"0\"/></cluster>", 1, 25, "from 1 to 65535");
-        check("<cluster name=\"a\"><node id=\"1\"/></cluster>", 1, 19, "missing required attribute `host`");
+        check(
+            &format!("<cluster name=\"a\">\n  <nodes/>\n{NODE}</cluster>"),
+            2,
+            3,
+            "unknown element <nodes>",
+        );
+        check(
+            &format!("<cluster name=\"a\">\n{NODE}\n<timing beat=\"1\"/></cluster>"),
+            3,
+            9,
+            "unknown attribute `beat`",
+        );
+        check(
+            &format!("<cluster name=\"a\"><timing/><timing/>{NODE}</cluster>"),
+            1,
+            28,
+            "duplicate <timing>",
+        );
+        check(
+            &format!("<cluster name=\"a\">{NODE}{NODE}</cluster>"),
+            1,
+            121,
+            "duplicate node id 1",
+        );
+        check(
+            "<cluster name=\"a\"><node id=\"x\"/></cluster>",
+            1,
+            25,
+            "bad `id` \"x\": expected an integer from 1 to 65535",
+        );
+        check(
+            "<cluster name=\"a\"><node id=\"0\"/></cluster>",
+            1,
+            25,
+            "from 1 to 65535",
+        );
+        check(
+            "<cluster name=\"a\"><node id=\"1\"/></cluster>",
+            1,
+            19,
+            "missing required attribute `host`",
+        );
         check("<cluster name=\"a\"></cluster>", 1, 1, "has no <node>");
-        check(&format!("<!DOCTYPE x [<!ENTITY a \"b\">]><cluster name=\"a\">{NODE}</cluster>"), 1, 1, "DOCTYPE");
-        check(&format!("<cluster name=\"a\">{NODE}"), 1, 121, "missing </cluster>");
-        check("<cluster name=\"a\"><node id=\"1\" id=\"2\"/></cluster>", 1, 19, "bad attribute");
-        check(&format!("<cluster>{NODE}</cluster>"), 1, 1, "missing required attribute `name`");
+        check(
+            &format!("<!DOCTYPE x [<!ENTITY a \"b\">]><cluster name=\"a\">{NODE}</cluster>"),
+            1,
+            1,
+            "DOCTYPE",
+        );
+        check(
+            &format!("<cluster name=\"a\">{NODE}"),
+            1,
+            121,
+            "missing </cluster>",
+        );
+        check(
+            "<cluster name=\"a\"><node id=\"1\" id=\"2\"/></cluster>",
+            1,
+            19,
+            "bad attribute",
+        );
+        check(
+            &format!("<cluster>{NODE}</cluster>"),
+            1,
+            1,
+            "missing required attribute `name`",
+        );
         check("<cluster name=\"a\"><node id=\"1\" host=\"127.0.0.1\" pool-port=\"1\" query-port=\"1\" sync-port=\"3\" time-port=\"4\" http-port=\"5\"/></cluster>", 1, 19, "TCP port 1");
-        check("<cluster name=\"a\"><limits batch-limit=\"70000\"/></cluster>", 1, 27, "batch-limit");
-        check("<cluster name=\"a\">hello</cluster>", 1, 19, "unexpected text");
-        check("<cluster name=\"a\"><node></cluster>", 1, 19, "must be an empty element");
+        check(
+            "<cluster name=\"a\"><limits batch-limit=\"70000\"/></cluster>",
+            1,
+            27,
+            "batch-limit",
+        );
+        check(
+            "<cluster name=\"a\">hello</cluster>",
+            1,
+            19,
+            "unexpected text",
+        );
+        check(
+            "<cluster name=\"a\"><node></cluster>",
+            1,
+            19,
+            "must be an empty element",
+        );
         check("<cluster", 1, 1, "malformed XML");
-        check(&format!("<cluster name=\"a\"><replication ack=\"maybe\"/>{NODE}</cluster>"), 1, 32, "expected local or replica");
+        check(
+            &format!("<cluster name=\"a\"><replication ack=\"maybe\"/>{NODE}</cluster>"),
+            1,
+            32,
+            "expected local or replica",
+        );
     }
 }

@@ -9,7 +9,10 @@ use crate::wire::split_frame;
 
 /// Target `ingest_frame`: the pool protocol's client frames.
 pub fn ingest_frame(data: &[u8]) {
-    let limits = pool::PoolLimits { max_frame: 1 << 16, ..Default::default() };
+    let limits = pool::PoolLimits {
+        max_frame: 1 << 16,
+        ..Default::default()
+    };
     let mut rest = data;
     while let Ok(Some((ty, body, n))) = split_frame(rest, limits.max_frame) {
         assert!(n <= rest.len());
@@ -56,8 +59,18 @@ pub fn batch_query(data: &[u8]) {
     }
     let store = crate::Store::default();
     let mut out = Vec::new();
-    let limits = query::QueryLimits { max_frame: 1 << 16, max_batch: 100 };
-    let r = query::QuerySession::default().handle_input(data, 64, &limits, &store.pin(), 1, 1, &mut out);
+    let limits = query::QueryLimits {
+        max_frame: 1 << 16,
+        max_batch: 100,
+    };
+    let pinned = store.pin();
+    let ctx = query::QueryCtx {
+        limits: &limits,
+        store: &pinned,
+        node: 1,
+        now_ms: 1,
+    };
+    let r = query::QuerySession::default().handle_input(data, 64, &ctx, &mut out);
     if let Ok(o) = r {
         assert!(o.consumed <= data.len());
     }

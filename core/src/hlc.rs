@@ -50,7 +50,10 @@ pub struct Hlc {
 impl Hlc {
     /// A clock for node `node` that has issued nothing yet.
     pub fn new(node: u16) -> Self {
-        Self { node, last: AtomicU64::new(0) }
+        Self {
+            node,
+            last: AtomicU64::new(0),
+        }
     }
 
     /// The node id stamped into every [`Stamp`].
@@ -64,7 +67,10 @@ impl Hlc {
         let mut cur = self.last.load(Ordering::Relaxed);
         loop {
             let next = physical.max(cur.saturating_add(1));
-            match self.last.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed) {
+            match self
+                .last
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => return Stamp::new(next, self.node),
                 Err(actual) => cur = actual,
             }
@@ -79,6 +85,7 @@ impl Hlc {
 }
 
 #[cfg(all(test, not(loom)))]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

@@ -66,8 +66,14 @@ pub enum ClientType {
 
 impl ClientType {
     /// Every client type, in code order (the order in which statuses list them).
-    pub const ALL: [Self; 6] =
-        [Self::Pc, Self::Mobile, Self::Web, Self::Pad, Self::Sms, Self::Other];
+    pub const ALL: [Self; 6] = [
+        Self::Pc,
+        Self::Mobile,
+        Self::Web,
+        Self::Pad,
+        Self::Sms,
+        Self::Other,
+    ];
 
     /// The wire code.
     pub fn code(self) -> u8 {
@@ -141,7 +147,9 @@ impl ClientSet {
 
     /// The members in code order.
     pub fn iter(self) -> impl Iterator<Item = ClientType> {
-        ClientType::ALL.into_iter().filter(move |c| self.contains(*c))
+        ClientType::ALL
+            .into_iter()
+            .filter(move |c| self.contains(*c))
     }
 }
 
@@ -158,7 +166,11 @@ pub struct ExtLimits {
 
 impl Default for ExtLimits {
     fn default() -> Self {
-        Self { max_entries: 16, max_key: 64, max_value: 256 }
+        Self {
+            max_entries: 16,
+            max_key: 64,
+            max_value: 256,
+        }
     }
 }
 
@@ -191,10 +203,7 @@ pub struct Ext {
 
 impl Ext {
     /// Builds extension data from entries in any order, checking `limits`.
-    pub fn new(
-        mut entries: Vec<(String, String)>,
-        limits: &ExtLimits,
-    ) -> Result<Self, ExtError> {
+    pub fn new(mut entries: Vec<(String, String)>, limits: &ExtLimits) -> Result<Self, ExtError> {
         if entries.len() > limits.max_entries {
             return Err(ExtError::TooManyEntries(limits.max_entries));
         }
@@ -212,7 +221,10 @@ impl Ext {
         if entries.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err(ExtError::DuplicateKey);
         }
-        let entries = entries.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let entries = entries
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
         Ok(Self { entries })
     }
 
@@ -325,7 +337,13 @@ impl Record {
     /// The record that `update` stamped with `stamp` creates for an unknown user.
     pub fn from_update(stamp: Stamp, update: &Update) -> Self {
         let mut r = Self {
-            ident: Reg { stamp, value: Ident { uid: update.uid, pool: update.pool } },
+            ident: Reg {
+                stamp,
+                value: Ident {
+                    uid: update.uid,
+                    pool: update.pool,
+                },
+            },
             clients: Box::new([]),
             perm: None,
             ext: None,
@@ -353,29 +371,66 @@ impl Record {
         if newer {
             return None;
         }
-        Some(Self { ident, clients: clients.into(), perm, ext })
+        Some(Self {
+            ident,
+            clients: clients.into(),
+            perm,
+            ext,
+        })
     }
 
     /// Applies a local update stamped `stamp`. Returns whether the record changed.
     pub fn apply(&mut self, stamp: Stamp, update: &Update) -> bool {
-        let ident = Reg { stamp, value: Ident { uid: update.uid, pool: update.pool } };
+        let ident = Reg {
+            stamp,
+            value: Ident {
+                uid: update.uid,
+                pool: update.pool,
+            },
+        };
         let mut changed = self.ident.join(&ident);
         match update.change {
             Change::Login(c) => changed |= self.set_client(c, Reg { stamp, value: true }),
-            Change::Logout(c) => changed |= self.set_client(c, Reg { stamp, value: false }),
+            Change::Logout(c) => {
+                changed |= self.set_client(
+                    c,
+                    Reg {
+                        stamp,
+                        value: false,
+                    },
+                )
+            }
             Change::LogoutAll => {
                 // Every client register is written, whatever its current value: a write that
                 // depended on the current state would not commute with concurrent writes.
                 for c in ClientType::ALL {
-                    changed |= self.set_client(c, Reg { stamp, value: false });
+                    changed |= self.set_client(
+                        c,
+                        Reg {
+                            stamp,
+                            value: false,
+                        },
+                    );
                 }
             }
             Change::Permission(allow) => {
-                changed |= join_opt(&mut self.perm, &Some(Reg { stamp, value: allow }));
+                changed |= join_opt(
+                    &mut self.perm,
+                    &Some(Reg {
+                        stamp,
+                        value: allow,
+                    }),
+                );
             }
         }
         if let Some(ext) = &update.ext {
-            changed |= join_opt(&mut self.ext, &Some(Reg { stamp, value: ext.clone() }));
+            changed |= join_opt(
+                &mut self.ext,
+                &Some(Reg {
+                    stamp,
+                    value: ext.clone(),
+                }),
+            );
         }
         changed
     }
@@ -490,7 +545,12 @@ mod tests {
     }
 
     fn upd(change: Change) -> Update {
-        Update { uid: 1, pool: 1, change, ext: None }
+        Update {
+            uid: 1,
+            pool: 1,
+            change,
+            ext: None,
+        }
     }
 
     #[test]
@@ -499,7 +559,10 @@ mod tests {
         let b = Record::from_update(st(11, 2), &upd(Change::Login(ClientType::Mobile)));
         a.merge(&b);
         let s = a.status(Sid::new(5).unwrap());
-        assert_eq!(s.clients.iter().collect::<Vec<_>>(), [ClientType::Pc, ClientType::Mobile]);
+        assert_eq!(
+            s.clients.iter().collect::<Vec<_>>(),
+            [ClientType::Pc, ClientType::Mobile]
+        );
     }
 
     #[test]
@@ -514,11 +577,23 @@ mod tests {
 
     #[test]
     fn ext_limits_are_enforced() {
-        let l = ExtLimits { max_entries: 1, max_key: 3, max_value: 2 };
-        let e = |v: &[(&str, &str)]| {
-            Ext::new(v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(), &l)
+        let l = ExtLimits {
+            max_entries: 1,
+            max_key: 3,
+            max_value: 2,
         };
-        assert_eq!(e(&[("a", "1"), ("b", "2")]), Err(ExtError::TooManyEntries(1)));
+        let e = |v: &[(&str, &str)]| {
+            Ext::new(
+                v.iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect(),
+                &l,
+            )
+        };
+        assert_eq!(
+            e(&[("a", "1"), ("b", "2")]),
+            Err(ExtError::TooManyEntries(1))
+        );
         assert_eq!(e(&[("abcd", "1")]), Err(ExtError::BadKey(3)));
         assert_eq!(e(&[("", "1")]), Err(ExtError::BadKey(3)));
         assert_eq!(e(&[("a", "123")]), Err(ExtError::ValueTooLong(2)));

@@ -33,7 +33,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("len", &self.len()).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,7 +76,10 @@ impl Store {
     /// Pins the store for a batch of operations. Do not hold a [`Pinned`] across a blocking call
     /// (a `poll`, a channel receive): it keeps memory from being reclaimed.
     pub fn pin(&self) -> Pinned<'_> {
-        Pinned { store: self, guard: self.map.guard() }
+        Pinned {
+            store: self,
+            guard: self.map.guard(),
+        }
     }
 
     /// Number of users (a report: may be stale while others write).
@@ -89,7 +94,10 @@ impl Store {
 
     /// The per-bucket digests.
     pub fn bucket_digests(&self) -> Vec<u64> {
-        self.buckets.iter().map(|b| b.load(Ordering::Acquire)).collect()
+        self.buckets
+            .iter()
+            .map(|b| b.load(Ordering::Acquire))
+            .collect()
     }
 
     /// A 128-bit digest of the whole state: equal on two stores exactly when (up to hash
@@ -264,6 +272,7 @@ impl Hasher for SidHash {
 }
 
 #[cfg(all(test, not(loom)))]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use std::sync::Arc;
 
@@ -277,7 +286,12 @@ mod tests {
     }
 
     fn update(change: Change) -> Update {
-        Update { uid: 7, pool: 1, change, ext: None }
+        Update {
+            uid: 7,
+            pool: 1,
+            change,
+            ext: None,
+        }
     }
 
     #[test]
@@ -288,13 +302,28 @@ mod tests {
         let mut u = update(Change::Login(ClientType::Pc));
         u.ext = Some(Arc::new(ext));
         assert!(p.apply(sid(10086), Stamp::new(1 << 16, 1), &u).is_some());
-        p.apply(sid(10086), Stamp::new(2 << 16, 1), &update(Change::Login(ClientType::Mobile)));
-        p.apply(sid(10086), Stamp::new(3 << 16, 1), &update(Change::Permission(false)));
-        p.apply(sid(10086), Stamp::new(4 << 16, 1), &update(Change::Logout(ClientType::Pc)));
+        p.apply(
+            sid(10086),
+            Stamp::new(2 << 16, 1),
+            &update(Change::Login(ClientType::Mobile)),
+        );
+        p.apply(
+            sid(10086),
+            Stamp::new(3 << 16, 1),
+            &update(Change::Permission(false)),
+        );
+        p.apply(
+            sid(10086),
+            Stamp::new(4 << 16, 1),
+            &update(Change::Logout(ClientType::Pc)),
+        );
         let st = p.status(sid(10086));
         assert!(st.known && st.online && !st.accepts_strangers);
         assert_eq!(st.clients.iter().collect::<Vec<_>>(), [ClientType::Mobile]);
-        assert_eq!(st.ext.unwrap().entries().collect::<Vec<_>>(), [("nick", "alice")]);
+        assert_eq!(
+            st.ext.unwrap().entries().collect::<Vec<_>>(),
+            [("nick", "alice")]
+        );
         assert!(!p.status(sid(10010)).known);
         assert_eq!(s.len(), 1);
     }
@@ -330,7 +359,16 @@ mod tests {
                     e.dedup_by(|a, b| a.0 == b.0);
                     Ext::new(e, &ExtLimits::default()).ok().map(Arc::new)
                 });
-                (sid, Stamp::new(hlc, node), Update { uid, pool: 1, change, ext })
+                (
+                    sid,
+                    Stamp::new(hlc, node),
+                    Update {
+                        uid,
+                        pool: 1,
+                        change,
+                        ext,
+                    },
+                )
             },
         );
         prop::collection::vec(w, 0..24)

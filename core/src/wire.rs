@@ -127,11 +127,14 @@ impl<'a> Reader<'a> {
 /// Size of the frame header (length and type).
 pub const FRAME_HEADER: usize = 5;
 
+/// A whole frame split off a buffer: its type, its body, and the bytes it took.
+pub type Frame<'a> = (u8, &'a [u8], usize);
+
 /// Splits one frame off the front of `buf`.
 ///
 /// `Ok(None)`: more bytes are needed. `Ok(Some((type, body, consumed)))`: a whole frame.
 /// `Err`: the length is zero or above `max_frame`; the connection must be closed.
-pub fn split_frame(buf: &[u8], max_frame: u32) -> Result<Option<(u8, &[u8], usize)>, DecodeError> {
+pub fn split_frame(buf: &[u8], max_frame: u32) -> Result<Option<Frame<'_>>, DecodeError> {
     let mut r = Reader::new(buf);
     let Ok(len) = r.u32("frame length") else {
         return Ok(None);
@@ -143,7 +146,11 @@ pub fn split_frame(buf: &[u8], max_frame: u32) -> Result<Option<(u8, &[u8], usiz
         return Err(DecodeError::Invalid("frame length 0"));
     }
     if len > max_frame {
-        return Err(DecodeError::TooLarge { what: "frame", len: len.into(), max: max_frame.into() });
+        return Err(DecodeError::TooLarge {
+            what: "frame",
+            len: len.into(),
+            max: max_frame.into(),
+        });
     }
     let len = len as usize;
     if r.remaining() < len {
@@ -152,7 +159,9 @@ pub fn split_frame(buf: &[u8], max_frame: u32) -> Result<Option<(u8, &[u8], usiz
     let Ok(frame) = r.take(len, "frame") else {
         return Ok(None);
     };
-    let (ty, body) = frame.split_first().ok_or(DecodeError::Truncated("frame type"))?;
+    let (ty, body) = frame
+        .split_first()
+        .ok_or(DecodeError::Truncated("frame type"))?;
     Ok(Some((*ty, body, 4 + len)))
 }
 
@@ -211,7 +220,9 @@ pub fn read_ext(r: &mut Reader<'_>, limits: &ExtLimits) -> Result<Arc<Ext>, Deco
         prev = Some(k);
         entries.push((k.to_owned(), v.to_owned()));
     }
-    Ext::new(entries, limits).map(Arc::new).map_err(|_| DecodeError::Invalid("ext"))
+    Ext::new(entries, limits)
+        .map(Arc::new)
+        .map_err(|_| DecodeError::Invalid("ext"))
 }
 
 #[cfg(test)]
@@ -222,8 +233,17 @@ mod tests {
     fn split_frame_partial_and_limits() {
         assert_eq!(split_frame(&[0, 0, 0], 16), Ok(None));
         assert_eq!(split_frame(&[0, 0, 0, 2, 7], 16), Ok(None));
-        assert_eq!(split_frame(&[0, 0, 0, 2, 7, 9, 1], 16), Ok(Some((7, &[9u8][..], 6))));
-        assert_eq!(split_frame(&[0, 0, 0, 0], 16), Err(DecodeError::Invalid("frame length 0")));
-        assert!(matches!(split_frame(&[0, 0, 1, 0], 16), Err(DecodeError::TooLarge { .. })));
+        assert_eq!(
+            split_frame(&[0, 0, 0, 2, 7, 9, 1], 16),
+            Ok(Some((7, &[9u8][..], 6)))
+        );
+        assert_eq!(
+            split_frame(&[0, 0, 0, 0], 16),
+            Err(DecodeError::Invalid("frame length 0"))
+        );
+        assert!(matches!(
+            split_frame(&[0, 0, 1, 0], 16),
+            Err(DecodeError::TooLarge { .. })
+        ));
     }
 }

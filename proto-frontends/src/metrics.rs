@@ -26,7 +26,11 @@ pub enum Proto {
     Http = 2,
 }
 
-const PROTOS: [(Proto, &str); 3] = [(Proto::Pool, "pool"), (Proto::Query, "query"), (Proto::Http, "http")];
+const PROTOS: [(Proto, &str); 3] = [
+    (Proto::Pool, "pool"),
+    (Proto::Query, "query"),
+    (Proto::Http, "http"),
+];
 
 /// Query front ends, the `frontend` label.
 pub const FRONTENDS: [&str; 3] = ["tcp", "json", "soap"];
@@ -126,7 +130,11 @@ impl Metrics {
             duplicates: AtomicU64::new(0),
             queries: Default::default(),
             query_ids: Default::default(),
-            query_latency: [Latency::new(workers), Latency::new(workers), Latency::new(workers)],
+            query_latency: [
+                Latency::new(workers),
+                Latency::new(workers),
+                Latency::new(workers),
+            ],
             ingest_latency: Latency::new(workers),
             open: Default::default(),
             accepted: Default::default(),
@@ -174,9 +182,11 @@ impl Metrics {
 
     /// Counts one answered query of `ids` ids on front end index `f` (see [`FRONTENDS`]).
     pub fn query(&self, f: usize, worker: usize, ids: u64, micros: u64) {
-        if let (Some(q), Some(i), Some(l)) =
-            (self.queries.get(f), self.query_ids.get(f), self.query_latency.get(f))
-        {
+        if let (Some(q), Some(i), Some(l)) = (
+            self.queries.get(f),
+            self.query_ids.get(f),
+            self.query_latency.get(f),
+        ) {
             q.fetch_add(1, Ordering::Relaxed);
             i.fetch_add(ids, Ordering::Relaxed);
             l.record(worker, micros);
@@ -186,70 +196,202 @@ impl Metrics {
     /// Renders every metric. `records` and `uptime_s` come from the node.
     pub fn render(&self, out: &mut String, records: u64, uptime_s: f64) {
         let c = |v: &AtomicU64| v.load(Ordering::Relaxed);
-        family(out, "presenced_updates_total", "counter", "Pool events applied to the store.");
+        family(
+            out,
+            "presenced_updates_total",
+            "counter",
+            "Pool events applied to the store.",
+        );
         let _ = writeln!(out, "presenced_updates_total {}", c(&self.updates));
-        family(out, "presenced_pool_batches_total", "counter", "Pool EVENTS frames handled.");
-        let _ = writeln!(out, "presenced_pool_batches_total {}", c(&self.pool_batches));
-        family(out, "presenced_pool_duplicates_total", "counter", "Re-sent pool events skipped.");
-        let _ = writeln!(out, "presenced_pool_duplicates_total {}", c(&self.duplicates));
-        family(out, "presenced_records", "gauge", "Users held in the store.");
+        family(
+            out,
+            "presenced_pool_batches_total",
+            "counter",
+            "Pool EVENTS frames handled.",
+        );
+        let _ = writeln!(
+            out,
+            "presenced_pool_batches_total {}",
+            c(&self.pool_batches)
+        );
+        family(
+            out,
+            "presenced_pool_duplicates_total",
+            "counter",
+            "Re-sent pool events skipped.",
+        );
+        let _ = writeln!(
+            out,
+            "presenced_pool_duplicates_total {}",
+            c(&self.duplicates)
+        );
+        family(
+            out,
+            "presenced_records",
+            "gauge",
+            "Users held in the store.",
+        );
         let _ = writeln!(out, "presenced_records {records}");
-        family(out, "presenced_queries_total", "counter", "Batch queries answered, by front end.");
+        family(
+            out,
+            "presenced_queries_total",
+            "counter",
+            "Batch queries answered, by front end.",
+        );
         for (i, f) in FRONTENDS.iter().enumerate() {
             let v = self.queries.get(i).map_or(0, c);
             let _ = writeln!(out, "presenced_queries_total{{frontend=\"{f}\"}} {v}");
         }
-        family(out, "presenced_query_ids_total", "counter", "Ids looked up, by front end.");
+        family(
+            out,
+            "presenced_query_ids_total",
+            "counter",
+            "Ids looked up, by front end.",
+        );
         for (i, f) in FRONTENDS.iter().enumerate() {
             let v = self.query_ids.get(i).map_or(0, c);
             let _ = writeln!(out, "presenced_query_ids_total{{frontend=\"{f}\"}} {v}");
         }
-        family(out, "presenced_query_latency_seconds", "summary", "Batch query latency.");
+        family(
+            out,
+            "presenced_query_latency_seconds",
+            "summary",
+            "Batch query latency.",
+        );
         for (i, f) in FRONTENDS.iter().enumerate() {
             if let Some(h) = self.query_latency.get(i).and_then(Latency::merged) {
-                summary(out, "presenced_query_latency_seconds", &format!("frontend=\"{f}\","), &h);
+                summary(
+                    out,
+                    "presenced_query_latency_seconds",
+                    &format!("frontend=\"{f}\","),
+                    &h,
+                );
             }
         }
-        family(out, "presenced_ingest_batch_latency_seconds", "summary", "Time to apply one pool batch.");
+        family(
+            out,
+            "presenced_ingest_batch_latency_seconds",
+            "summary",
+            "Time to apply one pool batch.",
+        );
         if let Some(h) = self.ingest_latency.merged() {
             summary(out, "presenced_ingest_batch_latency_seconds", "", &h);
         }
-        family(out, "presenced_connections_open", "gauge", "Open client connections.");
+        family(
+            out,
+            "presenced_connections_open",
+            "gauge",
+            "Open client connections.",
+        );
         for (p, name) in PROTOS {
-            let v = self.open.get(p as usize).map_or(0, |o| o.load(Ordering::Relaxed));
+            let v = self
+                .open
+                .get(p as usize)
+                .map_or(0, |o| o.load(Ordering::Relaxed));
             let _ = writeln!(out, "presenced_connections_open{{protocol=\"{name}\"}} {v}");
         }
-        family(out, "presenced_connections_total", "counter", "Client connections accepted.");
+        family(
+            out,
+            "presenced_connections_total",
+            "counter",
+            "Client connections accepted.",
+        );
         for (p, name) in PROTOS {
             let v = self.accepted.get(p as usize).map_or(0, c);
-            let _ = writeln!(out, "presenced_connections_total{{protocol=\"{name}\"}} {v}");
+            let _ = writeln!(
+                out,
+                "presenced_connections_total{{protocol=\"{name}\"}} {v}"
+            );
         }
-        family(out, "presenced_connections_refused_total", "counter", "Connections refused at max-connections.");
-        let _ = writeln!(out, "presenced_connections_refused_total {}", c(&self.refused));
-        family(out, "presenced_errors_total", "counter", "Refused requests and closed connections, by kind.");
+        family(
+            out,
+            "presenced_connections_refused_total",
+            "counter",
+            "Connections refused at max-connections.",
+        );
+        let _ = writeln!(
+            out,
+            "presenced_connections_refused_total {}",
+            c(&self.refused)
+        );
+        family(
+            out,
+            "presenced_errors_total",
+            "counter",
+            "Refused requests and closed connections, by kind.",
+        );
         if let Ok(e) = self.errors.lock() {
             for (kind, n) in e.iter() {
                 let _ = writeln!(out, "presenced_errors_total{{kind=\"{kind}\"}} {n}");
             }
         }
-        family(out, "presenced_replication_lag_seconds", "summary", "Age of replicated updates when applied here.");
+        family(
+            out,
+            "presenced_replication_lag_seconds",
+            "summary",
+            "Age of replicated updates when applied here.",
+        );
         if let Some(h) = self.repl_lag.merged() {
             summary(out, "presenced_replication_lag_seconds", "", &h);
         }
         for (name, kind, help, v) in [
-            ("presenced_replication_resumes_total", "counter", "Replication links resumed from the backlog.", c(&self.resumes)),
-            ("presenced_replication_full_resyncs_total", "counter", "Full snapshots sent to peers.", c(&self.full_resyncs)),
-            ("presenced_antientropy_repairs_total", "counter", "Records changed by anti-entropy.", c(&self.digest_repairs)),
-            ("presenced_elections_total", "counter", "Role changes seen by this node.", c(&self.elections)),
-            ("presenced_replication_backlog", "gauge", "Update numbers held in the backlog.", c(&self.backlog)),
-            ("presenced_replication_pending", "gauge", "Local updates not yet acked by any peer.", c(&self.repl_pending)),
+            (
+                "presenced_replication_resumes_total",
+                "counter",
+                "Replication links resumed from the backlog.",
+                c(&self.resumes),
+            ),
+            (
+                "presenced_replication_full_resyncs_total",
+                "counter",
+                "Full snapshots sent to peers.",
+                c(&self.full_resyncs),
+            ),
+            (
+                "presenced_antientropy_repairs_total",
+                "counter",
+                "Records changed by anti-entropy.",
+                c(&self.digest_repairs),
+            ),
+            (
+                "presenced_elections_total",
+                "counter",
+                "Role changes seen by this node.",
+                c(&self.elections),
+            ),
+            (
+                "presenced_replication_backlog",
+                "gauge",
+                "Update numbers held in the backlog.",
+                c(&self.backlog),
+            ),
+            (
+                "presenced_replication_pending",
+                "gauge",
+                "Local updates not yet acked by any peer.",
+                c(&self.repl_pending),
+            ),
         ] {
             family(out, name, kind, help);
             let _ = writeln!(out, "{name} {v}");
         }
-        family(out, "presenced_clock_offset_microseconds", "gauge", "Correction applied to this node's clock by time sync.");
-        let _ = writeln!(out, "presenced_clock_offset_microseconds {}", self.clock_offset_us.load(Ordering::Relaxed));
-        family(out, "presenced_uptime_seconds", "gauge", "Seconds since the node started.");
+        family(
+            out,
+            "presenced_clock_offset_microseconds",
+            "gauge",
+            "Correction applied to this node's clock by time sync.",
+        );
+        let _ = writeln!(
+            out,
+            "presenced_clock_offset_microseconds {}",
+            self.clock_offset_us.load(Ordering::Relaxed)
+        );
+        family(
+            out,
+            "presenced_uptime_seconds",
+            "gauge",
+            "Seconds since the node started.",
+        );
         let _ = writeln!(out, "presenced_uptime_seconds {uptime_s:.3}");
     }
 }
@@ -264,9 +406,17 @@ fn summary(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
         let _ = writeln!(out, "{name}{{{labels}quantile=\"{q}\"}} {v:.6}");
     }
     let labels = labels.trim_end_matches(',');
-    let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
     let sum = h.mean() * h.len() as f64 / 1e6;
-    let _ = writeln!(out, "{name}_sum{braces} {sum:.6}\n{name}_count{braces} {}", h.len());
+    let _ = writeln!(
+        out,
+        "{name}_sum{braces} {sum:.6}\n{name}_count{braces} {}",
+        h.len()
+    );
 }
 
 #[cfg(test)]

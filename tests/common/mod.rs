@@ -1,6 +1,7 @@
 //! Black-box harness: starts the real `presenced` binary as a process on free loopback ports and
 //! stops it on drop. Used by every file in `tests/`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -101,7 +102,10 @@ impl Node {
             .arg(&config)
             .args(["--node", &ports.id.to_string()])
             .args(args)
-            .env("RUST_LOG", std::env::var("PRESENCED_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("PRESENCED_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -261,7 +265,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let raw = exchange(addr, req.as_bytes(), Duration::from_secs(5));
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -274,14 +281,24 @@ impl Node {
     }
 
     /// Waits until `f(cluster view)` holds; returns how long it took.
-    pub fn wait_cluster(&self, what: &str, timeout: Duration, f: impl Fn(&serde_json::Value) -> bool) -> Duration {
+    pub fn wait_cluster(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(&serde_json::Value) -> bool,
+    ) -> Duration {
         let start = Instant::now();
         loop {
             let v = self.cluster();
             if f(&v) {
                 return start.elapsed();
             }
-            assert!(start.elapsed() < timeout, "node {}: {what} not reached in {timeout:?}; last view {v}\nlog:\n{}", self.ports.id, self.log());
+            assert!(
+                start.elapsed() < timeout,
+                "node {}: {what} not reached in {timeout:?}; last view {v}\nlog:\n{}",
+                self.ports.id,
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

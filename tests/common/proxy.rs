@@ -1,6 +1,7 @@
 //! A fault-injecting TCP proxy for tests: forwards to an upstream address and can be told to
 //! cut every connection, delay bytes, or drop them (a black hole that keeps the connection open).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{Read, Write};
@@ -43,18 +44,28 @@ impl Proxy {
                     drop(client);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(upstream) else { continue };
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 c.lock().unwrap().push(client.try_clone().unwrap());
                 c.lock().unwrap().push(server.try_clone().unwrap());
-                for (from, to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)] {
+                for (from, to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
                     let (m, d) = (m.clone(), d.clone());
                     std::thread::spawn(move || pump(from, to, &m, &d));
                 }
             }
         });
-        Self { addr, mode, delay_ms, conns }
+        Self {
+            addr,
+            mode,
+            delay_ms,
+            conns,
+        }
     }
 
     pub fn set(&self, mode: Mode, delay_ms: u64) {
@@ -79,7 +90,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream, mode: &AtomicU8, delay_ms: &Atom
         };
         match mode.load(Ordering::SeqCst) {
             m if m == Mode::Drop as u8 => continue,
-            m if m == Mode::Delay as u8 => std::thread::sleep(Duration::from_millis(delay_ms.load(Ordering::SeqCst))),
+            m if m == Mode::Delay as u8 => {
+                std::thread::sleep(Duration::from_millis(delay_ms.load(Ordering::SeqCst)))
+            }
             _ => {}
         }
         if to.write_all(&buf[..n]).is_err() {

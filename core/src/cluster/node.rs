@@ -138,7 +138,11 @@ pub enum HelloError {
 
 enum OutState {
     AwaitWelcome,
-    Snapshot { sids: Vec<Sid>, pos: usize, upto: u64 },
+    Snapshot {
+        sids: Vec<Sid>,
+        pos: usize,
+        upto: u64,
+    },
     Streaming,
 }
 
@@ -255,7 +259,11 @@ impl ClusterNode {
         incarnation: u64,
         now: Now,
     ) -> Self {
-        let members = peers.iter().filter(|p| p.id != me.id).map(|p| (p.id, Member::new(*p))).collect();
+        let members = peers
+            .iter()
+            .filter(|p| p.id != me.id)
+            .map(|p| (p.id, Member::new(*p)))
+            .collect();
         let mut n = Self {
             me,
             cluster,
@@ -347,7 +355,11 @@ impl ClusterNode {
     }
     /// The highest update number of mine that at least one peer has acked.
     pub fn replicated_seq(&self) -> u64 {
-        self.members.values().filter_map(|m| m.out.as_ref().map(|o| o.acked)).max().unwrap_or(0)
+        self.members
+            .values()
+            .filter_map(|m| m.out.as_ref().map(|o| o.acked))
+            .max()
+            .unwrap_or(0)
     }
     /// My last update number.
     pub fn last_seq(&self) -> u64 {
@@ -371,12 +383,23 @@ impl ClusterNode {
 
     /// My connection to `peer` is up: sends `HELLO`.
     pub fn handle_out_connected(&mut self, peer: u16) {
-        let Some(m) = self.members.get_mut(&peer) else { return };
-        m.out = Some(OutLink { state: OutState::AwaitWelcome, next: 0, acked: 0, buckets: VecDeque::new() });
+        let Some(m) = self.members.get_mut(&peer) else {
+            return;
+        };
+        m.out = Some(OutLink {
+            state: OutState::AwaitWelcome,
+            next: 0,
+            acked: 0,
+            buckets: VecDeque::new(),
+        });
         self.out.push_back((
             peer,
             Dir::Out,
-            Msg::Hello { cluster: self.cluster.clone(), from: self.me, incarnation: self.incarnation },
+            Msg::Hello {
+                cluster: self.cluster.clone(),
+                from: self.me,
+                incarnation: self.incarnation,
+            },
         ));
     }
 
@@ -402,23 +425,32 @@ impl ClusterNode {
         if from.id == self.me.id {
             return Err(HelloError::SameId(from.id));
         }
-        if !self.members.contains_key(&from.id) {
-            self.members.insert(from.id, Member::new(from));
+        if let std::collections::btree_map::Entry::Vacant(e) = self.members.entry(from.id) {
+            e.insert(Member::new(from));
             self.events.push_back(Event::MemberJoined(from));
         }
         // The address of a member from the cluster file stays as the file says (it may be a
         // proxy or a load balancer in front of the peer); others are reached where they say.
-        let m = self.members.get_mut(&from.id).ok_or(HelloError::SameId(from.id))?;
+        let m = self
+            .members
+            .get_mut(&from.id)
+            .ok_or(HelloError::SameId(from.id))?;
         let resume_from = if m.inbound.incarnation == incarnation && m.inbound.snapshot_done {
             m.inbound.applied + 1
         } else {
-            m.inbound = InLink { incarnation, ..InLink::default() };
+            m.inbound = InLink {
+                incarnation,
+                ..InLink::default()
+            };
             0
         };
         m.inbound.connected = true;
         m.inbound.snapshot_upto = None;
         self.heard(from.id, now);
-        Ok(Msg::Welcome { node: self.me.id, resume_from })
+        Ok(Msg::Welcome {
+            node: self.me.id,
+            resume_from,
+        })
     }
 
     /// A peer's connection to me closed.
@@ -433,7 +465,9 @@ impl ClusterNode {
     pub fn handle_out_msg(&mut self, now: Now, peer: u16, msg: Msg, ctx: &Ctx<'_>) {
         let next_seq = self.next_seq;
         let base = self.backlog_base;
-        let Some(m) = self.members.get_mut(&peer) else { return };
+        let Some(m) = self.members.get_mut(&peer) else {
+            return;
+        };
         let Some(link) = m.out.as_mut() else { return };
         match msg {
             Msg::Welcome { resume_from, .. } => {
@@ -450,7 +484,8 @@ impl ClusterNode {
                     link.state = OutState::Snapshot { sids, pos: 0, upto };
                     link.next = next_seq;
                     link.acked = 0;
-                    self.out.push_back((peer, Dir::Out, Msg::SnapshotBegin { upto_seq: upto }));
+                    self.out
+                        .push_back((peer, Dir::Out, Msg::SnapshotBegin { upto_seq: upto }));
                     self.stats.full_resyncs += 1;
                     self.events.push_back(Event::FullResync(peer));
                 }
@@ -466,7 +501,8 @@ impl ClusterNode {
                     }
                 });
                 for b in wanted {
-                    link.buckets.push_back((b, by_bucket.remove(&b).unwrap_or_default()));
+                    link.buckets
+                        .push_back((b, by_bucket.remove(&b).unwrap_or_default()));
                 }
             }
             _ => {}
@@ -478,7 +514,9 @@ impl ClusterNode {
     pub fn handle_in_msg(&mut self, now: Now, peer: u16, msg: Msg, ctx: &Ctx<'_>) {
         self.heard(peer, now);
         let cluster_us = self.cluster_us(now);
-        let Some(m) = self.members.get_mut(&peer) else { return };
+        let Some(m) = self.members.get_mut(&peer) else {
+            return;
+        };
         match msg {
             Msg::Updates { upto_seq, records } => {
                 let pinned = ctx.store.pin();
@@ -493,7 +531,8 @@ impl ClusterNode {
                     }
                 }
                 m.inbound.applied = m.inbound.applied.max(upto_seq);
-                self.out.push_back((peer, Dir::In, Msg::Ack(m.inbound.applied)));
+                self.out
+                    .push_back((peer, Dir::In, Msg::Ack(m.inbound.applied)));
             }
             Msg::SnapshotBegin { upto_seq } => {
                 m.inbound.snapshot_upto = Some(upto_seq);
@@ -511,11 +550,20 @@ impl ClusterNode {
                 if let Some(upto) = m.inbound.snapshot_upto.take() {
                     m.inbound.applied = upto;
                     m.inbound.snapshot_done = true;
-                    self.events.push_back(Event::SnapshotReceived { from: peer, records: m.inbound.snapshot_records });
+                    self.events.push_back(Event::SnapshotReceived {
+                        from: peer,
+                        records: m.inbound.snapshot_records,
+                    });
                     self.out.push_back((peer, Dir::In, Msg::Ack(upto)));
                 }
             }
-            Msg::Heartbeat { term, ready, records, digest, members } => {
+            Msg::Heartbeat {
+                term,
+                ready,
+                records,
+                digest,
+                members,
+            } => {
                 m.ready = ready;
                 m.records = records;
                 m.digest = digest;
@@ -553,7 +601,10 @@ impl ClusterNode {
                 }
                 if changed > 0 {
                     self.stats.digest_repairs += changed;
-                    self.events.push_back(Event::Repaired { from: peer, changed });
+                    self.events.push_back(Event::Repaired {
+                        from: peer,
+                        changed,
+                    });
                 }
             }
             Msg::Goodbye => {
@@ -574,25 +625,54 @@ impl ClusterNode {
     pub fn handle_datagram(&mut self, now: Now, p: Packet) {
         let cluster_us = self.cluster_us(now);
         match p {
-            Packet::Probe { term, from, seq, t1 } => {
+            Packet::Probe {
+                term,
+                from,
+                seq,
+                t1,
+            } => {
                 self.term = self.term.max(term);
                 self.dgrams.push_back((
                     from,
-                    Packet::Reply { term, from: self.me.id, seq, t1, t2: cluster_us, t3: cluster_us },
+                    Packet::Reply {
+                        term,
+                        from: self.me.id,
+                        seq,
+                        t1,
+                        t2: cluster_us,
+                        t3: cluster_us,
+                    },
                 ));
             }
-            Packet::Reply { from, t1, t2, t3, .. } => {
+            Packet::Reply {
+                from, t1, t2, t3, ..
+            } => {
                 if self.time_master != self.me.id {
                     return;
                 }
                 let tolerance = self.timing.tolerance_us as i64;
-                let Some(sample) = Sample::from_times(t1, t2, t3, cluster_us) else { return };
-                let Some(m) = self.members.get_mut(&from) else { return };
+                let Some(sample) = Sample::from_times(t1, t2, t3, cluster_us) else {
+                    return;
+                };
+                let Some(m) = self.members.get_mut(&from) else {
+                    return;
+                };
                 if let Some(adjust_us) = m.estimator.add(sample, tolerance) {
-                    self.dgrams.push_back((from, Packet::Correct { term: self.term, from: self.me.id, adjust_us }));
+                    self.dgrams.push_back((
+                        from,
+                        Packet::Correct {
+                            term: self.term,
+                            from: self.me.id,
+                            adjust_us,
+                        },
+                    ));
                 }
             }
-            Packet::Correct { term, from, adjust_us } => {
+            Packet::Correct {
+                term,
+                from,
+                adjust_us,
+            } => {
                 //= docs/protocols/time-sync.md#fencing
                 //# A follower applies `CORRECT` only from the node it considers time master, at a
                 //# term no older than the newest it has seen.
@@ -601,7 +681,10 @@ impl ClusterNode {
                 }
                 if adjust_us != 0 {
                     self.correction_us = self.correction_us.saturating_add(adjust_us);
-                    self.events.push_back(Event::ClockCorrected { adjust_us, correction_us: self.correction_us });
+                    self.events.push_back(Event::ClockCorrected {
+                        adjust_us,
+                        correction_us: self.correction_us,
+                    });
                 }
                 self.clock_ok = true;
                 self.update_ready(now);
@@ -628,7 +711,12 @@ impl ClusterNode {
     /// Starts draining: not ready from now on, and peers are told goodbye.
     pub fn handle_drain(&mut self, now: Now) {
         self.draining = true;
-        let peers: Vec<u16> = self.members.iter().filter(|(_, m)| m.out.is_some()).map(|(id, _)| *id).collect();
+        let peers: Vec<u16> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.out.is_some())
+            .map(|(id, _)| *id)
+            .collect();
         for p in peers {
             self.out.push_back((p, Dir::Out, Msg::Goodbye));
         }
@@ -640,7 +728,9 @@ impl ClusterNode {
         // Down detection.
         let mut changed = false;
         for (id, m) in &mut self.members {
-            let alive = m.last_heard.is_some_and(|t| now.mono_us.saturating_sub(t) <= self.timing.down_after_us);
+            let alive = m
+                .last_heard
+                .is_some_and(|t| now.mono_us.saturating_sub(t) <= self.timing.down_after_us);
             if m.alive != alive {
                 m.alive = alive;
                 if !alive {
@@ -655,7 +745,14 @@ impl ClusterNode {
         }
         if now.mono_us >= self.next_heartbeat_us {
             self.next_heartbeat_us = now.mono_us + self.timing.heartbeat_us;
-            let members: Vec<Gossip> = self.members.values().map(|m| Gossip { info: m.info, alive: m.alive }).collect();
+            let members: Vec<Gossip> = self
+                .members
+                .values()
+                .map(|m| Gossip {
+                    info: m.info,
+                    alive: m.alive,
+                })
+                .collect();
             let hb = Msg::Heartbeat {
                 term: self.term,
                 ready: self.ready,
@@ -664,7 +761,10 @@ impl ClusterNode {
                 members,
             };
             for (id, m) in &self.members {
-                if m.out.as_ref().is_some_and(|o| !matches!(o.state, OutState::AwaitWelcome)) {
+                if m.out
+                    .as_ref()
+                    .is_some_and(|o| !matches!(o.state, OutState::AwaitWelcome))
+                {
                     self.out.push_back((*id, Dir::Out, hb.clone()));
                 }
             }
@@ -676,13 +776,25 @@ impl ClusterNode {
                 self.probe_seq = self.probe_seq.wrapping_add(1);
                 for (id, m) in &self.members {
                     if m.alive {
-                        self.dgrams.push_back((*id, Packet::Probe { term: self.term, from: self.me.id, seq: self.probe_seq, t1 }));
+                        self.dgrams.push_back((
+                            *id,
+                            Packet::Probe {
+                                term: self.term,
+                                from: self.me.id,
+                                seq: self.probe_seq,
+                                t1,
+                            },
+                        ));
                     }
                 }
             }
             let digests = Msg::Digests(ctx.store.bucket_digests());
             for (id, m) in &self.members {
-                if m.alive && m.out.as_ref().is_some_and(|o| matches!(o.state, OutState::Streaming)) {
+                if m.alive
+                    && m.out
+                        .as_ref()
+                        .is_some_and(|o| matches!(o.state, OutState::Streaming))
+                {
                     self.out.push_back((*id, Dir::Out, digests.clone()));
                 }
             }
@@ -697,7 +809,9 @@ impl ClusterNode {
         if let Some(m) = self.out.pop_front() {
             return Some(m);
         }
-        let flush_due = self.oldest_unflushed_us.is_some_and(|t| now.mono_us.saturating_sub(t) >= self.timing.flush_us);
+        let flush_due = self
+            .oldest_unflushed_us
+            .is_some_and(|t| now.mono_us.saturating_sub(t) >= self.timing.flush_us);
         let next_seq = self.next_seq;
         let base = self.backlog_base;
         for (id, m) in &mut self.members {
@@ -729,7 +843,8 @@ impl ClusterNode {
                         let total = sids.len() as u64;
                         link.state = OutState::Streaming;
                         link.next = upto + 1;
-                        self.out.push_back((*id, Dir::Out, Msg::SnapshotEnd { records: total }));
+                        self.out
+                            .push_back((*id, Dir::Out, Msg::SnapshotEnd { records: total }));
                     }
                     if chunk.is_empty() {
                         return self.out.pop_front();
@@ -755,7 +870,8 @@ impl ClusterNode {
                         // Updates waiting for this link (after a resume, say) start the timer.
                         self.oldest_unflushed_us = Some(now.mono_us);
                     }
-                    if pending == 0 || in_flight >= WINDOW || (pending < EAGER_BATCH && !flush_due) {
+                    if pending == 0 || in_flight >= WINDOW || (pending < EAGER_BATCH && !flush_due)
+                    {
                         continue;
                     }
                     let n = pending.min(MAX_RECORDS as u64);
@@ -771,12 +887,23 @@ impl ClusterNode {
                         }
                     }
                     link.next += n;
-                    return Some((*id, Dir::Out, Msg::Updates { upto_seq: link.next - 1, records }));
+                    return Some((
+                        *id,
+                        Dir::Out,
+                        Msg::Updates {
+                            upto_seq: link.next - 1,
+                            records,
+                        },
+                    ));
                 }
             }
         }
         // Everything pending is sent (or waiting for acks): the flush timer restarts.
-        if self.members.values().all(|m| m.congested || m.out.as_ref().is_none_or(|o| o.next >= next_seq)) {
+        if self
+            .members
+            .values()
+            .all(|m| m.congested || m.out.as_ref().is_none_or(|o| o.next >= next_seq))
+        {
             self.oldest_unflushed_us = None;
         }
         None
@@ -822,7 +949,9 @@ impl ClusterNode {
     // ----- internals -----
 
     fn heard(&mut self, peer: u16, now: Now) {
-        let Some(m) = self.members.get_mut(&peer) else { return };
+        let Some(m) = self.members.get_mut(&peer) else {
+            return;
+        };
         m.last_heard = Some(now.mono_us);
         if !m.alive {
             m.alive = true;
@@ -835,15 +964,27 @@ impl ClusterNode {
     /// node is ready, the lowest alive id.
     fn update_roles(&mut self) {
         let alive = || self.members.values().filter(|m| m.alive);
-        let ready_min = alive().filter(|m| m.ready).map(|m| m.info.id).chain(self.ready.then_some(self.me.id)).min();
-        let any_min = alive().map(|m| m.info.id).chain(std::iter::once(self.me.id)).min().unwrap_or(self.me.id);
+        let ready_min = alive()
+            .filter(|m| m.ready)
+            .map(|m| m.info.id)
+            .chain(self.ready.then_some(self.me.id))
+            .min();
+        let any_min = alive()
+            .map(|m| m.info.id)
+            .chain(std::iter::once(self.me.id))
+            .min()
+            .unwrap_or(self.me.id);
         let master = ready_min.unwrap_or(any_min);
         if (master, master) != (self.time_master, self.data_master) || self.term == 0 {
             self.term += 1;
             self.time_master = master;
             self.data_master = master;
             self.stats.elections += 1;
-            self.events.push_back(Event::RoleChange { term: self.term, time_master: master, data_master: master });
+            self.events.push_back(Event::RoleChange {
+                term: self.term,
+                time_master: master,
+                data_master: master,
+            });
         }
     }
 
@@ -884,4 +1025,5 @@ pub struct Ctx<'a> {
 }
 
 #[cfg(all(test, not(loom)))]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests;

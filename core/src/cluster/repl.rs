@@ -206,7 +206,13 @@ fn read_bool(r: &mut Reader<'_>, what: &'static str) -> Result<bool, DecodeError
 /// Decodes a record written by [`put_record`].
 pub fn read_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
     let stamp = read_stamp(r)?;
-    let ident = Reg { stamp, value: Ident { uid: r.u64("uid")?, pool: r.u32("pool")? } };
+    let ident = Reg {
+        stamp,
+        value: Ident {
+            uid: r.u64("uid")?,
+            pool: r.u32("pool")?,
+        },
+    };
     let n = r.u8("client count")?;
     if usize::from(n) > ClientType::ALL.len() {
         return Err(DecodeError::Invalid("client count"));
@@ -214,23 +220,37 @@ pub fn read_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
     let mut clients = Vec::with_capacity(n.into());
     let mut prev = None;
     for _ in 0..n {
-        let client = ClientType::from_code(r.u8("client")?).ok_or(DecodeError::Invalid("client"))?;
+        let client =
+            ClientType::from_code(r.u8("client")?).ok_or(DecodeError::Invalid("client"))?;
         if prev.is_some_and(|p| p >= client) {
             return Err(DecodeError::Invalid("clients not ascending"));
         }
         prev = Some(client);
         let stamp = read_stamp(r)?;
-        clients.push(ClientReg { client, reg: Reg { stamp, value: read_bool(r, "online")? } });
+        clients.push(ClientReg {
+            client,
+            reg: Reg {
+                stamp,
+                value: read_bool(r, "online")?,
+            },
+        });
     }
     let perm = if read_bool(r, "perm flag")? {
         let stamp = read_stamp(r)?;
-        Some(Reg { stamp, value: read_bool(r, "perm")? })
+        Some(Reg {
+            stamp,
+            value: read_bool(r, "perm")?,
+        })
     } else {
         None
     };
     let ext = if read_bool(r, "ext flag")? {
         let stamp = read_stamp(r)?;
-        let limits = ExtLimits { max_entries: 255, max_key: 255, max_value: 65535 };
+        let limits = ExtLimits {
+            max_entries: 255,
+            max_key: 255,
+            max_value: 65535,
+        };
         let e: Arc<Ext> = read_ext(r, &limits)?;
         Some(Reg { stamp, value: e })
     } else {
@@ -250,7 +270,11 @@ fn put_records(b: &mut Vec<u8>, records: &[(Sid, Record)]) {
 fn read_records(r: &mut Reader<'_>) -> Result<Vec<(Sid, Record)>, DecodeError> {
     let n = usize::from(r.u16("record count")?);
     if n > MAX_RECORDS {
-        return Err(DecodeError::TooLarge { what: "records", len: n as u64, max: MAX_RECORDS as u64 });
+        return Err(DecodeError::TooLarge {
+            what: "records",
+            len: n as u64,
+            max: MAX_RECORDS as u64,
+        });
     }
     // A record is at least 8 + 22 + 3 bytes: bound the allocation by what is there.
     if r.remaining() < n * 33 {
@@ -276,7 +300,13 @@ fn put_info(b: &mut Vec<u8>, n: &NodeInfo) {
             b.put_slice(&a.octets());
         }
     }
-    for p in [n.pool_port, n.query_port, n.sync_port, n.time_port, n.http_port] {
+    for p in [
+        n.pool_port,
+        n.query_port,
+        n.sync_port,
+        n.time_port,
+        n.http_port,
+    ] {
         b.put_u16(p);
     }
 }
@@ -306,7 +336,11 @@ impl Msg {
     /// Appends this message as one frame.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Self::Hello { cluster, from, incarnation } => put_frame(out, ty::HELLO, |b| {
+            Self::Hello {
+                cluster,
+                from,
+                incarnation,
+            } => put_frame(out, ty::HELLO, |b| {
                 b.put_slice(&MAGIC);
                 b.put_u8(VERSION);
                 let name = &cluster.as_bytes()[..cluster.len().min(255)];
@@ -324,10 +358,20 @@ impl Msg {
                 put_records(b, records);
             }),
             Self::Ack(s) => put_frame(out, ty::ACK, |b| b.put_u64(*s)),
-            Self::SnapshotBegin { upto_seq } => put_frame(out, ty::SNAPSHOT_BEGIN, |b| b.put_u64(*upto_seq)),
+            Self::SnapshotBegin { upto_seq } => {
+                put_frame(out, ty::SNAPSHOT_BEGIN, |b| b.put_u64(*upto_seq))
+            }
             Self::Snapshot(records) => put_frame(out, ty::SNAPSHOT, |b| put_records(b, records)),
-            Self::SnapshotEnd { records } => put_frame(out, ty::SNAPSHOT_END, |b| b.put_u64(*records)),
-            Self::Heartbeat { term, ready, records, digest, members } => put_frame(out, ty::HEARTBEAT, |b| {
+            Self::SnapshotEnd { records } => {
+                put_frame(out, ty::SNAPSHOT_END, |b| b.put_u64(*records))
+            }
+            Self::Heartbeat {
+                term,
+                ready,
+                records,
+                digest,
+                members,
+            } => put_frame(out, ty::HEARTBEAT, |b| {
                 b.put_u64(*term);
                 b.put_u8(u8::from(*ready));
                 b.put_u64(*records);
@@ -356,7 +400,8 @@ impl Msg {
             }),
             Self::Goodbye => put_frame(out, ty::GOODBYE, |_| {}),
             Self::Error { code, message } => {
-                let code = crate::proto::ErrorCode::from_u8(*code).unwrap_or(crate::proto::ErrorCode::Protocol);
+                let code = crate::proto::ErrorCode::from_u8(*code)
+                    .unwrap_or(crate::proto::ErrorCode::Protocol);
                 crate::proto::put_error(out, code, message);
             }
         }
@@ -377,9 +422,16 @@ impl Msg {
                 let n = usize::from(r.u8("cluster name length")?);
                 let cluster = r.str(n, "cluster name")?.to_owned();
                 let from = read_info(&mut r)?;
-                Self::Hello { cluster, from, incarnation: r.u64("incarnation")? }
+                Self::Hello {
+                    cluster,
+                    from,
+                    incarnation: r.u64("incarnation")?,
+                }
             }
-            ty::WELCOME => Self::Welcome { node: r.u16("node")?, resume_from: r.u64("resume")? },
+            ty::WELCOME => Self::Welcome {
+                node: r.u16("node")?,
+                resume_from: r.u64("resume")?,
+            },
             ty::UPDATES => {
                 let upto_seq = r.u64("upto seq")?;
                 let records = read_records(&mut r)?;
@@ -389,9 +441,13 @@ impl Msg {
                 Self::Updates { upto_seq, records }
             }
             ty::ACK => Self::Ack(r.u64("ack")?),
-            ty::SNAPSHOT_BEGIN => Self::SnapshotBegin { upto_seq: r.u64("upto")? },
+            ty::SNAPSHOT_BEGIN => Self::SnapshotBegin {
+                upto_seq: r.u64("upto")?,
+            },
             ty::SNAPSHOT => Self::Snapshot(read_records(&mut r)?),
-            ty::SNAPSHOT_END => Self::SnapshotEnd { records: r.u64("records")? },
+            ty::SNAPSHOT_END => Self::SnapshotEnd {
+                records: r.u64("records")?,
+            },
             ty::HEARTBEAT => {
                 let term = r.u64("term")?;
                 let ready = read_bool(&mut r, "ready")?;
@@ -399,14 +455,27 @@ impl Msg {
                 let digest = u128::from_be_bytes(r.array("digest")?);
                 let n = usize::from(r.u16("member count")?);
                 if n > 1024 {
-                    return Err(DecodeError::TooLarge { what: "members", len: n as u64, max: 1024 });
+                    return Err(DecodeError::TooLarge {
+                        what: "members",
+                        len: n as u64,
+                        max: 1024,
+                    });
                 }
                 let mut members = Vec::with_capacity(n);
                 for _ in 0..n {
                     let info = read_info(&mut r)?;
-                    members.push(Gossip { info, alive: read_bool(&mut r, "alive")? });
+                    members.push(Gossip {
+                        info,
+                        alive: read_bool(&mut r, "alive")?,
+                    });
                 }
-                Self::Heartbeat { term, ready, records, digest, members }
+                Self::Heartbeat {
+                    term,
+                    ready,
+                    records,
+                    digest,
+                    members,
+                }
             }
             ty::DIGESTS => {
                 let n = usize::from(r.u16("bucket count")?);
@@ -439,7 +508,10 @@ impl Msg {
                 if usize::from(bucket) >= crate::store::DIGEST_BUCKETS {
                     return Err(DecodeError::Invalid("bucket"));
                 }
-                Self::Bucket { bucket, records: read_records(&mut r)? }
+                Self::Bucket {
+                    bucket,
+                    records: read_records(&mut r)?,
+                }
             }
             ty::GOODBYE => Self::Goodbye,
             ty::ERROR => {
@@ -454,6 +526,7 @@ impl Msg {
 }
 
 #[cfg(all(test, not(loom)))]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use hex_literal::hex;
     use proptest::prelude::*;
@@ -471,19 +544,41 @@ mod tests {
     }
 
     fn node(id: u16) -> NodeInfo {
-        NodeInfo { id, host: IpAddr::V4(Ipv4Addr::LOCALHOST), pool_port: 7400, query_port: 7401, sync_port: 7402, time_port: 7403, http_port: 7480 }
+        NodeInfo {
+            id,
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            pool_port: 7400,
+            query_port: 7401,
+            sync_port: 7402,
+            time_port: 7403,
+            http_port: 7480,
+        }
     }
 
     //= docs/protocols/replication.md#test-vectors
     #[test]
     fn vectors_from_the_spec() {
         let mut out = Vec::new();
-        Msg::Hello { cluster: "demo".into(), from: node(1), incarnation: 42 }.encode(&mut out);
+        Msg::Hello {
+            cluster: "demo".into(),
+            from: node(1),
+            incarnation: 42,
+        }
+        .encode(&mut out);
         assert_eq!(out, hex!("00000024 01 50525352 01 04 64656d6f 0001 04 7f000001 1ce8 1ce9 1cea 1ceb 1d38 000000000000002a"));
         out.clear();
-        let u = Update { uid: 1, pool: 1, change: Change::Login(ClientType::Mobile), ext: None };
+        let u = Update {
+            uid: 1,
+            pool: 1,
+            change: Change::Login(ClientType::Mobile),
+            ext: None,
+        };
         let rec = Record::from_update(Stamp::new(0x0000_019a_b6c4_3c00_0000, 1), &u);
-        Msg::Updates { upto_seq: 1, records: vec![(Sid::new(10086).unwrap(), rec)] }.encode(&mut out);
+        Msg::Updates {
+            upto_seq: 1,
+            records: vec![(Sid::new(10086).unwrap(), rec)],
+        }
+        .encode(&mut out);
         assert_eq!(
             out,
             hex!(
@@ -499,35 +594,74 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        assert_eq!(Msg::decode(ty::HELLO, b"PRSQ\x01"), Err(DecodeError::BadMagic));
-        assert_eq!(Msg::decode(ty::DIGESTS, &hex!("0001 0000000000000000")), Err(DecodeError::Invalid("bucket count")));
-        assert_eq!(Msg::decode(ty::BUCKET_REQUEST, &hex!("0001 0100")), Err(DecodeError::Invalid("bucket")));
-        assert!(matches!(Msg::decode(ty::SNAPSHOT, &hex!("ffff")), Err(DecodeError::TooLarge { .. })));
+        assert_eq!(
+            Msg::decode(ty::HELLO, b"PRSQ\x01"),
+            Err(DecodeError::BadMagic)
+        );
+        assert_eq!(
+            Msg::decode(ty::DIGESTS, &hex!("0001 0000000000000000")),
+            Err(DecodeError::Invalid("bucket count"))
+        );
+        assert_eq!(
+            Msg::decode(ty::BUCKET_REQUEST, &hex!("0001 0100")),
+            Err(DecodeError::Invalid("bucket"))
+        );
+        assert!(matches!(
+            Msg::decode(ty::SNAPSHOT, &hex!("ffff")),
+            Err(DecodeError::TooLarge { .. })
+        ));
         assert_eq!(Msg::decode(0x55, &[]), Err(DecodeError::UnknownType(0x55)));
     }
 
     fn arb_record() -> impl Strategy<Value = Record> {
-        let reg = (any::<u64>(), 1u16..5, any::<bool>()).prop_map(|(h, n, v)| Reg { stamp: Stamp::new(h >> 1, n), value: v });
+        let reg = (any::<u64>(), 1u16..5, any::<bool>()).prop_map(|(h, n, v)| Reg {
+            stamp: Stamp::new(h >> 1, n),
+            value: v,
+        });
         let clients = prop::collection::btree_map(0u8..6, reg.clone(), 0..6);
-        let ext = prop::option::of((any::<u64>(), prop::collection::btree_map("[a-z]{1,4}", "[a-z]{0,4}", 0..3)));
-        (any::<u64>(), any::<u32>(), clients, prop::option::of(reg), ext).prop_map(|(uid, pool, clients, perm, ext)| {
-            let clients: Vec<ClientReg> = clients
-                .into_iter()
-                .map(|(c, reg)| ClientReg { client: ClientType::from_code(c).unwrap(), reg })
-                .collect();
-            let ext = ext.map(|(h, m)| Reg {
-                stamp: Stamp::new(h >> 1, 1),
-                value: Arc::new(Ext::new(m.into_iter().collect(), &ExtLimits::default()).unwrap()),
-            });
-            let max = clients
-                .iter()
-                .map(|c| c.reg.stamp)
-                .chain(perm.iter().map(|p| p.stamp))
-                .chain(ext.iter().map(|e| e.stamp))
-                .max()
-                .unwrap_or_default();
-            Record::from_parts(Reg { stamp: max, value: Ident { uid, pool } }, clients, perm, ext).unwrap()
-        })
+        let ext = prop::option::of((
+            any::<u64>(),
+            prop::collection::btree_map("[a-z]{1,4}", "[a-z]{0,4}", 0..3),
+        ));
+        (
+            any::<u64>(),
+            any::<u32>(),
+            clients,
+            prop::option::of(reg),
+            ext,
+        )
+            .prop_map(|(uid, pool, clients, perm, ext)| {
+                let clients: Vec<ClientReg> = clients
+                    .into_iter()
+                    .map(|(c, reg)| ClientReg {
+                        client: ClientType::from_code(c).unwrap(),
+                        reg,
+                    })
+                    .collect();
+                let ext = ext.map(|(h, m)| Reg {
+                    stamp: Stamp::new(h >> 1, 1),
+                    value: Arc::new(
+                        Ext::new(m.into_iter().collect(), &ExtLimits::default()).unwrap(),
+                    ),
+                });
+                let max = clients
+                    .iter()
+                    .map(|c| c.reg.stamp)
+                    .chain(perm.iter().map(|p| p.stamp))
+                    .chain(ext.iter().map(|e| e.stamp))
+                    .max()
+                    .unwrap_or_default();
+                Record::from_parts(
+                    Reg {
+                        stamp: max,
+                        value: Ident { uid, pool },
+                    },
+                    clients,
+                    perm,
+                    ext,
+                )
+                .unwrap()
+            })
     }
 
     proptest! {

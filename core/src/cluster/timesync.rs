@@ -72,14 +72,26 @@ impl Packet {
         out.put_slice(&MAGIC);
         out.put_u8(VERSION);
         match *self {
-            Self::Probe { term, from, seq, t1 } => {
+            Self::Probe {
+                term,
+                from,
+                seq,
+                t1,
+            } => {
                 out.put_u8(1);
                 out.put_u64(term);
                 out.put_u16(from);
                 out.put_u32(seq);
                 out.put_i64(t1);
             }
-            Self::Reply { term, from, seq, t1, t2, t3 } => {
+            Self::Reply {
+                term,
+                from,
+                seq,
+                t1,
+                t2,
+                t3,
+            } => {
                 out.put_u8(2);
                 out.put_u64(term);
                 out.put_u16(from);
@@ -88,7 +100,11 @@ impl Packet {
                 out.put_i64(t2);
                 out.put_i64(t3);
             }
-            Self::Correct { term, from, adjust_us } => {
+            Self::Correct {
+                term,
+                from,
+                adjust_us,
+            } => {
                 out.put_u8(3);
                 out.put_u64(term);
                 out.put_u16(from);
@@ -109,7 +125,12 @@ impl Packet {
         }
         let i64_ = |r: &mut Reader<'_>, w| r.u64(w).map(|x| x as i64);
         let p = match r.u8("type")? {
-            1 => Self::Probe { term: r.u64("term")?, from: r.u16("from")?, seq: r.u32("seq")?, t1: i64_(&mut r, "t1")? },
+            1 => Self::Probe {
+                term: r.u64("term")?,
+                from: r.u16("from")?,
+                seq: r.u32("seq")?,
+                t1: i64_(&mut r, "t1")?,
+            },
             2 => Self::Reply {
                 term: r.u64("term")?,
                 from: r.u16("from")?,
@@ -118,7 +139,11 @@ impl Packet {
                 t2: i64_(&mut r, "t2")?,
                 t3: i64_(&mut r, "t3")?,
             },
-            3 => Self::Correct { term: r.u64("term")?, from: r.u16("from")?, adjust_us: i64_(&mut r, "adjust")? },
+            3 => Self::Correct {
+                term: r.u64("term")?,
+                from: r.u16("from")?,
+                adjust_us: i64_(&mut r, "adjust")?,
+            },
             t => return Err(DecodeError::UnknownType(t)),
         };
         r.finish()?;
@@ -143,7 +168,10 @@ impl Sample {
             return None;
         }
         let offset = (t2.checked_sub(t1)? / 2).checked_add(t3.checked_sub(t4)? / 2)?;
-        Some(Self { offset_us: offset, delay_us: delay })
+        Some(Self {
+            offset_us: offset,
+            delay_us: delay,
+        })
     }
 }
 
@@ -171,7 +199,8 @@ impl Estimator {
         self.samples.push(s);
         let best = self.best()?;
         let off = best.offset_us;
-        let enough = self.samples.len() >= MIN_SAMPLES || off.unsigned_abs() > 100 * tolerance_us.unsigned_abs();
+        let enough = self.samples.len() >= MIN_SAMPLES
+            || off.unsigned_abs() > 100 * tolerance_us.unsigned_abs();
         if enough && off.unsigned_abs() > tolerance_us.unsigned_abs() {
             self.samples.clear();
             return Some(-off);
@@ -186,6 +215,7 @@ impl Estimator {
 }
 
 #[cfg(all(test, not(loom)))]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use hex_literal::hex;
     use proptest::prelude::*;
@@ -196,31 +226,81 @@ mod tests {
     #[test]
     fn vectors_from_the_spec() {
         let mut out = Vec::new();
-        Packet::Probe { term: 3, from: 1, seq: 7, t1: 1_764_000_000_000_000 }.encode(&mut out);
-        assert_eq!(out, hex!("50525354 01 01 0000000000000003 0001 00000007 0006445941624000"));
+        Packet::Probe {
+            term: 3,
+            from: 1,
+            seq: 7,
+            t1: 1_764_000_000_000_000,
+        }
+        .encode(&mut out);
+        assert_eq!(
+            out,
+            hex!("50525354 01 01 0000000000000003 0001 00000007 0006445941624000")
+        );
         out.clear();
-        Packet::Correct { term: 3, from: 1, adjust_us: -2000 }.encode(&mut out);
-        assert_eq!(out, hex!("50525354 01 03 0000000000000003 0001 fffffffffffff830"));
-        assert_eq!(Packet::decode(&hex!("50525354 02 01")), Err(DecodeError::BadVersion(2)));
-        assert_eq!(Packet::decode(&hex!("50525353 01 01")), Err(DecodeError::BadMagic));
+        Packet::Correct {
+            term: 3,
+            from: 1,
+            adjust_us: -2000,
+        }
+        .encode(&mut out);
+        assert_eq!(
+            out,
+            hex!("50525354 01 03 0000000000000003 0001 fffffffffffff830")
+        );
+        assert_eq!(
+            Packet::decode(&hex!("50525354 02 01")),
+            Err(DecodeError::BadVersion(2))
+        );
+        assert_eq!(
+            Packet::decode(&hex!("50525353 01 01")),
+            Err(DecodeError::BadMagic)
+        );
     }
 
     #[test]
     fn lowest_delay_sample_wins_and_corrects_outside_tolerance() {
         let mut e = Estimator::default();
         // Follower is 5 ms ahead; one sample has a large asymmetric queueing delay.
-        assert_eq!(e.add(Sample::from_times(0, 5_100, 5_120, 220).unwrap(), 1000), None);
-        assert_eq!(e.add(Sample::from_times(1000, 26_000, 26_010, 2_000).unwrap(), 1000), None);
+        assert_eq!(
+            e.add(Sample::from_times(0, 5_100, 5_120, 220).unwrap(), 1000),
+            None
+        );
+        assert_eq!(
+            e.add(
+                Sample::from_times(1000, 26_000, 26_010, 2_000).unwrap(),
+                1000
+            ),
+            None
+        );
         let adj = e.add(Sample::from_times(3000, 8_050, 8_060, 3_110).unwrap(), 1000);
         assert_eq!(adj, Some(-5_000));
         // Within tolerance: no correction.
         let mut e = Estimator::default();
         for i in 0..5 {
-            assert_eq!(e.add(Sample { offset_us: 500, delay_us: 100 + i }, 1000), None);
+            assert_eq!(
+                e.add(
+                    Sample {
+                        offset_us: 500,
+                        delay_us: 100 + i
+                    },
+                    1000
+                ),
+                None
+            );
         }
         // A huge offset is corrected from one sample.
         let mut e = Estimator::default();
-        assert_eq!(e.add(Sample { offset_us: -2_000_000, delay_us: 200 }, 1000), Some(2_000_000));
+        assert_eq!(
+            e.add(
+                Sample {
+                    offset_us: -2_000_000,
+                    delay_us: 200
+                },
+                1000
+            ),
+            Some(2_000_000)
+        );
     }
 
     proptest! {

@@ -59,7 +59,11 @@ pub struct PoolLimits {
 
 impl Default for PoolLimits {
     fn default() -> Self {
-        Self { max_frame: 1 << 20, max_batch: 4096, ext: ExtLimits::default() }
+        Self {
+            max_frame: 1 << 20,
+            max_batch: 4096,
+            ext: ExtLimits::default(),
+        }
     }
 }
 
@@ -172,15 +176,35 @@ impl Event {
             }
         };
         match self {
-            Self::Login { sid, uid, client, ext } | Self::Logout { sid, uid, client, ext } => {
-                let k = if matches!(self, Self::Login { .. }) { kind::LOGIN } else { kind::LOGOUT };
+            Self::Login {
+                sid,
+                uid,
+                client,
+                ext,
+            }
+            | Self::Logout {
+                sid,
+                uid,
+                client,
+                ext,
+            } => {
+                let k = if matches!(self, Self::Login { .. }) {
+                    kind::LOGIN
+                } else {
+                    kind::LOGOUT
+                };
                 out.put_u8(k);
                 out.put_u64(sid.get());
                 out.put_u64(*uid);
                 out.put_u8(client.code());
                 put_ext_opt(out, ext);
             }
-            Self::Permission { sid, uid, allow, ext } => {
+            Self::Permission {
+                sid,
+                uid,
+                allow,
+                ext,
+            } => {
                 out.put_u8(kind::PERMISSION);
                 out.put_u64(sid.get());
                 out.put_u64(*uid);
@@ -215,14 +239,29 @@ impl Event {
                     1 => true,
                     _ => return Err(DecodeError::Invalid("permission flag")),
                 };
-                Self::Permission { sid, uid, allow, ext }
+                Self::Permission {
+                    sid,
+                    uid,
+                    allow,
+                    ext,
+                }
             }
             _ => {
                 let client = ClientType::from_code(arg).ok_or(DecodeError::Invalid("client"))?;
                 if k == kind::LOGIN {
-                    Self::Login { sid, uid, client, ext }
+                    Self::Login {
+                        sid,
+                        uid,
+                        client,
+                        ext,
+                    }
                 } else {
-                    Self::Logout { sid, uid, client, ext }
+                    Self::Logout {
+                        sid,
+                        uid,
+                        client,
+                        ext,
+                    }
                 }
             }
         })
@@ -271,7 +310,12 @@ impl ClientFrame {
                 let resume_from = r.u64("resume point")?;
                 let n = usize::from(r.u8("token length")?);
                 let token = r.take(n, "token")?.to_vec();
-                Self::Hello(Hello { pool, stream, resume_from, token })
+                Self::Hello(Hello {
+                    pool,
+                    stream,
+                    resume_from,
+                    token,
+                })
             }
             ty::EVENTS => {
                 let first_seq = r.u64("first seq")?;
@@ -311,7 +355,11 @@ impl ServerFrame {
     /// Appends this frame to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Self::Welcome { version, node, applied } => put_frame(out, ty::WELCOME, |b| {
+            Self::Welcome {
+                version,
+                node,
+                applied,
+            } => put_frame(out, ty::WELCOME, |b| {
                 b.put_u8(*version);
                 b.put_u16(*node);
                 b.put_u64(*applied);
@@ -373,7 +421,12 @@ mod tests {
     #[test]
     fn vectors_from_the_spec() {
         check(
-            ClientFrame::Hello(Hello { pool: 7, stream: 0x0102030405060708, resume_from: 1, token: b"s3".to_vec() }),
+            ClientFrame::Hello(Hello {
+                pool: 7,
+                stream: 0x0102030405060708,
+                resume_from: 1,
+                token: b"s3".to_vec(),
+            }),
             &hex!("0000001d 01 50525350 01 00000007 0102030405060708 0000000000000001 02 7333"),
         );
         let nick = Arc::new(
@@ -395,14 +448,26 @@ mod tests {
             ClientFrame::Events {
                 first_seq: 2,
                 events: vec![
-                    Event::Permission { sid: Sid::new(10086).unwrap(), uid: 1, allow: false, ext: None },
+                    Event::Permission {
+                        sid: Sid::new(10086).unwrap(),
+                        uid: 1,
+                        allow: false,
+                        ext: None,
+                    },
                     Event::SnapshotBegin,
                 ],
             },
-            &hex!("0000001f 10 0000000000000002 0002 03 0000000000002766 0000000000000001 00 00 04"),
+            &hex!(
+                "0000001f 10 0000000000000002 0002 03 0000000000002766 0000000000000001 00 00 04"
+            ),
         );
         let mut out = Vec::new();
-        ServerFrame::Welcome { version: 1, node: 1, applied: 0 }.encode(&mut out);
+        ServerFrame::Welcome {
+            version: 1,
+            node: 1,
+            applied: 0,
+        }
+        .encode(&mut out);
         assert_eq!(out, hex!("0000000c 02 01 0001 0000000000000000"));
         out.clear();
         ServerFrame::Ack(2).encode(&mut out);
@@ -414,21 +479,39 @@ mod tests {
         let l = PoolLimits::default();
         let d = |t, b: &[u8]| ClientFrame::decode(t, b, &l);
         assert_eq!(d(ty::HELLO, &hex!("47455420")), Err(DecodeError::BadMagic));
-        assert_eq!(d(ty::HELLO, &hex!("50525350 09")), Err(DecodeError::BadVersion(9)));
+        assert_eq!(
+            d(ty::HELLO, &hex!("50525350 09")),
+            Err(DecodeError::BadVersion(9))
+        );
         assert_eq!(d(0x33, &[]), Err(DecodeError::UnknownType(0x33)));
-        assert_eq!(d(ty::EVENTS, &hex!("0000000000000001 0000")), Err(DecodeError::Invalid("empty batch")));
-        assert!(matches!(d(ty::EVENTS, &hex!("0000000000000001 ffff")), Err(DecodeError::TooLarge { .. })));
+        assert_eq!(
+            d(ty::EVENTS, &hex!("0000000000000001 0000")),
+            Err(DecodeError::Invalid("empty batch"))
+        );
+        assert!(matches!(
+            d(ty::EVENTS, &hex!("0000000000000001 ffff")),
+            Err(DecodeError::TooLarge { .. })
+        ));
         // sid 0
         assert_eq!(
-            d(ty::EVENTS, &hex!("0000000000000001 0001 01 0000000000000000 0000000000000001 00 00")),
+            d(
+                ty::EVENTS,
+                &hex!("0000000000000001 0001 01 0000000000000000 0000000000000001 00 00")
+            ),
             Err(DecodeError::Invalid("sid 0"))
         );
         // client code 9
         assert_eq!(
-            d(ty::EVENTS, &hex!("0000000000000001 0001 01 0000000000000001 0000000000000001 09 00")),
+            d(
+                ty::EVENTS,
+                &hex!("0000000000000001 0001 01 0000000000000001 0000000000000001 09 00")
+            ),
             Err(DecodeError::Invalid("client"))
         );
-        assert_eq!(d(ty::PING, &hex!("0000000000000001 00")), Err(DecodeError::TrailingBytes(1)));
+        assert_eq!(
+            d(ty::PING, &hex!("0000000000000001 00")),
+            Err(DecodeError::TrailingBytes(1))
+        );
     }
 
     pub(crate) fn arb_event() -> impl Strategy<Value = Event> {
@@ -440,12 +523,30 @@ mod tests {
             }),
         );
         prop_oneof![
-            (sid.clone(), any::<u64>(), client.clone(), ext.clone())
-                .prop_map(|(sid, uid, client, ext)| Event::Login { sid, uid, client, ext }),
-            (sid.clone(), any::<u64>(), client, ext.clone())
-                .prop_map(|(sid, uid, client, ext)| Event::Logout { sid, uid, client, ext }),
-            (sid, any::<u64>(), any::<bool>(), ext)
-                .prop_map(|(sid, uid, allow, ext)| Event::Permission { sid, uid, allow, ext }),
+            (sid.clone(), any::<u64>(), client.clone(), ext.clone()).prop_map(
+                |(sid, uid, client, ext)| Event::Login {
+                    sid,
+                    uid,
+                    client,
+                    ext
+                }
+            ),
+            (sid.clone(), any::<u64>(), client, ext.clone()).prop_map(|(sid, uid, client, ext)| {
+                Event::Logout {
+                    sid,
+                    uid,
+                    client,
+                    ext,
+                }
+            }),
+            (sid, any::<u64>(), any::<bool>(), ext).prop_map(|(sid, uid, allow, ext)| {
+                Event::Permission {
+                    sid,
+                    uid,
+                    allow,
+                    ext,
+                }
+            }),
             Just(Event::SnapshotBegin),
             Just(Event::SnapshotEnd),
         ]

@@ -78,7 +78,9 @@ impl Streams {
         let m = self.map.pin();
         let key = (pool, stream);
         loop {
-            if m.compute_if_present(&key, |_, old| Some((*old).max(seq))).is_some() {
+            if m.compute_if_present(&key, |_, old| Some((*old).max(seq)))
+                .is_some()
+            {
                 return;
             }
             if m.try_insert(key, seq).is_ok() {
@@ -92,7 +94,9 @@ impl Streams {
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(u32, u64), HashSet<u64>>> {
         // A poisoned lock only means another connection's thread panicked mid-insert; the set is
         // still a valid set.
-        self.snapshots.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -127,7 +131,11 @@ pub struct Outcome {
 #[derive(Debug)]
 enum State {
     AwaitHello,
-    Open { pool: u32, stream: u64, last_seq: u64 },
+    Open {
+        pool: u32,
+        stream: u64,
+        last_seq: u64,
+    },
 }
 
 /// One pool connection's protocol state.
@@ -141,7 +149,11 @@ pub struct PoolSession {
 impl PoolSession {
     /// A session waiting for `HELLO`.
     pub fn new(limits: PoolLimits) -> Self {
-        Self { state: State::AwaitHello, limits, max_snapshot: DEFAULT_MAX_SNAPSHOT }
+        Self {
+            state: State::AwaitHello,
+            limits,
+            max_snapshot: DEFAULT_MAX_SNAPSHOT,
+        }
     }
 
     /// Sets the largest snapshot accepted.
@@ -194,7 +206,11 @@ impl PoolSession {
     }
 
     fn fail(&mut self, e: SessionError, out: &mut Vec<u8>) -> SessionError {
-        ServerFrame::Error { code: e.code() as u8, message: e.to_string() }.encode(out);
+        ServerFrame::Error {
+            code: e.code() as u8,
+            message: e.to_string(),
+        }
+        .encode(out);
         e
     }
 
@@ -205,16 +221,32 @@ impl PoolSession {
         out: &mut Vec<u8>,
     ) -> Result<u64, SessionError> {
         match (&mut self.state, frame) {
-            (State::AwaitHello, ClientFrame::Hello(Hello { pool, stream, token, .. })) => {
+            (
+                State::AwaitHello,
+                ClientFrame::Hello(Hello {
+                    pool,
+                    stream,
+                    token,
+                    ..
+                }),
+            ) => {
                 if let Some(expected) = ctx.token {
                     if !constant_time_eq(expected, &token) {
                         return Err(SessionError::Auth);
                     }
                 }
                 let applied = ctx.streams.applied(pool, stream);
-                self.state = State::Open { pool, stream, last_seq: 0 };
-                ServerFrame::Welcome { version: VERSION, node: ctx.hlc.node(), applied }
-                    .encode(out);
+                self.state = State::Open {
+                    pool,
+                    stream,
+                    last_seq: 0,
+                };
+                ServerFrame::Welcome {
+                    version: VERSION,
+                    node: ctx.hlc.node(),
+                    applied,
+                }
+                .encode(out);
                 Ok(0)
             }
             (State::AwaitHello, _) => Err(SessionError::Protocol("expected HELLO")),
@@ -225,7 +257,14 @@ impl PoolSession {
                 ServerFrame::Pong(n).encode(out);
                 Ok(0)
             }
-            (State::Open { pool, stream, last_seq }, ClientFrame::Events { first_seq, events }) => {
+            (
+                State::Open {
+                    pool,
+                    stream,
+                    last_seq,
+                },
+                ClientFrame::Events { first_seq, events },
+            ) => {
                 //= docs/protocols/pool.md#sequence-numbers
                 //# Within one connection, `first_seq` of each `EVENTS` frame is greater than
                 //# every sequence number sent before on that connection.
@@ -263,7 +302,9 @@ impl PoolSession {
     ) -> Result<(), SessionError> {
         let (sid, update) = match e {
             Event::SnapshotBegin => {
-                ctx.streams.snapshots().insert((pool, stream), HashSet::new());
+                ctx.streams
+                    .snapshots()
+                    .insert((pool, stream), HashSet::new());
                 return Ok(());
             }
             Event::SnapshotEnd => {
@@ -275,15 +316,47 @@ impl PoolSession {
                 }
                 return Ok(());
             }
-            Event::Login { sid, uid, client, ext } => {
-                (*sid, Update { uid: *uid, pool, change: Change::Login(*client), ext: ext.clone() })
-            }
-            Event::Logout { sid, uid, client, ext } => {
-                (*sid, Update { uid: *uid, pool, change: Change::Logout(*client), ext: ext.clone() })
-            }
-            Event::Permission { sid, uid, allow, ext } => (
+            Event::Login {
+                sid,
+                uid,
+                client,
+                ext,
+            } => (
                 *sid,
-                Update { uid: *uid, pool, change: Change::Permission(*allow), ext: ext.clone() },
+                Update {
+                    uid: *uid,
+                    pool,
+                    change: Change::Login(*client),
+                    ext: ext.clone(),
+                },
+            ),
+            Event::Logout {
+                sid,
+                uid,
+                client,
+                ext,
+            } => (
+                *sid,
+                Update {
+                    uid: *uid,
+                    pool,
+                    change: Change::Logout(*client),
+                    ext: ext.clone(),
+                },
+            ),
+            Event::Permission {
+                sid,
+                uid,
+                allow,
+                ext,
+            } => (
+                *sid,
+                Update {
+                    uid: *uid,
+                    pool,
+                    change: Change::Permission(*allow),
+                    ext: ext.clone(),
+                },
             ),
         };
         if let Some(listed) = ctx.streams.snapshots().get_mut(&(pool, stream)) {
@@ -309,7 +382,12 @@ impl PoolSession {
             }
         });
         for (sid, uid) in gone {
-            let update = Update { uid, pool, change: Change::LogoutAll, ext: None };
+            let update = Update {
+                uid,
+                pool,
+                change: Change::LogoutAll,
+                ext: None,
+            };
             let stamp = ctx.hlc.now(ctx.now_ms);
             if let Some(r) = ctx.store.apply(sid, stamp, &update) {
                 ctx.changed.push((sid, r));
@@ -324,6 +402,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 #[cfg(all(test, not(loom)))]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::model::ClientType;
@@ -338,7 +417,11 @@ mod tests {
 
     impl Node {
         fn new() -> Self {
-            Self { store: Store::default(), hlc: Hlc::new(1), streams: Streams::default() }
+            Self {
+                store: Store::default(),
+                hlc: Hlc::new(1),
+                streams: Streams::default(),
+            }
         }
 
         /// Feeds frames to a session; returns the server frames or the error.
@@ -375,11 +458,21 @@ mod tests {
     }
 
     fn hello(stream: u64, token: &[u8]) -> ClientFrame {
-        ClientFrame::Hello(Hello { pool: 1, stream, resume_from: 1, token: token.to_vec() })
+        ClientFrame::Hello(Hello {
+            pool: 1,
+            stream,
+            resume_from: 1,
+            token: token.to_vec(),
+        })
     }
 
     fn login(sid: u64, client: ClientType) -> Event {
-        Event::Login { sid: Sid::new(sid).unwrap(), uid: sid, client, ext: None }
+        Event::Login {
+            sid: Sid::new(sid).unwrap(),
+            uid: sid,
+            client,
+            ext: None,
+        }
     }
 
     fn online(n: &Node, sid: u64) -> bool {
@@ -392,32 +485,78 @@ mod tests {
         let mut s = PoolSession::new(PoolLimits::default());
         let (out, r) = n.feed(
             &mut s,
-            &[hello(9, b""), ClientFrame::Events { first_seq: 1, events: vec![login(5, ClientType::Pc), login(6, ClientType::Web)] }],
+            &[
+                hello(9, b""),
+                ClientFrame::Events {
+                    first_seq: 1,
+                    events: vec![login(5, ClientType::Pc), login(6, ClientType::Web)],
+                },
+            ],
             None,
         );
         assert_eq!(r.unwrap().events, 2);
-        assert_eq!(out, [ServerFrame::Welcome { version: 1, node: 1, applied: 0 }, ServerFrame::Ack(2)]);
+        assert_eq!(
+            out,
+            [
+                ServerFrame::Welcome {
+                    version: 1,
+                    node: 1,
+                    applied: 0
+                },
+                ServerFrame::Ack(2)
+            ]
+        );
         assert!(online(&n, 5) && online(&n, 6));
     }
 
     #[test]
     fn resent_events_are_skipped_and_reported_in_welcome() {
         let n = Node::new();
-        let batch = ClientFrame::Events { first_seq: 1, events: vec![login(5, ClientType::Pc)] };
-        n.feed(&mut PoolSession::new(PoolLimits::default()), &[hello(9, b""), batch.clone()], None).1.unwrap();
-        let (out, r) =
-            n.feed(&mut PoolSession::new(PoolLimits::default()), &[hello(9, b""), batch], None);
+        let batch = ClientFrame::Events {
+            first_seq: 1,
+            events: vec![login(5, ClientType::Pc)],
+        };
+        n.feed(
+            &mut PoolSession::new(PoolLimits::default()),
+            &[hello(9, b""), batch.clone()],
+            None,
+        )
+        .1
+        .unwrap();
+        let (out, r) = n.feed(
+            &mut PoolSession::new(PoolLimits::default()),
+            &[hello(9, b""), batch],
+            None,
+        );
         assert_eq!(r.unwrap().events, 0, "a re-sent event is not applied twice");
-        assert_eq!(out, [ServerFrame::Welcome { version: 1, node: 1, applied: 1 }, ServerFrame::Ack(1)]);
+        assert_eq!(
+            out,
+            [
+                ServerFrame::Welcome {
+                    version: 1,
+                    node: 1,
+                    applied: 1
+                },
+                ServerFrame::Ack(1)
+            ]
+        );
     }
 
     #[test]
     fn wrong_token_and_frames_before_hello_close_the_session() {
         let n = Node::new();
-        let (out, r) = n.feed(&mut PoolSession::new(PoolLimits::default()), &[hello(1, b"x")], Some(b"y"));
+        let (out, r) = n.feed(
+            &mut PoolSession::new(PoolLimits::default()),
+            &[hello(1, b"x")],
+            Some(b"y"),
+        );
         assert_eq!(r, Err(SessionError::Auth));
         assert!(matches!(out[..], [ServerFrame::Error { code: 3, .. }]));
-        let (_, r) = n.feed(&mut PoolSession::new(PoolLimits::default()), &[ClientFrame::Ping(1)], None);
+        let (_, r) = n.feed(
+            &mut PoolSession::new(PoolLimits::default()),
+            &[ClientFrame::Ping(1)],
+            None,
+        );
         assert_eq!(r, Err(SessionError::Protocol("expected HELLO")));
     }
 
@@ -427,10 +566,23 @@ mod tests {
         let e = || vec![login(5, ClientType::Pc)];
         let (_, r) = n.feed(
             &mut PoolSession::new(PoolLimits::default()),
-            &[hello(1, b""), ClientFrame::Events { first_seq: 5, events: e() }, ClientFrame::Events { first_seq: 5, events: e() }],
+            &[
+                hello(1, b""),
+                ClientFrame::Events {
+                    first_seq: 5,
+                    events: e(),
+                },
+                ClientFrame::Events {
+                    first_seq: 5,
+                    events: e(),
+                },
+            ],
             None,
         );
-        assert_eq!(r, Err(SessionError::Protocol("sequence numbers must increase")));
+        assert_eq!(
+            r,
+            Err(SessionError::Protocol("sequence numbers must increase"))
+        );
     }
 
     #[test]
@@ -439,7 +591,13 @@ mod tests {
         let mut s = PoolSession::new(PoolLimits::default());
         n.feed(
             &mut s,
-            &[hello(1, b""), ClientFrame::Events { first_seq: 1, events: vec![login(5, ClientType::Pc), login(6, ClientType::Pc)] }],
+            &[
+                hello(1, b""),
+                ClientFrame::Events {
+                    first_seq: 1,
+                    events: vec![login(5, ClientType::Pc), login(6, ClientType::Pc)],
+                },
+            ],
             None,
         )
         .1
@@ -448,7 +606,11 @@ mod tests {
             &mut s,
             &[ClientFrame::Events {
                 first_seq: 3,
-                events: vec![Event::SnapshotBegin, login(6, ClientType::Mobile), Event::SnapshotEnd],
+                events: vec![
+                    Event::SnapshotBegin,
+                    login(6, ClientType::Mobile),
+                    Event::SnapshotEnd,
+                ],
             }],
             None,
         );
@@ -456,7 +618,14 @@ mod tests {
         assert!(!online(&n, 5), "5 was not in the snapshot");
         assert!(online(&n, 6));
         // A re-sent end marker with no snapshot in progress is harmless.
-        let (_, r) = n.feed(&mut s, &[ClientFrame::Events { first_seq: 6, events: vec![Event::SnapshotEnd] }], None);
+        let (_, r) = n.feed(
+            &mut s,
+            &[ClientFrame::Events {
+                first_seq: 6,
+                events: vec![Event::SnapshotEnd],
+            }],
+            None,
+        );
         assert_eq!(r.unwrap().events, 1);
         assert!(online(&n, 6));
     }
@@ -467,13 +636,34 @@ mod tests {
         let mut a = PoolSession::new(PoolLimits::default());
         n.feed(
             &mut a,
-            &[hello(1, b""), ClientFrame::Events { first_seq: 1, events: vec![login(5, ClientType::Pc), login(6, ClientType::Pc), Event::SnapshotBegin, login(6, ClientType::Pc)] }],
+            &[
+                hello(1, b""),
+                ClientFrame::Events {
+                    first_seq: 1,
+                    events: vec![
+                        login(5, ClientType::Pc),
+                        login(6, ClientType::Pc),
+                        Event::SnapshotBegin,
+                        login(6, ClientType::Pc),
+                    ],
+                },
+            ],
             None,
         )
         .1
         .unwrap();
         let mut b = PoolSession::new(PoolLimits::default());
-        let (_, r) = n.feed(&mut b, &[hello(1, b""), ClientFrame::Events { first_seq: 5, events: vec![Event::SnapshotEnd] }], None);
+        let (_, r) = n.feed(
+            &mut b,
+            &[
+                hello(1, b""),
+                ClientFrame::Events {
+                    first_seq: 5,
+                    events: vec![Event::SnapshotEnd],
+                },
+            ],
+            None,
+        );
         r.unwrap();
         assert!(!online(&n, 5) && online(&n, 6));
     }
@@ -487,11 +677,20 @@ mod tests {
         ClientFrame::Ping(3).encode(&mut input);
         let pinned = n.store.pin();
         let mut changed = Vec::new();
-        let mut ctx = PoolCtx { store: &pinned, hlc: &n.hlc, streams: &n.streams, now_ms: 0, token: None, changed: &mut changed };
+        let mut ctx = PoolCtx {
+            store: &pinned,
+            hlc: &n.hlc,
+            streams: &n.streams,
+            now_ms: 0,
+            token: None,
+            changed: &mut changed,
+        };
         let mut out = Vec::new();
         let o = s.handle_input(&input, 1, &mut ctx, &mut out).unwrap();
         assert!(o.more && o.consumed < input.len());
-        let o2 = s.handle_input(&input[o.consumed..], 1, &mut ctx, &mut out).unwrap();
+        let o2 = s
+            .handle_input(&input[o.consumed..], 1, &mut ctx, &mut out)
+            .unwrap();
         assert_eq!(o.consumed + o2.consumed, input.len());
     }
 }

@@ -49,7 +49,10 @@ pub struct QueryLimits {
 
 impl Default for QueryLimits {
     fn default() -> Self {
-        Self { max_frame: 1 << 20, max_batch: 1000 }
+        Self {
+            max_frame: 1 << 20,
+            max_batch: 1000,
+        }
     }
 }
 
@@ -189,7 +192,14 @@ fn read_status(r: &mut Reader<'_>) -> Result<Status, DecodeError> {
     let changed = r.u64("changed at")?;
     let uid = r.u64("uid")?;
     let ext: Option<Arc<Ext>> = if flags & HAS_EXT != 0 {
-        Some(read_ext(r, &ExtLimits { max_entries: 255, max_key: 255, max_value: 65535 })?)
+        Some(read_ext(
+            r,
+            &ExtLimits {
+                max_entries: 255,
+                max_key: 255,
+                max_value: 65535,
+            },
+        )?)
     } else {
         None
     };
@@ -210,15 +220,27 @@ impl ServerFrame {
     /// Appends this frame to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Self::Welcome { version, node, max_batch } => put_frame(out, ty::WELCOME, |b| {
+            Self::Welcome {
+                version,
+                node,
+                max_batch,
+            } => put_frame(out, ty::WELCOME, |b| {
                 b.put_u8(*version);
                 b.put_u16(*node);
                 b.put_u16(*max_batch);
             }),
-            Self::Result { req_id, as_of_ms, statuses } => {
+            Self::Result {
+                req_id,
+                as_of_ms,
+                statuses,
+            } => {
                 put_result(out, *req_id, *as_of_ms, statuses);
             }
-            Self::Reject { req_id, code, message } => put_frame(out, ty::REJECT, |b| {
+            Self::Reject {
+                req_id,
+                code,
+                message,
+            } => put_frame(out, ty::REJECT, |b| {
                 let m = &message.as_bytes()[..message.len().min(1024)];
                 b.put_u32(*req_id);
                 b.put_u8(*code);
@@ -226,7 +248,11 @@ impl ServerFrame {
                 b.put_slice(m);
             }),
             Self::Error { code, message } => {
-                super::put_error(out, ErrorCode::from_u8(*code).unwrap_or(ErrorCode::Protocol), message);
+                super::put_error(
+                    out,
+                    ErrorCode::from_u8(*code).unwrap_or(ErrorCode::Protocol),
+                    message,
+                );
             }
         }
     }
@@ -252,14 +278,22 @@ impl ServerFrame {
                 for _ in 0..count {
                     statuses.push(read_status(&mut r)?);
                 }
-                Self::Result { req_id, as_of_ms, statuses }
+                Self::Result {
+                    req_id,
+                    as_of_ms,
+                    statuses,
+                }
             }
             ty::REJECT => {
                 let req_id = r.u32("request id")?;
                 let code = r.u8("code")?;
                 let n = usize::from(r.u16("message length")?);
                 let message = String::from_utf8_lossy(r.take(n, "message")?).into_owned();
-                Self::Reject { req_id, code, message }
+                Self::Reject {
+                    req_id,
+                    code,
+                    message,
+                }
             }
             ty::ERROR => {
                 let (code, message) = super::read_error(body)?;
@@ -300,6 +334,19 @@ pub struct QuerySession {
     open: bool,
 }
 
+/// What a query session reads from its node for one call.
+#[derive(Debug)]
+pub struct QueryCtx<'a> {
+    /// The limits in force.
+    pub limits: &'a QueryLimits,
+    /// The store, pinned for this batch.
+    pub store: &'a Pinned<'a>,
+    /// The node's sequence number.
+    pub node: u16,
+    /// Cluster time now, ms.
+    pub now_ms: u64,
+}
+
 /// What one [`QuerySession::handle_input`] call did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueryOutcome {
@@ -320,12 +367,15 @@ impl QuerySession {
         &mut self,
         input: &[u8],
         max_frames: usize,
-        limits: &QueryLimits,
-        store: &Pinned<'_>,
-        node: u16,
-        now_ms: u64,
+        ctx: &QueryCtx<'_>,
         out: &mut Vec<u8>,
     ) -> Result<QueryOutcome, QueryError> {
+        let QueryCtx {
+            limits,
+            store,
+            node,
+            now_ms,
+        } = *ctx;
         let mut o = QueryOutcome::default();
         let mut scratch = Vec::new();
         let mut frames = 0;
@@ -342,8 +392,12 @@ impl QuerySession {
             match (self.open, frame) {
                 (false, ClientFrame::Hello) => {
                     self.open = true;
-                    ServerFrame::Welcome { version: VERSION, node, max_batch: limits.max_batch }
-                        .encode(out);
+                    ServerFrame::Welcome {
+                        version: VERSION,
+                        node,
+                        max_batch: limits.max_batch,
+                    }
+                    .encode(out);
                 }
                 (false, _) => return Err(fail(QueryError::Protocol("expected HELLO"), out)),
                 (true, ClientFrame::Hello) => {
@@ -352,14 +406,32 @@ impl QuerySession {
                 (true, ClientFrame::Query { req_id, ids }) => {
                     o.requests += 1;
                     if ids.len() > usize::from(limits.max_batch) {
-                        let message = format!("{} ids exceed the batch limit of {}", ids.len(), limits.max_batch);
-                        ServerFrame::Reject { req_id, code: ErrorCode::TooManyIds as u8, message }.encode(out);
+                        let message = format!(
+                            "{} ids exceed the batch limit of {}",
+                            ids.len(),
+                            limits.max_batch
+                        );
+                        ServerFrame::Reject {
+                            req_id,
+                            code: ErrorCode::TooManyIds as u8,
+                            message,
+                        }
+                        .encode(out);
                     } else if let Some(pos) = ids.iter().position(|i| *i == 0) {
                         let message = format!("id at position {pos} is 0");
-                        ServerFrame::Reject { req_id, code: ErrorCode::InvalidId as u8, message }.encode(out);
+                        ServerFrame::Reject {
+                            req_id,
+                            code: ErrorCode::InvalidId as u8,
+                            message,
+                        }
+                        .encode(out);
                     } else {
                         scratch.clear();
-                        scratch.extend(ids.iter().filter_map(|i| Sid::new(*i)).map(|s| store.status(s)));
+                        scratch.extend(
+                            ids.iter()
+                                .filter_map(|i| Sid::new(*i))
+                                .map(|s| store.status(s)),
+                        );
                         o.ids += ids.len() as u64;
                         put_result(out, req_id, now_ms, &scratch);
                     }
@@ -383,6 +455,7 @@ fn fail(e: QueryError, out: &mut Vec<u8>) -> QueryError {
 }
 
 #[cfg(all(test, not(loom)))]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use hex_literal::hex;
     use proptest::prelude::*;
@@ -394,8 +467,18 @@ mod tests {
 
     fn serve(store: &Store, input: &[u8]) -> (Vec<ServerFrame>, Result<QueryOutcome, QueryError>) {
         let mut out = Vec::new();
-        let limits = QueryLimits { max_frame: 1 << 16, max_batch: 3 };
-        let r = QuerySession::default().handle_input(input, 64, &limits, &store.pin(), 1, 1000, &mut out);
+        let limits = QueryLimits {
+            max_frame: 1 << 16,
+            max_batch: 3,
+        };
+        let pinned = store.pin();
+        let ctx = QueryCtx {
+            limits: &limits,
+            store: &pinned,
+            node: 1,
+            now_ms: 1000,
+        };
+        let r = QuerySession::default().handle_input(input, 64, &ctx, &mut out);
         let mut v = Vec::new();
         let mut rest = &out[..];
         while let Some((t, b, n)) = split_frame(rest, 1 << 20).unwrap() {
@@ -409,15 +492,33 @@ mod tests {
     #[test]
     fn vectors_from_the_spec() {
         let store = Store::default();
-        let u = Update { uid: 1, pool: 1, change: Change::Login(ClientType::Mobile), ext: None };
-        store.pin().apply(Sid::new(10086).unwrap(), Stamp::new(0x0000_019a_b6c4_3c00 << 16, 1), &u);
+        let u = Update {
+            uid: 1,
+            pool: 1,
+            change: Change::Login(ClientType::Mobile),
+            ext: None,
+        };
+        store.pin().apply(
+            Sid::new(10086).unwrap(),
+            Stamp::new(0x0000_019a_b6c4_3c00 << 16, 1),
+            &u,
+        );
         let input = hex!(
             "00000006 01 50525351 01"
             "00000017 10 00000007 0002 0000000000002766 000000000000271a"
         );
         let mut out = Vec::new();
         let limits = QueryLimits::default();
-        QuerySession::default().handle_input(&input, 64, &limits, &store.pin(), 1, 0x019a_b6c4_3c01, &mut out).unwrap();
+        let pinned = store.pin();
+        let ctx = QueryCtx {
+            limits: &limits,
+            store: &pinned,
+            node: 1,
+            now_ms: 0x019a_b6c4_3c01,
+        };
+        QuerySession::default()
+            .handle_input(&input, 64, &ctx, &mut out)
+            .unwrap();
         assert_eq!(
             out,
             hex!(
@@ -434,14 +535,42 @@ mod tests {
         let store = Store::default();
         let mut input = Vec::new();
         ClientFrame::Hello.encode(&mut input);
-        ClientFrame::Query { req_id: 1, ids: vec![1, 2, 3, 4] }.encode(&mut input);
-        ClientFrame::Query { req_id: 2, ids: vec![1, 0] }.encode(&mut input);
-        ClientFrame::Query { req_id: 3, ids: vec![5] }.encode(&mut input);
+        ClientFrame::Query {
+            req_id: 1,
+            ids: vec![1, 2, 3, 4],
+        }
+        .encode(&mut input);
+        ClientFrame::Query {
+            req_id: 2,
+            ids: vec![1, 0],
+        }
+        .encode(&mut input);
+        ClientFrame::Query {
+            req_id: 3,
+            ids: vec![5],
+        }
+        .encode(&mut input);
         let (out, r) = serve(&store, &input);
         assert_eq!(r.unwrap().requests, 3);
-        assert!(matches!(out[1], ServerFrame::Reject { req_id: 1, code: 7, .. }));
-        assert!(matches!(out[2], ServerFrame::Reject { req_id: 2, code: 6, .. }));
-        assert!(matches!(&out[3], ServerFrame::Result { req_id: 3, statuses, .. } if !statuses[0].known));
+        assert!(matches!(
+            out[1],
+            ServerFrame::Reject {
+                req_id: 1,
+                code: 7,
+                ..
+            }
+        ));
+        assert!(matches!(
+            out[2],
+            ServerFrame::Reject {
+                req_id: 2,
+                code: 6,
+                ..
+            }
+        ));
+        assert!(
+            matches!(&out[3], ServerFrame::Result { req_id: 3, statuses, .. } if !statuses[0].known)
+        );
     }
 
     #[test]

@@ -162,7 +162,13 @@ impl PoolClient {
         while self.sent < self.unacked.len() {
             let n = (self.unacked.len() - self.sent).min(self.opts.batch.max(1));
             let first_seq = self.acked + self.sent as u64 + 1;
-            let events: Vec<Event> = self.unacked.iter().skip(self.sent).take(n).cloned().collect();
+            let events: Vec<Event> = self
+                .unacked
+                .iter()
+                .skip(self.sent)
+                .take(n)
+                .cloned()
+                .collect();
             self.out.clear();
             ClientFrame::Events { first_seq, events }.encode(&mut self.out);
             conn.stream.write_all(&self.out)?;
@@ -181,7 +187,10 @@ impl PoolClient {
                 self.ack_through(seq)?;
                 Ok(())
             }
-            ServerFrame::Error { code, message } => Err(ClientError::Server { code, message: format!("{code}: {message}") }),
+            ServerFrame::Error { code, message } => Err(ClientError::Server {
+                code,
+                message: format!("{code}: {message}"),
+            }),
             ServerFrame::Pong(_) => Ok(()),
             ServerFrame::Welcome { .. } => Err(ClientError::Protocol("WELCOME after handshake")),
         }
@@ -246,7 +255,9 @@ impl PoolClient {
                 self.sent = 0;
                 self.ack_through(applied)?;
             }
-            ServerFrame::Error { code, message } => return Err(ClientError::Server { code, message }),
+            ServerFrame::Error { code, message } => {
+                return Err(ClientError::Server { code, message })
+            }
             _ => return Err(ClientError::Protocol("expected WELCOME")),
         }
         self.conn = Some(Conn { stream, rbuf });

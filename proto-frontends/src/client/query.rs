@@ -32,11 +32,22 @@ impl QueryClient {
         let mut rbuf = Vec::new();
         let (ty, body) = read_frame(&mut stream, &mut rbuf, u32::MAX)?;
         let (node, max_batch) = match ServerFrame::decode(ty, &body)? {
-            ServerFrame::Welcome { node, max_batch, .. } => (node, max_batch),
-            ServerFrame::Error { code, message } => return Err(ClientError::Server { code, message }),
+            ServerFrame::Welcome {
+                node, max_batch, ..
+            } => (node, max_batch),
+            ServerFrame::Error { code, message } => {
+                return Err(ClientError::Server { code, message })
+            }
             _ => return Err(ClientError::Protocol("expected WELCOME")),
         };
-        Ok(Self { stream, rbuf, out, next_req: 1, node, max_batch })
+        Ok(Self {
+            stream,
+            rbuf,
+            out,
+            next_req: 1,
+            node,
+            max_batch,
+        })
     }
 
     /// The answering node's sequence number.
@@ -57,7 +68,11 @@ impl QueryClient {
         let first = self.next_req;
         let mut n = 0u32;
         for part in ids.chunks(chunk) {
-            ClientFrame::Query { req_id: self.next_req, ids: part.to_vec() }.encode(&mut self.out);
+            ClientFrame::Query {
+                req_id: self.next_req,
+                ids: part.to_vec(),
+            }
+            .encode(&mut self.out);
             self.next_req = self.next_req.wrapping_add(1);
             n += 1;
         }
@@ -66,11 +81,17 @@ impl QueryClient {
         for i in 0..n {
             let (ty, body) = read_frame(&mut self.stream, &mut self.rbuf, u32::MAX)?;
             match ServerFrame::decode(ty, &body)? {
-                ServerFrame::Result { req_id, statuses, .. } if req_id == first.wrapping_add(i) => {
+                ServerFrame::Result {
+                    req_id, statuses, ..
+                } if req_id == first.wrapping_add(i) => {
                     all.extend(statuses);
                 }
-                ServerFrame::Reject { code, message, .. } => return Err(ClientError::Rejected { code, message }),
-                ServerFrame::Error { code, message } => return Err(ClientError::Server { code, message }),
+                ServerFrame::Reject { code, message, .. } => {
+                    return Err(ClientError::Rejected { code, message })
+                }
+                ServerFrame::Error { code, message } => {
+                    return Err(ClientError::Server { code, message })
+                }
                 _ => return Err(ClientError::Protocol("answer out of order")),
             }
         }
@@ -86,9 +107,15 @@ impl QueryClient {
             let (ty, body) = read_frame(&mut self.stream, &mut self.rbuf, u32::MAX)?;
             match ServerFrame::decode(ty, &body)? {
                 ServerFrame::Result { statuses, .. } => ids += statuses.len() as u64,
-                ServerFrame::Reject { code, message, .. } => return Err(ClientError::Rejected { code, message }),
-                ServerFrame::Error { code, message } => return Err(ClientError::Server { code, message }),
-                ServerFrame::Welcome { .. } => return Err(ClientError::Protocol("unexpected WELCOME")),
+                ServerFrame::Reject { code, message, .. } => {
+                    return Err(ClientError::Rejected { code, message })
+                }
+                ServerFrame::Error { code, message } => {
+                    return Err(ClientError::Server { code, message })
+                }
+                ServerFrame::Welcome { .. } => {
+                    return Err(ClientError::Protocol("unexpected WELCOME"))
+                }
             }
         }
         Ok(ids)

@@ -20,8 +20,14 @@ pub struct ClusterClock {
 impl ClusterClock {
     /// Reads the clocks once; `skew_ms` shifts this node's notion of time.
     pub fn new(skew_ms: i64) -> Self {
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
-        Self { base: Instant::now(), base_us: wall + skew_ms * 1000, correction_us: AtomicI64::new(0) }
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        Self {
+            base: Instant::now(),
+            base_us: wall + skew_ms * 1000,
+            correction_us: AtomicI64::new(0),
+        }
     }
 
     /// Local (uncorrected) time at `at`, µs since the epoch.

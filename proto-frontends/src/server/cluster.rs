@@ -193,8 +193,10 @@ impl ClusterDriver {
         rx: Receiver<(u64, Vec<Sid>)>,
         shared: Arc<Shared>,
     ) -> anyhow::Result<Self> {
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        poll.registry().register(&mut udp, UDP, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut udp, UDP, Interest::READABLE)?;
         let t = shared.config.timing();
         let timing = Timing {
             heartbeat_us: t.heartbeat_ms * 1000,
@@ -211,8 +213,18 @@ impl ClusterDriver {
             h.write_u32(std::process::id());
             h.finish()
         };
-        let now = Now { mono_us: 0, wall_us: shared.clock.local_us_at(start) };
-        let mut node = ClusterNode::new(info_of(&shared.me), shared.config.name().to_owned(), &peers, timing, incarnation, now);
+        let now = Now {
+            mono_us: 0,
+            wall_us: shared.clock.local_us_at(start),
+        };
+        let mut node = ClusterNode::new(
+            info_of(&shared.me),
+            shared.config.name().to_owned(),
+            &peers,
+            timing,
+            incarnation,
+            now,
+        );
         node.set_backlog_cap(shared.config.replication().backlog);
         Ok(Self {
             poll,
@@ -270,7 +282,10 @@ impl ClusterDriver {
             let now = self.now();
             if self.node.poll_timeout() <= now.mono_us {
                 let store = &self.shared.store;
-                let ctx = Ctx { store, hlc: &self.shared.hlc };
+                let ctx = Ctx {
+                    store,
+                    hlc: &self.shared.hlc,
+                };
                 self.node.handle_timeout(now, &ctx);
             }
             if self.last_reconnect.elapsed() >= RECONNECT_EVERY {
@@ -327,11 +342,26 @@ impl ClusterDriver {
         }
     }
 
-    fn add_conn(&mut self, mut stream: TcpStream, dir: Dir, peer: Option<u16>, connecting: bool) -> Option<usize> {
+    fn add_conn(
+        &mut self,
+        mut stream: TcpStream,
+        dir: Dir,
+        peer: Option<u16>,
+        connecting: bool,
+    ) -> Option<usize> {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        let interest = if connecting { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-        if self.poll.registry().register(&mut stream, Token(CONN_BASE + key), interest).is_err() {
+        let interest = if connecting {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if self
+            .poll
+            .registry()
+            .register(&mut stream, Token(CONN_BASE + key), interest)
+            .is_err()
+        {
             return None;
         }
         entry.insert(Conn {
@@ -386,7 +416,9 @@ impl ClusterDriver {
     }
 
     fn conn_event(&mut self, key: usize, writable: bool) {
-        let Some(c) = self.conns.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         if c.connecting && writable {
             match (c.stream.take_error(), c.stream.peer_addr()) {
                 (Ok(None), Ok(_)) => {
@@ -461,30 +493,43 @@ impl ClusterDriver {
                 c.last_frame = Instant::now();
             }
             let now = self.now();
-            let ctx = Ctx { store: &self.shared.store, hlc: &self.shared.hlc };
+            let ctx = Ctx {
+                store: &self.shared.store,
+                hlc: &self.shared.hlc,
+            };
             match (dir, peer, msg) {
-                (Dir::In, None, Msg::Hello { cluster, from, incarnation }) => {
-                    match self.node.handle_hello(now, &cluster, from, incarnation) {
-                        Ok(welcome) => {
-                            if let Some(old) = self.in_conn.insert(from.id, key) {
-                                if old != key {
-                                    self.close(old);
-                                }
-                            }
-                            if let Some(c) = self.conns.get_mut(key) {
-                                c.peer = Some(from.id);
-                                welcome.encode(&mut c.wbuf);
+                (
+                    Dir::In,
+                    None,
+                    Msg::Hello {
+                        cluster,
+                        from,
+                        incarnation,
+                    },
+                ) => match self.node.handle_hello(now, &cluster, from, incarnation) {
+                    Ok(welcome) => {
+                        if let Some(old) = self.in_conn.insert(from.id, key) {
+                            if old != key {
+                                self.close(old);
                             }
                         }
-                        Err(e) => {
-                            warn!(peer = from.id, "refusing replication peer: {e}");
-                            if let Some(c) = self.conns.get_mut(key) {
-                                Msg::Error { code: 5, message: e.to_string() }.encode(&mut c.wbuf);
-                                c.closing = true;
-                            }
+                        if let Some(c) = self.conns.get_mut(key) {
+                            c.peer = Some(from.id);
+                            welcome.encode(&mut c.wbuf);
                         }
                     }
-                }
+                    Err(e) => {
+                        warn!(peer = from.id, "refusing replication peer: {e}");
+                        if let Some(c) = self.conns.get_mut(key) {
+                            Msg::Error {
+                                code: 5,
+                                message: e.to_string(),
+                            }
+                            .encode(&mut c.wbuf);
+                            c.closing = true;
+                        }
+                    }
+                },
                 (Dir::In, None, _) => {
                     warn!("closing replication connection: expected HELLO");
                     self.close(key);
@@ -507,7 +552,9 @@ impl ClusterDriver {
 
     fn flush(&mut self, key: usize) {
         let mut failed = false;
-        let Some(c) = self.conns.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         if c.connecting {
             return;
         }
@@ -536,8 +583,15 @@ impl ClusterDriver {
         let want = c.wpos < c.wbuf.len();
         if want != c.want_write {
             c.want_write = want;
-            let interest = if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-            let _ = self.poll.registry().reregister(&mut c.stream, Token(CONN_BASE + key), interest);
+            let interest = if want {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let _ =
+                self.poll
+                    .registry()
+                    .reregister(&mut c.stream, Token(CONN_BASE + key), interest);
         }
         if failed || (c.closing && !want) {
             self.close(key);
@@ -597,8 +651,13 @@ impl ClusterDriver {
     fn after_input(&mut self) {
         let now = self.now();
         loop {
-            let ctx = Ctx { store: &self.shared.store, hlc: &self.shared.hlc };
-            let Some((peer, dir, msg)) = self.node.poll_transmit(now, &ctx) else { break };
+            let ctx = Ctx {
+                store: &self.shared.store,
+                hlc: &self.shared.hlc,
+            };
+            let Some((peer, dir, msg)) = self.node.poll_transmit(now, &ctx) else {
+                break;
+            };
             let key = match dir {
                 Dir::Out => self.out_conn.get(&peer),
                 Dir::In => self.in_conn.get(&peer),
@@ -614,7 +673,9 @@ impl ClusterDriver {
             if let Some(info) = self.node.member_info(peer) {
                 self.scratch.clear();
                 p.encode(&mut self.scratch);
-                let _ = self.udp.send_to(&self.scratch, SocketAddr::new(info.host, info.time_port));
+                let _ = self
+                    .udp
+                    .send_to(&self.scratch, SocketAddr::new(info.host, info.time_port));
             }
         }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
@@ -625,7 +686,11 @@ impl ClusterDriver {
         let drained: Vec<u16> = self
             .out_conn
             .iter()
-            .filter(|(_, k)| self.conns.get(**k).is_some_and(|c| c.wbuf.len() - c.wpos <= CONGESTED / 2))
+            .filter(|(_, k)| {
+                self.conns
+                    .get(**k)
+                    .is_some_and(|c| c.wbuf.len() - c.wpos <= CONGESTED / 2)
+            })
             .map(|(p, _)| *p)
             .collect();
         for p in drained {
@@ -638,19 +703,35 @@ impl ClusterDriver {
         let m = &self.shared.metrics;
         while let Some(e) = self.node.poll_event() {
             match e {
-                Event::RoleChange { term, time_master, data_master } => {
+                Event::RoleChange {
+                    term,
+                    time_master,
+                    data_master,
+                } => {
                     info!(term, time_master, data_master, "cluster roles changed");
                 }
                 Event::MemberUp(id) => info!(peer = id, "peer is up"),
                 Event::MemberDown(id) => info!(peer = id, "peer is down"),
-                Event::MemberJoined(n) => info!(peer = n.id, host = %n.host, "node joined the cluster"),
+                Event::MemberJoined(n) => {
+                    info!(peer = n.id, host = %n.host, "node joined the cluster")
+                }
                 Event::Ready(r) => info!(ready = r, "readiness changed"),
-                Event::SnapshotReceived { from, records } => info!(peer = from, records, "full snapshot received"),
+                Event::SnapshotReceived { from, records } => {
+                    info!(peer = from, records, "full snapshot received")
+                }
                 Event::FullResync(p) => info!(peer = p, "sending a full snapshot"),
                 Event::Resumed(p) => debug!(peer = p, "replication resumed from the backlog"),
-                Event::Repaired { from, changed } => info!(peer = from, changed, "anti-entropy repaired records"),
-                Event::ClockCorrected { adjust_us, correction_us } => {
-                    info!(adjust_us, correction_us, "clock corrected by the time master");
+                Event::Repaired { from, changed } => {
+                    info!(peer = from, changed, "anti-entropy repaired records")
+                }
+                Event::ClockCorrected {
+                    adjust_us,
+                    correction_us,
+                } => {
+                    info!(
+                        adjust_us,
+                        correction_us, "clock corrected by the time master"
+                    );
                 }
             }
         }
@@ -660,24 +741,48 @@ impl ClusterDriver {
         let stats = self.node.stats();
         m.resumes.store(stats.resumes, Ordering::Relaxed);
         m.full_resyncs.store(stats.full_resyncs, Ordering::Relaxed);
-        m.digest_repairs.store(stats.digest_repairs, Ordering::Relaxed);
+        m.digest_repairs
+            .store(stats.digest_repairs, Ordering::Relaxed);
         m.elections.store(stats.elections, Ordering::Relaxed);
-        m.backlog.store(self.node.backlog_len() as u64, Ordering::Relaxed);
-        m.clock_offset_us.store(self.node.correction_us(), Ordering::Relaxed);
-        m.repl_pending.store(self.node.last_seq().saturating_sub(self.node.replicated_seq()), Ordering::Relaxed);
-        self.shared.clock.set_correction_us(self.node.correction_us());
+        m.backlog
+            .store(self.node.backlog_len() as u64, Ordering::Relaxed);
+        m.clock_offset_us
+            .store(self.node.correction_us(), Ordering::Relaxed);
+        m.repl_pending.store(
+            self.node
+                .last_seq()
+                .saturating_sub(self.node.replicated_seq()),
+            Ordering::Relaxed,
+        );
+        self.shared
+            .clock
+            .set_correction_us(self.node.correction_us());
 
         let repl = &self.shared.repl;
-        let before = repl.replicated.swap(self.node.replicated_seq(), Ordering::AcqRel);
-        repl.peers_alive.store(self.node.any_peer_alive(), Ordering::Release);
+        let before = repl
+            .replicated
+            .swap(self.node.replicated_seq(), Ordering::AcqRel);
+        repl.peers_alive
+            .store(self.node.any_peer_alive(), Ordering::Release);
         if before != self.node.replicated_seq() {
             for w in repl.workers.get().into_iter().flatten() {
                 let _ = w.wake();
             }
         }
-        let mut members: Vec<MemberView> =
-            self.node.members().map(|(i, alive, ready)| MemberView { id: i.id, alive, ready }).collect();
-        members.push(MemberView { id: self.shared.me.id, alive: true, ready: self.node.ready() });
+        let mut members: Vec<MemberView> = self
+            .node
+            .members()
+            .map(|(i, alive, ready)| MemberView {
+                id: i.id,
+                alive,
+                ready,
+            })
+            .collect();
+        members.push(MemberView {
+            id: self.shared.me.id,
+            alive: true,
+            ready: self.node.ready(),
+        });
         members.sort_by_key(|m| m.id);
         let snap = ClusterSnapshot {
             term: self.node.term(),

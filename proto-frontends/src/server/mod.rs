@@ -90,7 +90,12 @@ pub struct Shared {
 
 impl Shared {
     /// Builds the shared state of node `me` of `config`.
-    pub fn new(config: ClusterConfig, me: NodeConfig, opts: &ServeOptions, repl: cluster::Repl) -> Self {
+    pub fn new(
+        config: ClusterConfig,
+        me: NodeConfig,
+        opts: &ServeOptions,
+        repl: cluster::Repl,
+    ) -> Self {
         let l = *config.limits();
         let workers = if l.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -117,7 +122,10 @@ impl Shared {
                 max_batch: l.max_events_per_frame,
                 ext,
             },
-            query_limits: QueryLimits { max_frame: l.max_frame_bytes, max_batch: l.batch_limit },
+            query_limits: QueryLimits {
+                max_frame: l.max_frame_bytes,
+                max_batch: l.batch_limit,
+            },
             http_limits: HttpLimits::from_config(&l),
             ack_replica: config.replication().ack == presenced_config::AckPolicy::Replica,
             repl,
@@ -125,9 +133,14 @@ impl Shared {
         }
     }
 
-    /// The [`Backend`] view that worker `worker` gives its HTTP handlers.
-    pub fn backend(&self, worker: usize) -> NodeBackend<'_> {
-        NodeBackend { shared: self, worker }
+    /// The [`Backend`] view that worker `worker` gives its HTTP handlers for input that
+    /// started being handled at `started` (query latency is measured from there).
+    pub fn backend(&self, worker: usize, started: Instant) -> NodeBackend<'_> {
+        NodeBackend {
+            shared: self,
+            worker,
+            started,
+        }
     }
 }
 
@@ -136,6 +149,7 @@ impl Shared {
 pub struct NodeBackend<'a> {
     shared: &'a Shared,
     worker: usize,
+    started: Instant,
 }
 
 impl Backend for NodeBackend<'_> {
@@ -167,7 +181,11 @@ impl Backend for NodeBackend<'_> {
         let snap = s.repl.snapshot();
         let ready = self.not_ready_reason().is_none();
         let members = if snap.members.is_empty() {
-            vec![MemberView { id: s.me.id, alive: true, ready }]
+            vec![MemberView {
+                id: s.me.id,
+                alive: true,
+                ready,
+            }]
         } else {
             snap.members
         };
@@ -187,7 +205,8 @@ impl Backend for NodeBackend<'_> {
 
     fn render_metrics(&self, out: &mut String) {
         let s = self.shared;
-        s.metrics.render(out, s.store.len() as u64, s.started.elapsed().as_secs_f64());
+        s.metrics
+            .render(out, s.store.len() as u64, s.started.elapsed().as_secs_f64());
     }
 
     fn record_query(&self, f: Frontend, ids: usize, micros: u64) {
@@ -195,7 +214,15 @@ impl Backend for NodeBackend<'_> {
             Frontend::Json => 1,
             Frontend::Soap => 2,
         };
-        self.shared.metrics.query(idx, self.worker, ids as u64, micros);
+        // Handlers do not read clocks; the driver measures from when it started this input.
+        let micros = if micros == 0 {
+            self.started.elapsed().as_micros() as u64
+        } else {
+            micros
+        };
+        self.shared
+            .metrics
+            .query(idx, self.worker, ids as u64, micros);
     }
 
     fn record_error(&self, code: &'static str) {
@@ -203,13 +230,21 @@ impl Backend for NodeBackend<'_> {
     }
 }
 
-const LISTENERS: [(Proto, &str); 3] = [(Proto::Pool, "pool"), (Proto::Query, "query"), (Proto::Http, "http")];
+const LISTENERS: [(Proto, &str); 3] = [
+    (Proto::Pool, "pool"),
+    (Proto::Query, "query"),
+    (Proto::Http, "http"),
+];
 const ACCEPT_WAKER: Token = Token(100);
 
 /// Binds one listening socket; the error names what and where.
 fn listen(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     let bind = || -> std::io::Result<std::net::TcpListener> {
-        let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
         s.set_reuse_address(true)?;
         s.bind(&addr.into())?;
         s.listen(1024)?;
@@ -252,7 +287,9 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
         );
     }
 
-    shared.repl.set_workers(handles.iter().map(|h| h.waker.clone()).collect());
+    shared
+        .repl
+        .set_workers(handles.iter().map(|h| h.waker.clone()).collect());
     let cluster = cluster::ClusterDriver::new(cpoll, clistener, cudp, repl_rx, shared.clone())?;
     let cluster = std::thread::Builder::new()
         .name("cluster".into())
@@ -264,14 +301,23 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
     for (i, (_, _, l, _)) in listeners.iter_mut().enumerate() {
         poll.registry().register(l, Token(i), Interest::READABLE)?;
     }
-    let signals = spawn_signal_thread(shared.clone(), waker, handles.iter().map(|h| h.waker.clone()).collect())?;
+    let signals = spawn_signal_thread(
+        shared.clone(),
+        waker,
+        handles.iter().map(|h| h.waker.clone()).collect(),
+    )?;
     let sync_addr = shared.me.sync_addr();
     let time_addr = shared.me.time_addr();
     info!("listening for replication on {sync_addr} and time sync on {time_addr} (udp)");
     for (_, name, _, addr) in &listeners {
         info!("listening for {name} on {addr}");
     }
-    info!(node = shared.me.id, workers = shared.workers, cluster = shared.config.name(), "presenced ready");
+    info!(
+        node = shared.me.id,
+        workers = shared.workers,
+        cluster = shared.config.name(),
+        "presenced ready"
+    );
 
     let mut events = Events::with_capacity(64);
     let mut next = 0usize;
@@ -284,17 +330,23 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
             return Err(e).context("acceptor poll failed");
         }
         for ev in events.iter() {
-            let Some((proto, name, listener, _)) = listeners.get(ev.token().0) else { continue };
+            let Some((proto, name, listener, _)) = listeners.get(ev.token().0) else {
+                continue;
+            };
             loop {
                 match listener.accept() {
                     Ok((stream, peer)) => {
-                        if shared.metrics.open_total() >= shared.config.limits().max_connections as i64 {
+                        if shared.metrics.open_total()
+                            >= shared.config.limits().max_connections as i64
+                        {
                             shared.metrics.refused.fetch_add(1, Ordering::Relaxed);
                             warn!(%peer, "refusing {name} connection: max-connections reached");
                             continue;
                         }
                         let _ = stream.set_nodelay(true);
-                        let Some(h) = handles.get(next % handles.len().max(1)) else { break };
+                        let Some(h) = handles.get(next % handles.len().max(1)) else {
+                            break;
+                        };
                         next = next.wrapping_add(1);
                         debug!(%peer, "accepted {name} connection");
                         shared.metrics.opened(*proto);
@@ -337,7 +389,8 @@ fn spawn_signal_thread(
     workers: Vec<Arc<Waker>>,
 ) -> anyhow::Result<signal_hook::iterator::Handle> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install signal handlers")?;
     let handle = signals.handle();
     std::thread::Builder::new()
         .name("signals".into())

@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use presenced_core::proto::pool_session::{PoolCtx, PoolSession};
-use presenced_core::proto::query::QuerySession;
+use presenced_core::proto::query::{QueryCtx, QuerySession};
 use slab::Slab;
 use tracing::{debug, warn};
 
@@ -127,7 +127,11 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
         loop {
-            let timeout = if self.pending.is_empty() { SWEEP_EVERY } else { Duration::ZERO };
+            let timeout = if self.pending.is_empty() {
+                SWEEP_EVERY
+            } else {
+                Duration::ZERO
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != ErrorKind::Interrupted {
                     warn!(worker = self.idx, "poll failed: {e}");
@@ -146,7 +150,9 @@ impl Worker {
                     continue;
                 }
                 let key = ev.token().0;
-                let Some(c) = self.conns.get_mut(key) else { continue };
+                let Some(c) = self.conns.get_mut(key) else {
+                    continue;
+                };
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                     c.readable = true;
                 }
@@ -168,7 +174,11 @@ impl Worker {
         while let Ok((mut stream, proto, peer)) = self.rx.try_recv() {
             let entry = self.conns.vacant_entry();
             let key = entry.key();
-            if let Err(e) = self.poll.registry().register(&mut stream, Token(key), Interest::READABLE) {
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut stream, Token(key), Interest::READABLE)
+            {
                 warn!(%peer, "cannot register connection: {e}");
                 self.shared.metrics.closed(proto);
                 continue;
@@ -176,7 +186,9 @@ impl Worker {
             let session = match proto {
                 Proto::Pool => Session::Pool(PoolSession::new(self.shared.pool_limits)),
                 Proto::Query => Session::Query(QuerySession::default()),
-                Proto::Http => Session::Http(Box::new(HttpConn::new(self.shared.http_limits.clone()))),
+                Proto::Http => {
+                    Session::Http(Box::new(HttpConn::new(self.shared.http_limits.clone())))
+                }
             };
             entry.insert(Conn {
                 stream,
@@ -202,7 +214,9 @@ impl Worker {
     /// Reads, processes and writes for one connection, then closes or re-queues it as needed.
     fn service(&mut self, key: usize) {
         let read_cap = self.read_cap;
-        let Some(c) = self.conns.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         if c.readable && !c.eof && !c.closing {
             if let Err(e) = read_some(c, read_cap) {
                 debug!(peer = %c.peer, "read failed: {e}");
@@ -216,7 +230,9 @@ impl Worker {
                 more = process(&self.shared, self.idx, c);
             }
         }
-        let Some(c) = self.conns.get_mut(key) else { return };
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
         release_held(&self.shared, c);
         if c.held.is_empty() {
             self.holding.remove(&key);
@@ -234,10 +250,19 @@ impl Worker {
             return;
         }
         let want_write = c.wpos < c.wbuf.len();
-        let interest = if want_write { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        let interest = if want_write {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
         if want_write != c.want_write {
             c.want_write = want_write;
-            if self.poll.registry().reregister(&mut c.stream, Token(key), interest).is_err() {
+            if self
+                .poll
+                .registry()
+                .reregister(&mut c.stream, Token(key), interest)
+                .is_err()
+            {
                 self.close(key);
                 return;
             }
@@ -308,7 +333,11 @@ fn release_held(shared: &Shared, c: &mut Conn) {
     }
     let replicated = shared.repl.replicated();
     let alone = !shared.repl.peers_alive();
-    while c.held.front().is_some_and(|(need, _)| *need <= replicated || alone) {
+    while c
+        .held
+        .front()
+        .is_some_and(|(need, _)| *need <= replicated || alone)
+    {
         if let Some((_, bytes)) = c.held.pop_front() {
             c.wbuf.extend_from_slice(&bytes);
         }
@@ -324,7 +353,9 @@ fn read_some(c: &mut Conn, cap: usize) -> std::io::Result<()> {
     let mut chunk = [0u8; 64 * 1024];
     while c.input_len() < cap {
         let want = chunk.len().min(cap - c.input_len());
-        let Some(buf) = chunk.get_mut(..want) else { break };
+        let Some(buf) = chunk.get_mut(..want) else {
+            break;
+        };
         match c.stream.read(buf) {
             Ok(0) => {
                 c.eof = true;
@@ -373,7 +404,12 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
         Session::Pool(s) => {
             let pinned = shared.store.pin();
             let mut changed = Vec::new();
-            let token = shared.config.security().pool_token.as_deref().map(str::as_bytes);
+            let token = shared
+                .config
+                .security()
+                .pool_token
+                .as_deref()
+                .map(str::as_bytes);
             let mut ctx = PoolCtx {
                 store: &pinned,
                 hlc: &shared.hlc,
@@ -387,8 +423,14 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
             drop(pinned);
             // Hand the changed users to replication; under the `replica` policy, hold this
             // call's output (its acks) until a peer has them.
-            let last = shared.repl.submit(changed.into_iter().map(|(sid, _)| sid).collect());
-            let need = if last > 0 { last } else { c.held.back().map_or(0, |h| h.0) };
+            let last = shared
+                .repl
+                .submit(changed.into_iter().map(|(sid, _)| sid).collect());
+            let need = if last > 0 {
+                last
+            } else {
+                c.held.back().map_or(0, |h| h.0)
+            };
             if shared.ack_replica && need > 0 && shared.repl.peers_alive() {
                 let bytes = c.wbuf.split_off(out_start);
                 c.held.push_back((need, bytes));
@@ -398,7 +440,8 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
                     m.updates.fetch_add(o.events, Ordering::Relaxed);
                     if o.consumed > 0 {
                         m.pool_batches.fetch_add(1, Ordering::Relaxed);
-                        m.ingest_latency.record(worker, start.elapsed().as_micros() as u64);
+                        m.ingest_latency
+                            .record(worker, start.elapsed().as_micros() as u64);
                     }
                     (o.consumed, o.more, None)
                 }
@@ -407,21 +450,21 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
         }
         Session::Query(s) => {
             let pinned = shared.store.pin();
-            let r = s.handle_input(
-                input,
-                FRAME_BUDGET,
-                &shared.query_limits,
-                &pinned,
-                shared.me.id,
-                shared.clock.now_ms(),
-                &mut c.wbuf,
-            );
+            let ctx = QueryCtx {
+                limits: &shared.query_limits,
+                store: &pinned,
+                node: shared.me.id,
+                now_ms: shared.clock.now_ms(),
+            };
+            let r = s.handle_input(input, FRAME_BUDGET, &ctx, &mut c.wbuf);
             match r {
                 Ok(o) => {
-                    if o.requests > 0 {
-                        let micros = start.elapsed().as_micros() as u64 / o.requests;
+                    if let Some(micros) =
+                        (start.elapsed().as_micros() as u64).checked_div(o.requests)
+                    {
+                        let ids = o.ids / o.requests;
                         for _ in 0..o.requests {
-                            m.query(0, worker, o.ids / o.requests, micros);
+                            m.query(0, worker, ids, micros);
                         }
                     }
                     (o.consumed, o.more, None)
@@ -430,7 +473,7 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
             }
         }
         Session::Http(h) => {
-            let backend = shared.backend(worker);
+            let backend = shared.backend(worker, start);
             let wall = shared.clock.now_system();
             let o = h.handle_input(start, wall, input, FRAME_BUDGET, &backend, &mut c.wbuf);
             if o.close {
@@ -447,7 +490,11 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
             Proto::Http => "http",
         };
         warn!(peer = %c.peer, "closing {proto} connection: {reason}");
-        m.error(if proto == "pool" { "pool_protocol" } else { "query_protocol" });
+        m.error(if proto == "pool" {
+            "pool_protocol"
+        } else {
+            "query_protocol"
+        });
         c.closing = true;
     }
     more

@@ -31,7 +31,15 @@ impl Rng {
 }
 
 fn info(id: u16) -> NodeInfo {
-    NodeInfo { id, host: IpAddr::V4(Ipv4Addr::LOCALHOST), pool_port: id, query_port: id, sync_port: id, time_port: id, http_port: id }
+    NodeInfo {
+        id,
+        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        pool_port: id,
+        query_port: id,
+        sync_port: id,
+        time_port: id,
+        http_port: id,
+    }
 }
 
 const TIMING: Timing = Timing {
@@ -76,7 +84,9 @@ struct Sim {
 fn wire(m: &Msg) -> Msg {
     let mut b = Vec::new();
     m.encode(&mut b);
-    let (t, body, _) = split_frame(&b, crate::cluster::repl::MAX_FRAME).unwrap().unwrap();
+    let (t, body, _) = split_frame(&b, crate::cluster::repl::MAX_FRAME)
+        .unwrap()
+        .unwrap();
     Msg::decode(t, body).unwrap()
 }
 
@@ -106,14 +116,36 @@ impl Sim {
         let n = self.nodes.len().max(3) as u16;
         let peers: Vec<NodeInfo> = (1..=n).map(info).collect();
         let skew_us = self.rng.below(6_000_000) as i64 - 3_000_000;
-        let now = Now { mono_us: self.now, wall_us: self.now as i64 + 1_764_000_000_000_000 + skew_us };
-        let node = ClusterNode::new(info(id), "sim".into(), &peers, self.timing, self.rng.next(), now);
-        self.nodes.insert(id, SimNode { node, store: Arc::new(Store::default()), hlc: Hlc::new(id), skew_us, up: true });
+        let now = Now {
+            mono_us: self.now,
+            wall_us: self.now as i64 + 1_764_000_000_000_000 + skew_us,
+        };
+        let node = ClusterNode::new(
+            info(id),
+            "sim".into(),
+            &peers,
+            self.timing,
+            self.rng.next(),
+            now,
+        );
+        self.nodes.insert(
+            id,
+            SimNode {
+                node,
+                store: Arc::new(Store::default()),
+                hlc: Hlc::new(id),
+                skew_us,
+                up: true,
+            },
+        );
     }
 
     fn node_now(&self, id: u16) -> Now {
         let skew = self.nodes.get(&id).map_or(0, |n| n.skew_us);
-        Now { mono_us: self.now, wall_us: self.now as i64 + 1_764_000_000_000_000 + skew }
+        Now {
+            mono_us: self.now,
+            wall_us: self.now as i64 + 1_764_000_000_000_000 + skew,
+        }
     }
 
     fn latency(&mut self) -> u64 {
@@ -124,10 +156,17 @@ impl Sim {
     fn pump(&mut self, id: u16) {
         let now = self.node_now(id);
         loop {
-            let Some(sn) = self.nodes.get_mut(&id) else { return };
+            let Some(sn) = self.nodes.get_mut(&id) else {
+                return;
+            };
             let store = sn.store.clone();
-            let ctx = Ctx { store: &store, hlc: &sn.hlc };
-            let Some((peer, dir, msg)) = sn.node.poll_transmit(now, &ctx) else { break };
+            let ctx = Ctx {
+                store: &store,
+                hlc: &sn.hlc,
+            };
+            let Some((peer, dir, msg)) = sn.node.poll_transmit(now, &ctx) else {
+                break;
+            };
             let at = self.now + self.latency();
             let msg = wire(&msg);
             match dir {
@@ -153,7 +192,12 @@ impl Sim {
                 self.dgrams.push((at, id, peer, p));
             }
         }
-        while self.nodes.get_mut(&id).and_then(|n| n.node.poll_event()).is_some() {}
+        while self
+            .nodes
+            .get_mut(&id)
+            .and_then(|n| n.node.poll_event())
+            .is_some()
+        {}
     }
 
     fn is_cut(&self, a: u16, b: u16) -> bool {
@@ -198,11 +242,18 @@ impl Sim {
             _ => Change::Permission(self.rng.chance(50)),
         };
         let now = self.node_now(id);
-        let Some(sn) = self.nodes.get_mut(&id) else { return };
+        let Some(sn) = self.nodes.get_mut(&id) else {
+            return;
+        };
         if !sn.up {
             return;
         }
-        let u = Update { uid: sid.get(), pool: 1, change, ext: None };
+        let u = Update {
+            uid: sid.get(),
+            pool: 1,
+            change,
+            ext: None,
+        };
         let ms = (sn.node.cluster_us(now) / 1000) as u64;
         let stamp = sn.hlc.now(ms);
         sn.store.pin().apply(sid, stamp, &u);
@@ -216,7 +267,12 @@ impl Sim {
         // Reconnect every ordered pair that is up, not cut, and has no link.
         if self.now >= self.next_reconnect {
             self.next_reconnect = self.now + 50_000;
-            let ids: Vec<u16> = self.nodes.iter().filter(|(_, n)| n.up).map(|(i, _)| *i).collect();
+            let ids: Vec<u16> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.up)
+                .map(|(i, _)| *i)
+                .collect();
             for &a in &ids {
                 for &b in &ids {
                     if a != b && !self.is_cut(a, b) && !self.links.contains_key(&(a, b)) {
@@ -232,16 +288,24 @@ impl Sim {
         // Deliver link messages that are due (FIFO per direction).
         let keys: Vec<(u16, u16)> = self.links.keys().copied().collect();
         for (a, b) in keys {
-            loop {
-                let Some(l) = self.links.get_mut(&(a, b)) else { break };
+            while let Some(l) = self.links.get_mut(&(a, b)) {
                 let Some((at, _)) = l.down.front() else { break };
                 if *at > self.now {
                     break;
                 }
-                let Some((_, msg)) = l.down.pop_front() else { break };
+                let Some((_, msg)) = l.down.pop_front() else {
+                    break;
+                };
                 let now = self.node_now(b);
-                let Some(sn) = self.nodes.get_mut(&b) else { break };
-                if let Msg::Hello { cluster, from, incarnation } = &msg {
+                let Some(sn) = self.nodes.get_mut(&b) else {
+                    break;
+                };
+                if let Msg::Hello {
+                    cluster,
+                    from,
+                    incarnation,
+                } = &msg
+                {
                     match sn.node.handle_hello(now, cluster, *from, *incarnation) {
                         Ok(w) => {
                             let at = self.now + 300;
@@ -253,22 +317,31 @@ impl Sim {
                     }
                 } else {
                     let store = sn.store.clone();
-                    let ctx = Ctx { store: &store, hlc: &sn.hlc };
+                    let ctx = Ctx {
+                        store: &store,
+                        hlc: &sn.hlc,
+                    };
                     sn.node.handle_in_msg(now, a, msg, &ctx);
                 }
                 self.pump(b);
             }
-            loop {
-                let Some(l) = self.links.get_mut(&(a, b)) else { break };
+            while let Some(l) = self.links.get_mut(&(a, b)) {
                 let Some((at, _)) = l.up.front() else { break };
                 if *at > self.now {
                     break;
                 }
-                let Some((_, msg)) = l.up.pop_front() else { break };
+                let Some((_, msg)) = l.up.pop_front() else {
+                    break;
+                };
                 let now = self.node_now(a);
-                let Some(sn) = self.nodes.get_mut(&a) else { break };
+                let Some(sn) = self.nodes.get_mut(&a) else {
+                    break;
+                };
                 let store = sn.store.clone();
-                let ctx = Ctx { store: &store, hlc: &sn.hlc };
+                let ctx = Ctx {
+                    store: &store,
+                    hlc: &sn.hlc,
+                };
                 sn.node.handle_out_msg(now, b, msg, &ctx);
                 self.pump(a);
             }
@@ -278,7 +351,9 @@ impl Sim {
         while self.dgrams.first().is_some_and(|d| d.0 <= self.now) {
             let (_, _, to, p) = self.dgrams.remove(0);
             let now = self.node_now(to);
-            let Some(sn) = self.nodes.get_mut(&to) else { continue };
+            let Some(sn) = self.nodes.get_mut(&to) else {
+                continue;
+            };
             if sn.up {
                 sn.node.handle_datagram(now, p);
                 self.pump(to);
@@ -288,10 +363,15 @@ impl Sim {
         let ids: Vec<u16> = self.nodes.keys().copied().collect();
         for id in ids {
             let now = self.node_now(id);
-            let Some(sn) = self.nodes.get_mut(&id) else { continue };
+            let Some(sn) = self.nodes.get_mut(&id) else {
+                continue;
+            };
             if sn.up && sn.node.poll_timeout() <= self.now {
                 let store = sn.store.clone();
-                let ctx = Ctx { store: &store, hlc: &sn.hlc };
+                let ctx = Ctx {
+                    store: &store,
+                    hlc: &sn.hlc,
+                };
                 sn.node.handle_timeout(now, &ctx);
             }
             if sn.up {
@@ -311,19 +391,50 @@ impl Sim {
         let want = self.oracle.digest();
         for (id, n) in &self.nodes {
             assert!(n.up);
-            assert_eq!(n.store.digest(), want, "seed {}: node {id} differs from the last-writer-wins oracle", self.seed);
-            assert!(n.node.ready(), "seed {}: node {id} not ready: {:?}", self.seed, n.node.not_ready_reason());
+            assert_eq!(
+                n.store.digest(),
+                want,
+                "seed {}: node {id} differs from the last-writer-wins oracle",
+                self.seed
+            );
+            assert!(
+                n.node.ready(),
+                "seed {}: node {id} not ready: {:?}",
+                self.seed,
+                n.node.not_ready_reason()
+            );
         }
-        let masters: Vec<(u16, u16)> = self.nodes.values().map(|n| (n.node.time_master(), n.node.data_master())).collect();
-        assert!(masters.windows(2).all(|w| w[0] == w[1]), "seed {}: masters disagree: {masters:?}", self.seed);
-        assert_eq!(masters[0].0, *self.nodes.keys().next().unwrap(), "seed {}: lowest id is master", self.seed);
-        let times: Vec<i64> = self.nodes.keys().map(|id| {
-            let n = &self.nodes[id];
-            n.node.cluster_us(self.node_now(*id))
-        }).collect();
+        let masters: Vec<(u16, u16)> = self
+            .nodes
+            .values()
+            .map(|n| (n.node.time_master(), n.node.data_master()))
+            .collect();
+        assert!(
+            masters.windows(2).all(|w| w[0] == w[1]),
+            "seed {}: masters disagree: {masters:?}",
+            self.seed
+        );
+        assert_eq!(
+            masters[0].0,
+            *self.nodes.keys().next().unwrap(),
+            "seed {}: lowest id is master",
+            self.seed
+        );
+        let times: Vec<i64> = self
+            .nodes
+            .keys()
+            .map(|id| {
+                let n = &self.nodes[id];
+                n.node.cluster_us(self.node_now(*id))
+            })
+            .collect();
         let spread = times.iter().max().unwrap() - times.iter().min().unwrap();
         // Tolerance plus the estimator's worst error (half the largest simulated delay).
-        assert!(spread <= TIMING.tolerance_us as i64 + 3_500, "seed {}: clocks spread {spread} µs", self.seed);
+        assert!(
+            spread <= TIMING.tolerance_us as i64 + 3_500,
+            "seed {}: clocks spread {spread} µs",
+            self.seed
+        );
     }
 }
 
@@ -374,7 +485,10 @@ fn sim_crashed_master_fails_over_and_rejoins() {
         let crashed_at = sim.now;
         while sim.nodes[&2].node.data_master() != 2 {
             sim.step();
-            assert!(sim.now - crashed_at < 1_500_000, "seed {seed}: no fail-over within 1.5 s");
+            assert!(
+                sim.now - crashed_at < 1_500_000,
+                "seed {seed}: no fail-over within 1.5 s"
+            );
         }
         for _ in 0..20 {
             let id = sim.rng.below(2) as u16 + 2;
@@ -399,9 +513,12 @@ fn sim_control_without_links_replicas_differ() {
         sim.update(i % 3 + 1);
     }
     sim.run_for(1_000_000);
-    assert!(sim.oracle.len() > 0);
+    assert!(!sim.oracle.is_empty());
     let digests: Vec<u128> = sim.nodes.values().map(|n| n.store.digest()).collect();
-    assert!(digests.iter().all(|d| *d != sim.oracle.digest()), "no node can hold everything");
+    assert!(
+        digests.iter().all(|d| *d != sim.oracle.digest()),
+        "no node can hold everything"
+    );
 }
 
 /// Regression: after a link resumed from the backlog with fewer pending updates than a batch,
@@ -424,5 +541,9 @@ fn regression_resumed_link_flushes_a_small_backlog() {
     sim.run_for(100_000);
     sim.cut.clear();
     sim.run_for(1_000_000);
-    assert_eq!(sim.nodes[&2].store.digest(), sim.oracle.digest(), "the resumed link delivered everything");
+    assert_eq!(
+        sim.nodes[&2].store.digest(),
+        sim.oracle.digest(),
+        "the resumed link delivered everything"
+    );
 }
