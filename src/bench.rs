@@ -59,6 +59,25 @@ enum Mode {
         /// Target updates/s over all connections (0: as fast as acks allow).
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        /// Instead of a random mix, log every user 1..=N in once on `pc` (no ext), then stop:
+        /// the memory-per-user measurement.
+        #[arg(long)]
+        fill: bool,
+    },
+    /// Cluster: ingest at a fixed rate into one node, then read the replication lag that the
+    /// other nodes measured (their `presenced_replication_lag_seconds` summaries).
+    Cluster {
+        #[command(flatten)]
+        common: Common,
+        /// Events per frame.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Target updates/s over all connections.
+        #[arg(long, default_value_t = 100_000)]
+        rate: u64,
+        /// HTTP address of a node whose lag to report; repeat for each.
+        #[arg(long, value_name = "HOST:PORT")]
+        observe: Vec<SocketAddr>,
     },
     /// Raw-TCP batch query: pipelined QUERY requests; ids/s and request latency.
     Query {
@@ -90,6 +109,7 @@ struct Totals {
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (name, common, unit) = match &args.mode {
         Mode::Ingest { common, .. } => ("ingest", common.clone(), "updates"),
+        Mode::Cluster { common, .. } => ("cluster", common.clone(), "updates"),
         Mode::Query { common, .. } => ("query", common.clone(), "ids"),
     };
     if common.connections == 0 || common.users == 0 || common.depth == 0 {
@@ -104,7 +124,13 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         let totals = totals.clone();
         let common = common.clone();
         let job: Box<dyn FnOnce() -> anyhow::Result<Histogram<u64>> + Send> = match &args.mode {
-            Mode::Ingest { batch, rate, .. } => {
+            Mode::Ingest {
+                batch, fill: true, ..
+            } => {
+                let batch = *batch;
+                Box::new(move || fill_conn(i, &common, batch, &totals))
+            }
+            Mode::Ingest { batch, rate, .. } | Mode::Cluster { batch, rate, .. } => {
                 let (batch, rate) = (*batch, *rate / common.connections as u64);
                 Box::new(move || ingest_conn(i, &common, batch, rate, &totals))
             }
@@ -118,7 +144,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let run_for = Duration::from_secs_f64(common.seconds.max(0.1));
     let mut last = (Instant::now(), 0u64);
-    while started.elapsed() < run_for {
+    while started.elapsed() < run_for && !threads.iter().all(|t| t.is_finished()) {
         std::thread::sleep(
             Duration::from_millis(100).min(run_for.saturating_sub(started.elapsed())),
         );
@@ -157,11 +183,24 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         hist.max(),
         hist.len()
     );
+    let mut lags = Vec::new();
+    if let Mode::Cluster { observe, .. } = &args.mode {
+        // Let the last batches arrive before reading the lag summaries.
+        std::thread::sleep(Duration::from_millis(500));
+        for addr in observe {
+            let l = scrape_lag(*addr).with_context(|| format!("cannot read /metrics of {addr}"))?;
+            println!(
+                "replication lag at {addr} (us): p50 {} p99 {} p99.9 {} ({} updates)",
+                l.p50, l.p99, l.p999, l.count
+            );
+            lags.push(serde_json::json!({"node": addr.to_string(), "p50": l.p50, "p99": l.p99, "p999": l.p999, "count": l.count}));
+        }
+    }
     if common.json {
-        let key = if name == "ingest" {
-            "updates_per_s"
-        } else {
+        let key = if name == "query" {
             "ids_per_s"
+        } else {
+            "updates_per_s"
         };
         let v = serde_json::json!({
             "mode": name,
@@ -171,6 +210,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
             "connections": common.connections,
             "frames": hist.len(),
             "latency_us": {"p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "max": hist.max()},
+            "replication_lag_us": lags,
         });
         println!("{v}");
     }
@@ -210,6 +250,62 @@ fn read_frame(s: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<(u8, Vec<u
 
 fn new_hist() -> anyhow::Result<Histogram<u64>> {
     Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
+}
+
+/// `--fill`: connection `i` of `C` logs in users `i+1, i+1+C, ...` once each.
+fn fill_conn(i: usize, c: &Common, batch: usize, t: &Totals) -> anyhow::Result<Histogram<u64>> {
+    let mut hello = Vec::new();
+    pool::ClientFrame::Hello(pool::Hello {
+        pool: 2000 + i as u32,
+        stream: 0x5EED_0000 + i as u64,
+        resume_from: 1,
+        token: Vec::new(),
+    })
+    .encode(&mut hello);
+    let (mut s, mut buf) = connect(c.target, &hello)?;
+    let step = c.connections as u64;
+    let mut next_sid = i as u64 + 1;
+    let mut seq = 1u64;
+    let mut hist = new_hist()?;
+    let mut inflight: VecDeque<(u64, Instant, u64)> = VecDeque::new();
+    let mut frame = Vec::new();
+    loop {
+        while inflight.len() < c.depth && next_sid <= c.users {
+            let mut events = Vec::with_capacity(batch);
+            while events.len() < batch.clamp(1, 4096) && next_sid <= c.users {
+                let sid = Sid::new(next_sid).unwrap_or(Sid::MIN);
+                events.push(pool::Event::Login {
+                    sid,
+                    uid: next_sid,
+                    client: ClientType::Pc,
+                    ext: None,
+                });
+                next_sid += step;
+            }
+            let n = events.len() as u64;
+            frame.clear();
+            pool::ClientFrame::Events {
+                first_seq: seq,
+                events,
+            }
+            .encode(&mut frame);
+            s.write_all(&frame)?;
+            seq += n;
+            inflight.push_back((seq - 1, Instant::now(), n));
+        }
+        if inflight.is_empty() {
+            return Ok(hist);
+        }
+        let (ty, body) = read_frame(&mut s, &mut buf)?;
+        if let pool::ServerFrame::Ack(acked) = pool::ServerFrame::decode(ty, &body)? {
+            while inflight.front().is_some_and(|(last, _, _)| *last <= acked) {
+                if let Some((_, at, n)) = inflight.pop_front() {
+                    hist.saturating_record(at.elapsed().as_micros() as u64);
+                    t.units.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+        }
+    }
 }
 
 fn ingest_conn(
@@ -341,4 +437,40 @@ fn query_conn(i: usize, c: &Common, batch: usize, t: &Totals) -> anyhow::Result<
         }
     }
     Ok(hist)
+}
+
+/// A node's replication-lag summary, µs.
+struct Lag {
+    p50: u64,
+    p99: u64,
+    p999: u64,
+    count: u64,
+}
+
+/// Reads `presenced_replication_lag_seconds` from a node's `/metrics`.
+fn scrape_lag(addr: SocketAddr) -> anyhow::Result<Lag> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let value = |key: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0, |v| (v * 1e6).round() as u64)
+    };
+    let count = text
+        .lines()
+        .find(|l| l.starts_with("presenced_replication_lag_seconds_count"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok(Lag {
+        p50: value("presenced_replication_lag_seconds{quantile=\"0.5\"}"),
+        p99: value("presenced_replication_lag_seconds{quantile=\"0.99\"}"),
+        p999: value("presenced_replication_lag_seconds{quantile=\"0.999\"}"),
+        count,
+    })
 }

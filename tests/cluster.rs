@@ -85,7 +85,10 @@ fn push_to_node_1_read_from_node_3() {
     assert!(summary.contains("4 acked"), "{summary}");
     // Acks wait for a replica, so node 3 may still be a few ms behind node 2: wait for digests.
     let took = wait_converged(&nodes.iter().collect::<Vec<_>>(), Duration::from_secs(5));
-    println!("replicated to every node in {} ms", took.as_millis());
+    common::figure(&format!(
+        "replicated to every node in {} ms",
+        took.as_millis()
+    ));
     let s = &nodes[2].query(&["10086"])[0];
     assert_eq!(s["online"], true);
     assert_eq!(s["clients"], serde_json::json!(["mobile"]));
@@ -115,7 +118,9 @@ fn acked_updates_survive_sigkill_of_the_receiving_node() {
     let mut q = QueryClient::connect(nodes[1].query_addr(), Duration::from_secs(5)).unwrap();
     let ids: Vec<u64> = (1..=2000).collect();
     let lost = q.query(&ids).unwrap().iter().filter(|s| !s.online).count();
-    println!("replica ack: 2000 acked, SIGKILL of the receiving node, updates lost = {lost}");
+    common::figure(&format!(
+        "replica ack: 2000 acked, SIGKILL of the receiving node, updates lost = {lost}"
+    ));
     assert_eq!(lost, 0);
 }
 
@@ -151,10 +156,10 @@ fn master_failover_under_load_and_rejoin() {
         v["time_master"] == 2 && v["data_master"] == 2
     });
     let failover = killed.elapsed();
-    println!(
+    common::figure(&format!(
         "failover: node 2 holds both roles {} ms after SIGKILL of node 1",
         failover.as_millis()
-    );
+    ));
     assert!(
         failover <= Duration::from_millis(1500),
         "failover took {failover:?}"
@@ -175,17 +180,17 @@ fn master_failover_under_load_and_rejoin() {
     nodes[0].wait_cluster("node 1 ready again", Duration::from_secs(10), |v| {
         v["ready"] == true
     });
-    println!(
+    common::figure(&format!(
         "rejoin: node 1 ready {} ms after restart",
         rejoined.elapsed().as_millis()
-    );
+    ));
     stop.store(true, Ordering::Relaxed);
     let total = loader.join().unwrap();
     let took = wait_converged(&nodes.iter().collect::<Vec<_>>(), Duration::from_secs(10));
-    println!(
+    common::figure(&format!(
         "after rejoin: {total} updates acked, digests equal {} ms after load stopped",
         took.as_millis()
-    );
+    ));
     for n in &nodes {
         n.wait_cluster("node 1 is master again", Duration::from_secs(5), |v| {
             v["time_master"] == 1 && v["data_master"] == 1
@@ -223,10 +228,10 @@ fn skewed_clocks_converge_within_tolerance() {
         );
         std::thread::sleep(Duration::from_millis(20));
     };
-    println!(
+    common::figure(&format!(
         "clock sync: skews -2 s/+3 s agree within {} ms, residual clock error {residual} µs",
         start.elapsed().as_millis()
-    );
+    ));
     // And what clients see: cluster_time_ms of all nodes read back to back is close.
     let t: Vec<i64> = nodes
         .iter()
@@ -323,12 +328,12 @@ fn network_faults_heal_to_the_last_writer_wins_oracle() {
     to2.cut();
     let healed = Instant::now();
     let took = wait_converged(&[&n1, &n2], Duration::from_secs(15));
-    println!(
+    common::figure(&format!(
         "faults: converged {} ms after heal ({} + {} updates acked)",
         took.as_millis(),
         acked_a,
         acked_b
-    );
+    ));
     let _ = healed;
     let ids: Vec<u64> = (1..=users).collect();
     let mut lost = 0;
@@ -350,7 +355,7 @@ fn network_faults_heal_to_the_last_writer_wins_oracle() {
             }
         }
     }
-    println!("faults: updates lost = {lost}");
+    common::figure(&format!("faults: updates lost = {lost}"));
     assert_eq!(lost, 0, "state differs from the last-writer-wins oracle");
 }
 
@@ -370,10 +375,10 @@ fn a_fourth_node_joins_a_running_cluster() {
     n4.wait_cluster("node 4 ready", Duration::from_secs(10), |v| {
         v["ready"] == true
     });
-    println!(
+    common::figure(&format!(
         "join: node 4 ready {} ms after start",
         start.elapsed().as_millis()
-    );
+    ));
     let mut every: Vec<&Node> = nodes.iter().collect();
     every.push(&n4);
     wait_converged(&every, Duration::from_secs(5));

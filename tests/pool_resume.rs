@@ -128,9 +128,9 @@ fn cut_connections_lose_nothing_acked_and_resend_the_rest() {
             lost += 1;
         }
     }
-    println!(
+    common::figure(&format!(
         "pool resume: 20000 events, {} reconnects, updates lost = {lost}",
         client.reconnects()
-    );
+    ));
     assert_eq!(lost, 0, "state differs from the oracle for {lost} users");
 }

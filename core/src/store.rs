@@ -135,8 +135,8 @@ impl std::fmt::Debug for Pinned<'_> {
 }
 
 impl Pinned<'_> {
-    /// Applies a local update stamped `stamp`. Returns the new record if anything changed.
-    pub fn apply(&self, sid: Sid, stamp: Stamp, update: &Update) -> Option<Record> {
+    /// Applies a local update stamped `stamp`. Returns whether anything changed.
+    pub fn apply(&self, sid: Sid, stamp: Stamp, update: &Update) -> bool {
         self.upsert(sid, |old| match old {
             None => Some(Record::from_update(stamp, update)),
             Some(old) => {
@@ -146,8 +146,8 @@ impl Pinned<'_> {
         })
     }
 
-    /// Joins a record received from another node. Returns the new record if anything changed.
-    pub fn merge(&self, sid: Sid, incoming: &Record) -> Option<Record> {
+    /// Joins a record received from another node. Returns whether anything changed.
+    pub fn merge(&self, sid: Sid, incoming: &Record) -> bool {
         self.upsert(sid, |old| match old {
             None => Some(incoming.clone()),
             Some(old) => {
@@ -158,24 +158,24 @@ impl Pinned<'_> {
     }
 
     /// Inserts or replaces the record of `sid` with `f(current)`; `f` returns `None` to leave the
-    /// record as it is. Keeps the digest exact. Returns the record written, if any.
-    fn upsert(&self, sid: Sid, f: impl Fn(Option<&Record>) -> Option<Record>) -> Option<Record> {
+    /// record as it is. Keeps the digest exact. Returns whether a record was written.
+    fn upsert(&self, sid: Sid, f: impl Fn(Option<&Record>) -> Option<Record>) -> bool {
         let map = &self.store.map;
         let key = sid.get();
         loop {
             if map.get(&key, &self.guard).is_none() {
-                let new = f(None)?;
+                let Some(new) = f(None) else { return false };
                 let h = record_hash(key, &new);
-                match map.try_insert(key, new.clone(), &self.guard) {
+                match map.try_insert(key, new, &self.guard) {
                     Ok(_) => {
                         self.store.add_to_bucket(key, h);
-                        return Some(new);
+                        return true;
                     }
                     // Lost a race with another writer: retry as an update.
                     Err(_) => continue,
                 }
             }
-            let mut written = None;
+            let mut written = false;
             let mut delta = 0u64;
             let present = map.compute_if_present(
                 &key,
@@ -184,7 +184,7 @@ impl Pinned<'_> {
                     match f(Some(old)) {
                         Some(new) => {
                             delta = record_hash(key, &new).wrapping_sub(record_hash(key, old));
-                            written = Some(new.clone());
+                            written = true;
                             Some(new)
                         }
                         None => Some(old.clone()),
@@ -196,7 +196,7 @@ impl Pinned<'_> {
                 // Records are never removed, so this cannot happen; retrying is still correct.
                 continue;
             }
-            if written.is_some() {
+            if written {
                 self.store.add_to_bucket(key, delta);
             }
             return written;
@@ -301,7 +301,7 @@ mod tests {
         let ext = Ext::new(vec![("nick".into(), "alice".into())], &ExtLimits::default()).unwrap();
         let mut u = update(Change::Login(ClientType::Pc));
         u.ext = Some(Arc::new(ext));
-        assert!(p.apply(sid(10086), Stamp::new(1 << 16, 1), &u).is_some());
+        assert!(p.apply(sid(10086), Stamp::new(1 << 16, 1), &u));
         p.apply(
             sid(10086),
             Stamp::new(2 << 16, 1),
@@ -333,9 +333,9 @@ mod tests {
         let s = Store::default();
         let p = s.pin();
         let u = update(Change::Login(ClientType::Pc));
-        assert!(p.apply(sid(1), Stamp::new(9, 1), &u).is_some());
+        assert!(p.apply(sid(1), Stamp::new(9, 1), &u));
         let d = s.digest();
-        assert!(p.apply(sid(1), Stamp::new(9, 1), &u).is_none());
+        assert!(!p.apply(sid(1), Stamp::new(9, 1), &u));
         assert_eq!(d, s.digest());
     }
 

@@ -303,3 +303,17 @@ impl Node {
         }
     }
 }
+
+/// Prints a measured figure and appends it to `target/test-figures.txt`, which `.ci/run` prints
+/// after the tests (cargo hides the output of passing tests).
+pub fn figure(line: &str) {
+    println!("{line}");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-figures.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}

@@ -522,7 +522,7 @@ impl ClusterNode {
                 let pinned = ctx.store.pin();
                 for (sid, r) in &records {
                     ctx.hlc.observe(r.ident().stamp);
-                    if pinned.merge(*sid, r).is_some() {
+                    if pinned.merge(*sid, r) {
                         self.stats.merged += 1;
                     }
                     let lag = cluster_us / 1000 - r.ident().stamp.physical_ms() as i64;
@@ -595,7 +595,7 @@ impl ClusterNode {
                 let mut changed = 0;
                 for (sid, r) in &records {
                     ctx.hlc.observe(r.ident().stamp);
-                    if pinned.merge(*sid, r).is_some() {
+                    if pinned.merge(*sid, r) {
                         changed += 1;
                     }
                 }

@@ -20,7 +20,7 @@
 use std::collections::HashSet;
 
 use crate::hlc::Hlc;
-use crate::model::{Change, Record, Sid, Update};
+use crate::model::{Change, Sid, Update};
 use crate::proto::pool::{ClientFrame, Event, Hello, PoolLimits, ServerFrame, VERSION};
 use crate::proto::ErrorCode;
 use crate::store::Pinned;
@@ -113,8 +113,8 @@ pub struct PoolCtx<'a> {
     pub now_ms: u64,
     /// The configured pool token, if any.
     pub token: Option<&'a [u8]>,
-    /// Records changed by this call are appended here (for replication and metrics).
-    pub changed: &'a mut Vec<(Sid, Record)>,
+    /// Users whose records this call changed are appended here (for replication).
+    pub changed: &'a mut Vec<Sid>,
 }
 
 /// What one [`PoolSession::handle_input`] call did.
@@ -366,8 +366,8 @@ impl PoolSession {
             listed.insert(sid.get());
         }
         let stamp = ctx.hlc.now(ctx.now_ms);
-        if let Some(r) = ctx.store.apply(sid, stamp, &update) {
-            ctx.changed.push((sid, r));
+        if ctx.store.apply(sid, stamp, &update) {
+            ctx.changed.push(sid);
         }
         Ok(())
     }
@@ -389,8 +389,8 @@ impl PoolSession {
                 ext: None,
             };
             let stamp = ctx.hlc.now(ctx.now_ms);
-            if let Some(r) = ctx.store.apply(sid, stamp, &update) {
-                ctx.changed.push((sid, r));
+            if ctx.store.apply(sid, stamp, &update) {
+                ctx.changed.push(sid);
             }
         }
     }

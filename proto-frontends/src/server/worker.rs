@@ -423,9 +423,7 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
             drop(pinned);
             // Hand the changed users to replication; under the `replica` policy, hold this
             // call's output (its acks) until a peer has them.
-            let last = shared
-                .repl
-                .submit(changed.into_iter().map(|(sid, _)| sid).collect());
+            let last = shared.repl.submit(changed);
             let need = if last > 0 {
                 last
             } else {
