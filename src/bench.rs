@@ -326,60 +326,57 @@ fn ingest_conn(
     .encode(&mut hello);
     let (mut s, mut buf) = connect(c.target, &hello)?;
     let batch = batch.clamp(1, 4096);
-    // Pre-encode a ring of frames; only first_seq (bytes 5..13) changes per send.
-    let mut frames = Vec::new();
-    for _ in 0..64 {
-        let events = (0..batch)
-            .map(|_| {
-                let sid = Sid::new(rng.next() % c.users + 1).unwrap_or(Sid::MIN);
-                let uid = sid.get();
-                let client = ClientType::ALL[(rng.next() % 6) as usize];
-                match rng.next() % 10 {
-                    0..=5 => pool::Event::Login {
-                        sid,
-                        uid,
-                        client,
-                        ext: None,
-                    },
-                    6..=8 => pool::Event::Logout {
-                        sid,
-                        uid,
-                        client,
-                        ext: None,
-                    },
-                    _ => pool::Event::Permission {
-                        sid,
-                        uid,
-                        allow: rng.next() % 2 == 0,
-                        ext: None,
-                    },
-                }
-            })
-            .collect();
-        let mut f = Vec::new();
-        pool::ClientFrame::Events {
-            first_seq: 1,
-            events,
+    // Every frame is new: random users over the whole range, so the server's working set is
+    // all `--users` users, not a ring of repeated frames.
+    let mut events = Vec::with_capacity(batch);
+    let mut frame = Vec::new();
+    let mut next_frame = |rng: &mut Rng, seq: u64| {
+        events.clear();
+        for _ in 0..batch {
+            let sid = Sid::new(rng.next() % c.users + 1).unwrap_or(Sid::MIN);
+            let uid = sid.get();
+            let client = ClientType::ALL[(rng.next() % 6) as usize];
+            events.push(match rng.next() % 10 {
+                0..=5 => pool::Event::Login {
+                    sid,
+                    uid,
+                    client,
+                    ext: None,
+                },
+                6..=8 => pool::Event::Logout {
+                    sid,
+                    uid,
+                    client,
+                    ext: None,
+                },
+                _ => pool::Event::Permission {
+                    sid,
+                    uid,
+                    allow: rng.next() % 2 == 0,
+                    ext: None,
+                },
+            });
         }
-        .encode(&mut f);
-        frames.push(f);
-    }
+        frame.clear();
+        pool::ClientFrame::Events {
+            first_seq: seq,
+            events: std::mem::take(&mut events),
+        }
+        .encode(&mut frame);
+        frame.clone()
+    };
     let mut hist = new_hist()?;
     let mut inflight: VecDeque<(u64, Instant)> = VecDeque::new();
     let mut seq = 1u64;
     let started = Instant::now();
     let mut sent = 0u64;
-    let mut k = 0usize;
     while !t.stop.load(Ordering::Relaxed) {
         while inflight.len() < c.depth {
             if rate > 0 && sent as f64 > rate as f64 * started.elapsed().as_secs_f64() {
                 break;
             }
-            let ring = frames.len();
-            let f = &mut frames[k % ring];
-            k += 1;
-            f[5..13].copy_from_slice(&seq.to_be_bytes());
-            s.write_all(f)?;
+            let f = next_frame(&mut rng, seq);
+            s.write_all(&f)?;
             let last = seq + batch as u64 - 1;
             inflight.push_back((last, Instant::now()));
             seq = last + 1;
@@ -411,20 +408,18 @@ fn query_conn(i: usize, c: &Common, batch: usize, t: &Totals) -> anyhow::Result<
     query::ClientFrame::Hello.encode(&mut hello);
     let (mut s, mut buf) = connect(c.target, &hello)?;
     let mut rng = Rng(0xA076_1D64_78BD_642F ^ (i as u64 + 1).wrapping_mul(0xE703_7ED1_A0B4_28DB));
-    let mut frames = Vec::new();
-    for r in 0..64u32 {
-        let ids = (0..batch).map(|_| rng.next() % c.users + 1).collect();
-        let mut f = Vec::new();
-        query::ClientFrame::Query { req_id: r, ids }.encode(&mut f);
-        frames.push(f);
-    }
     let mut hist = new_hist()?;
     let mut inflight = VecDeque::new();
-    let mut k = 0usize;
+    let mut req_id = 0u32;
+    let mut frame = Vec::new();
     while !t.stop.load(Ordering::Relaxed) {
         while inflight.len() < c.depth {
-            s.write_all(&frames[k % frames.len()])?;
-            k += 1;
+            // Fresh random ids for every request, over the whole `--users` range.
+            let ids = (0..batch).map(|_| rng.next() % c.users + 1).collect();
+            req_id = req_id.wrapping_add(1);
+            frame.clear();
+            query::ClientFrame::Query { req_id, ids }.encode(&mut frame);
+            s.write_all(&frame)?;
             inflight.push_back(Instant::now());
         }
         let (ty, body) = read_frame(&mut s, &mut buf)?;

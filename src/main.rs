@@ -16,6 +16,12 @@ use clap::{Parser, Subcommand};
 use presenced_config::ClusterConfig;
 use presenced_frontends::client::QueryClient;
 
+/// mimalloc: the store replaces a record on every update (flurry values are immutable), so
+/// allocation is on the hot path; glibc's malloc spent about 30 % of ingest time in profiles
+/// (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Presence publishing cluster for IM systems.
 #[derive(Parser, Debug)]
 #[command(name = "presenced", version, about, propagate_version = true)]

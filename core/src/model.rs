@@ -323,12 +323,15 @@ pub struct Update {
 
 /// A user's replicated state: a set of last-writer-wins registers.
 ///
-/// INVARIANT: `clients` is sorted by client type with no duplicates, and `ident.stamp` is the
-/// greatest stamp of all registers (every write also writes `ident`).
+/// The registers are stored inline (`clients` is indexed by [`ClientType::code`]), so a record
+/// is one allocation in the map and copying it for an update allocates nothing.
+///
+/// INVARIANT: `ident.stamp` is the greatest stamp of all registers (every write also writes
+/// `ident`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Record {
     ident: Reg<Ident>,
-    clients: Box<[ClientReg]>,
+    clients: [Option<Reg<bool>>; 6],
     perm: Option<Reg<bool>>,
     ext: Option<Reg<Arc<Ext>>>,
 }
@@ -344,7 +347,7 @@ impl Record {
                     pool: update.pool,
                 },
             },
-            clients: Box::new([]),
+            clients: [None; 6],
             perm: None,
             ext: None,
         };
@@ -352,18 +355,14 @@ impl Record {
         r
     }
 
-    /// Builds a record from its parts (used by decoders); sorts and checks the clients.
-    /// Returns `None` if a client type appears twice or a register is newer than `ident`.
+    /// Builds a record from its parts (used by decoders). Returns `None` if a client type
+    /// appears twice or a register is newer than `ident`.
     pub fn from_parts(
         ident: Reg<Ident>,
-        mut clients: Vec<ClientReg>,
+        clients: Vec<ClientReg>,
         perm: Option<Reg<bool>>,
         ext: Option<Reg<Arc<Ext>>>,
     ) -> Option<Self> {
-        clients.sort_by_key(|c| c.client);
-        if clients.windows(2).any(|w| w[0].client == w[1].client) {
-            return None;
-        }
         let max = ident.stamp;
         let newer = clients.iter().any(|c| c.reg.stamp > max)
             || perm.as_ref().is_some_and(|p| p.stamp > max)
@@ -371,9 +370,16 @@ impl Record {
         if newer {
             return None;
         }
+        let mut slots = [None; 6];
+        for c in clients {
+            let slot = slots.get_mut(usize::from(c.client.code()))?;
+            if slot.replace(c.reg).is_some() {
+                return None;
+            }
+        }
         Some(Self {
             ident,
-            clients: clients.into(),
+            clients: slots,
             perm,
             ext,
         })
@@ -436,14 +442,10 @@ impl Record {
     }
 
     fn set_client(&mut self, client: ClientType, reg: Reg<bool>) -> bool {
-        if let Some(slot) = self.clients.iter_mut().find(|c| c.client == client) {
-            return slot.reg.join(&reg);
+        match self.clients.get_mut(usize::from(client.code())) {
+            Some(slot) => join_opt(slot, &Some(reg)),
+            None => false,
         }
-        let mut v = self.clients.to_vec();
-        v.push(ClientReg { client, reg });
-        v.sort_by_key(|c| c.client);
-        self.clients = v.into();
-        true
     }
 
     /// Joins `other` into `self`. Returns whether `self` changed.
@@ -451,8 +453,8 @@ impl Record {
     /// This is the semilattice join: commutative, associative and idempotent.
     pub fn merge(&mut self, other: &Self) -> bool {
         let mut changed = self.ident.join(&other.ident);
-        for oc in other.clients.iter() {
-            changed |= self.set_client(oc.client, oc.reg);
+        for (mine, theirs) in self.clients.iter_mut().zip(other.clients.iter()) {
+            changed |= join_opt(mine, theirs);
         }
         changed |= join_opt(&mut self.perm, &other.perm);
         changed |= join_opt(&mut self.ext, &other.ext);
@@ -464,9 +466,12 @@ impl Record {
         &self.ident
     }
 
-    /// The client session registers, sorted by client type.
-    pub fn clients(&self) -> &[ClientReg] {
-        &self.clients
+    /// The client session registers that were ever written, in client type order.
+    pub fn clients(&self) -> impl Iterator<Item = ClientReg> + '_ {
+        ClientType::ALL
+            .into_iter()
+            .zip(self.clients.iter())
+            .filter_map(|(client, reg)| reg.map(|reg| ClientReg { client, reg }))
     }
 
     /// The permission register.
@@ -482,7 +487,7 @@ impl Record {
     /// The public view of this record.
     pub fn status(&self, sid: Sid) -> Status {
         let mut clients = ClientSet::default();
-        for c in self.clients.iter().filter(|c| c.reg.value) {
+        for c in self.clients().filter(|c| c.reg.value) {
             clients.insert(c.client);
         }
         Status {
@@ -573,6 +578,13 @@ mod tests {
         let s = a.status(Sid::new(5).unwrap());
         assert!(s.known && !s.online);
         assert_eq!(s.changed_at_ms, Some(12));
+    }
+
+    /// The inline layout: a record is one map value with no heap of its own (ext aside).
+    #[test]
+    fn record_layout_is_compact() {
+        assert_eq!(size_of::<Stamp>(), 10);
+        assert!(size_of::<Record>() <= 152, "{}", size_of::<Record>());
     }
 
     #[test]

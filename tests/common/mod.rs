@@ -17,12 +17,23 @@ pub fn bin() -> &'static str {
 }
 
 /// A free TCP port on 127.0.0.1 (also free for UDP in practice: tests only use it for time-sync).
+///
+/// The OS may hand the same ephemeral port out again once its listener is closed, so ports given
+/// out by this process are remembered and never given twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Ports of one node.
@@ -120,7 +131,7 @@ impl Node {
                 sink.lock().unwrap().push('\n');
             }
         });
-        let node = Self {
+        let mut node = Self {
             ports,
             config,
             child: Some(child),
@@ -130,13 +141,17 @@ impl Node {
         node
     }
 
-    fn wait_listening(&self) {
+    fn wait_listening(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         for port in [self.ports.pool, self.ports.query, self.ports.http] {
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                let exited = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
                 assert!(
-                    Instant::now() < deadline,
-                    "node did not listen on {port}; log:\n{}",
+                    exited.is_none() && Instant::now() < deadline,
+                    "node did not listen on {port} (exit: {exited:?}); log:\n{}",
                     self.log()
                 );
                 std::thread::sleep(Duration::from_millis(20));

@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::cluster::repl::{Gossip, Msg, NodeInfo, MAX_RECORDS};
-use crate::cluster::timesync::{Estimator, Packet, Sample};
+use crate::cluster::timesync::{Estimator, Packet, Sample, MAX_ADJUST_US};
 use crate::hlc::Hlc;
 use crate::model::{Record, Sid};
 use crate::store::{bucket_of, Store, DIGEST_BUCKETS};
@@ -200,6 +200,37 @@ impl Member {
     }
 }
 
+/// Encoded bytes of records per frame beyond which no record is added (far below
+/// [`crate::cluster::repl::MAX_FRAME`] whatever the extension limits).
+const FRAME_BUDGET: usize = 4 << 20;
+
+/// An upper bound of a record's encoded size (with its sid).
+fn len_hint(r: &Record) -> usize {
+    let ext = r.ext().map_or(0, |e| {
+        11 + e
+            .value
+            .entries()
+            .map(|(k, v)| 3 + k.len() + v.len())
+            .sum::<usize>()
+    });
+    8 + 22 + 1 + 12 * r.clients().count() + 12 + 1 + ext
+}
+
+/// How many of `records` fit one frame.
+fn fitting(records: &[(Sid, Record)]) -> usize {
+    let mut bytes = 0;
+    records
+        .iter()
+        .take(MAX_RECORDS)
+        .take_while(|(_, r)| {
+            let fits = bytes < FRAME_BUDGET;
+            bytes += len_hint(r);
+            fits
+        })
+        .count()
+        .max(1)
+}
+
 /// Most of my updates sent to a peer and not acked.
 const WINDOW: u64 = 1 << 18;
 /// Updates that make a batch worth sending without waiting for the flush timer.
@@ -228,6 +259,9 @@ pub struct ClusterNode {
     ready: bool,
     draining: bool,
     correction_us: i64,
+    /// The last correction applied: (master, term, probe number).
+    last_correct: Option<(u16, u64, u32)>,
+    goodbye_sent: bool,
     probe_seq: u32,
     next_heartbeat_us: u64,
     next_sync_us: u64,
@@ -284,6 +318,8 @@ impl ClusterNode {
             ready: false,
             draining: false,
             correction_us: 0,
+            last_correct: None,
+            goodbye_sent: false,
             probe_seq: 0,
             next_heartbeat_us: now.mono_us,
             next_sync_us: now.mono_us,
@@ -645,7 +681,12 @@ impl ClusterNode {
                 ));
             }
             Packet::Reply {
-                from, t1, t2, t3, ..
+                from,
+                seq,
+                t1,
+                t2,
+                t3,
+                ..
             } => {
                 if self.time_master != self.me.id {
                     return;
@@ -657,12 +698,13 @@ impl ClusterNode {
                 let Some(m) = self.members.get_mut(&from) else {
                     return;
                 };
-                if let Some(adjust_us) = m.estimator.add(sample, tolerance) {
+                if let Some(adjust_us) = m.estimator.add(seq, sample, tolerance, self.probe_seq) {
                     self.dgrams.push_back((
                         from,
                         Packet::Correct {
                             term: self.term,
                             from: self.me.id,
+                            seq,
                             adjust_us,
                         },
                     ));
@@ -671,6 +713,7 @@ impl ClusterNode {
             Packet::Correct {
                 term,
                 from,
+                seq,
                 adjust_us,
             } => {
                 //= docs/protocols/time-sync.md#fencing
@@ -679,6 +722,17 @@ impl ClusterNode {
                 if from != self.time_master || term < self.term || from == self.me.id {
                     return;
                 }
+                // Each correction once: a duplicated datagram must not apply it twice.
+                if self
+                    .last_correct
+                    .is_some_and(|(f, t, s)| f == from && t == term && seq <= s)
+                {
+                    return;
+                }
+                if adjust_us.unsigned_abs() > MAX_ADJUST_US.unsigned_abs() {
+                    return;
+                }
+                self.last_correct = Some((from, term, seq));
                 if adjust_us != 0 {
                     self.correction_us = self.correction_us.saturating_add(adjust_us);
                     self.events.push_back(Event::ClockCorrected {
@@ -708,18 +762,10 @@ impl ClusterNode {
         self.next_seq - 1
     }
 
-    /// Starts draining: not ready from now on, and peers are told goodbye.
+    /// Starts draining: not ready from now on; pending updates are sent at once, and then
+    /// (as the last frame on each link) `GOODBYE`.
     pub fn handle_drain(&mut self, now: Now) {
         self.draining = true;
-        let peers: Vec<u16> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.out.is_some())
-            .map(|(id, _)| *id)
-            .collect();
-        for p in peers {
-            self.out.push_back((p, Dir::Out, Msg::Goodbye));
-        }
         self.update_ready(now);
     }
 
@@ -809,9 +855,10 @@ impl ClusterNode {
         if let Some(m) = self.out.pop_front() {
             return Some(m);
         }
-        let flush_due = self
-            .oldest_unflushed_us
-            .is_some_and(|t| now.mono_us.saturating_sub(t) >= self.timing.flush_us);
+        let flush_due = self.draining
+            || self
+                .oldest_unflushed_us
+                .is_some_and(|t| now.mono_us.saturating_sub(t) >= self.timing.flush_us);
         let next_seq = self.next_seq;
         let base = self.backlog_base;
         for (id, m) in &mut self.members {
@@ -820,8 +867,9 @@ impl ClusterNode {
             }
             let Some(link) = m.out.as_mut() else { continue };
             if let Some((bucket, mut records)) = link.buckets.pop_front() {
-                if records.len() > MAX_RECORDS {
-                    let rest = records.split_off(MAX_RECORDS);
+                let take = fitting(&records);
+                if records.len() > take {
+                    let rest = records.split_off(take);
                     link.buckets.push_front((bucket, rest));
                 }
                 return Some((*id, Dir::Out, Msg::Bucket { bucket, records }));
@@ -830,14 +878,18 @@ impl ClusterNode {
                 OutState::AwaitWelcome => {}
                 OutState::Snapshot { sids, pos, upto } => {
                     let pinned = ctx.store.pin();
-                    let end = (*pos + MAX_RECORDS).min(sids.len());
-                    let chunk: Vec<(Sid, Record)> = sids
-                        .get(*pos..end)
-                        .unwrap_or_default()
-                        .iter()
-                        .filter_map(|s| pinned.record(*s).map(|r| (*s, r)))
-                        .collect();
-                    *pos = end;
+                    let mut chunk: Vec<(Sid, Record)> = Vec::new();
+                    let mut bytes = 0;
+                    while let Some(sid) = sids.get(*pos) {
+                        if chunk.len() == MAX_RECORDS || bytes >= FRAME_BUDGET {
+                            break;
+                        }
+                        *pos += 1;
+                        if let Some(r) = pinned.record(*sid) {
+                            bytes += len_hint(&r);
+                            chunk.push((*sid, r));
+                        }
+                    }
                     if *pos >= sids.len() {
                         let upto = *upto;
                         let total = sids.len() as u64;
@@ -854,7 +906,6 @@ impl ClusterNode {
                 OutState::Streaming => {
                     if link.next < base {
                         // The peer fell behind the backlog: resend everything.
-                        link.state = OutState::AwaitWelcome;
                         let mut sids = Vec::with_capacity(ctx.store.len());
                         ctx.store.pin().for_each(|sid, _| sids.push(sid));
                         let upto = next_seq - 1;
@@ -879,14 +930,21 @@ impl ClusterNode {
                     let pinned = ctx.store.pin();
                     let mut seen = BTreeSet::new();
                     let mut records = Vec::new();
+                    let mut bytes = 0;
+                    let mut taken = 0;
                     for sid in self.backlog.range(from..from + n as usize) {
+                        taken += 1;
                         if seen.insert(*sid) {
                             if let Some(r) = pinned.record(*sid) {
+                                bytes += len_hint(&r);
                                 records.push((*sid, r));
                             }
                         }
+                        if bytes >= FRAME_BUDGET {
+                            break;
+                        }
                     }
-                    link.next += n;
+                    link.next += taken;
                     return Some((
                         *id,
                         Dir::Out,
@@ -905,6 +963,19 @@ impl ClusterNode {
             .all(|m| m.congested || m.out.as_ref().is_none_or(|o| o.next >= next_seq))
         {
             self.oldest_unflushed_us = None;
+            // Draining: everything is sent, so `GOODBYE` goes out as the last frame.
+            if self.draining && !self.goodbye_sent {
+                self.goodbye_sent = true;
+                for (id, m) in &self.members {
+                    if m.out
+                        .as_ref()
+                        .is_some_and(|o| !matches!(o.state, OutState::AwaitWelcome))
+                    {
+                        self.out.push_back((*id, Dir::Out, Msg::Goodbye));
+                    }
+                }
+                return self.out.pop_front();
+            }
         }
         None
     }
@@ -1003,7 +1074,11 @@ impl ClusterNode {
                 self.joined = true;
             }
         }
-        if self.time_master == self.me.id {
+        // The time master is the reference, but only once it is sure nobody else is: a node
+        // that restarts into a running cluster must be confirmed by that cluster's master.
+        if self.time_master == self.me.id
+            && (self.members.is_empty() || (grace_over && !ready_peer))
+        {
             self.clock_ok = true;
         }
         let ready = self.joined && self.clock_ok && !self.draining;

@@ -171,7 +171,7 @@ pub fn put_record(b: &mut Vec<u8>, r: &Record) {
     put_stamp(b, id.stamp);
     b.put_u64(id.value.uid);
     b.put_u32(id.value.pool);
-    b.put_u8(r.clients().len() as u8);
+    b.put_u8(r.clients().count() as u8);
     for c in r.clients() {
         b.put_u8(c.client.code());
         put_stamp(b, c.reg.stamp);

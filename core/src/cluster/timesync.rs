@@ -55,12 +55,15 @@ pub enum Packet {
         /// Follower time at send, µs.
         t3: i64,
     },
-    /// Master → follower: add `adjust_us` to your correction.
+    /// Master → follower: add `adjust_us` to your correction (0: confirmed within tolerance).
     Correct {
         /// The master's term.
         term: u64,
         /// The master's id.
         from: u16,
+        /// The number of the probe whose sample this is based on: a follower applies each
+        /// `(from, term, seq)` once, so a duplicated datagram is harmless.
+        seq: u32,
         /// The adjustment, µs.
         adjust_us: i64,
     },
@@ -103,11 +106,13 @@ impl Packet {
             Self::Correct {
                 term,
                 from,
+                seq,
                 adjust_us,
             } => {
                 out.put_u8(3);
                 out.put_u64(term);
                 out.put_u16(from);
+                out.put_u32(seq);
                 out.put_i64(adjust_us);
             }
         }
@@ -142,6 +147,7 @@ impl Packet {
             3 => Self::Correct {
                 term: r.u64("term")?,
                 from: r.u16("from")?,
+                seq: r.u32("seq")?,
                 adjust_us: i64_(&mut r, "adjust")?,
             },
             t => return Err(DecodeError::UnknownType(t)),
@@ -179,33 +185,47 @@ impl Sample {
 #[derive(Clone, Debug, Default)]
 pub struct Estimator {
     samples: Vec<Sample>,
+    /// Samples from probes up to this number describe the clock before the last correction.
+    stale_upto: u32,
 }
 
 /// Samples kept per follower.
 pub const WINDOW: usize = 8;
 /// Samples needed before a correction within 100× the tolerance is made.
 pub const MIN_SAMPLES: usize = 3;
+/// Adjustments beyond this (a day) are refused: no real clock is that far off, a forged or
+/// corrupted packet may be.
+pub const MAX_ADJUST_US: i64 = 86_400_000_000;
 
 impl Estimator {
-    /// Adds a sample; returns the adjustment to send to the follower, if one is due.
+    /// Adds the sample from probe `seq`; `latest_seq` is the newest probe sent. Returns the
+    /// adjustment to send to the follower, if one is due: `Some(0)` confirms it is within
+    /// tolerance.
     ///
     /// A correction is due when the lowest-delay sample of the window is off by more than
     /// `tolerance_us` (by more than 100× the tolerance, one sample is enough). After a
-    /// correction the window is cleared: its samples describe the old clock.
-    pub fn add(&mut self, s: Sample, tolerance_us: i64) -> Option<i64> {
+    /// correction the window is cleared and samples of probes sent before it are ignored: they
+    /// describe the old clock. A follower is confirmed as soon as one sample proves it within
+    /// tolerance (offset plus half the delay), or after enough samples say so.
+    pub fn add(&mut self, seq: u32, s: Sample, tolerance_us: i64, latest_seq: u32) -> Option<i64> {
+        if seq <= self.stale_upto || s.offset_us.unsigned_abs() > MAX_ADJUST_US.unsigned_abs() {
+            return None;
+        }
         if self.samples.len() == WINDOW {
             self.samples.remove(0);
         }
         self.samples.push(s);
         let best = self.best()?;
-        let off = best.offset_us;
-        let enough = self.samples.len() >= MIN_SAMPLES
-            || off.unsigned_abs() > 100 * tolerance_us.unsigned_abs();
-        if enough && off.unsigned_abs() > tolerance_us.unsigned_abs() {
+        let off = best.offset_us.unsigned_abs();
+        let tol = tolerance_us.unsigned_abs();
+        let enough = self.samples.len() >= MIN_SAMPLES || off > 100 * tol;
+        if enough && off > tol {
             self.samples.clear();
-            return Some(-off);
+            self.stale_upto = latest_seq;
+            return Some(best.offset_us.saturating_neg());
         }
-        None
+        let proven = off + best.delay_us.unsigned_abs() / 2 <= tol;
+        (proven || (enough && off <= tol)).then_some(0)
     }
 
     /// The lowest-delay sample of the window.
@@ -241,12 +261,13 @@ mod tests {
         Packet::Correct {
             term: 3,
             from: 1,
+            seq: 7,
             adjust_us: -2000,
         }
         .encode(&mut out);
         assert_eq!(
             out,
-            hex!("50525354 01 03 0000000000000003 0001 fffffffffffff830")
+            hex!("50525354 01 03 0000000000000003 0001 00000007 fffffffffffff830")
         );
         assert_eq!(
             Packet::decode(&hex!("50525354 02 01")),
@@ -262,51 +283,65 @@ mod tests {
     fn lowest_delay_sample_wins_and_corrects_outside_tolerance() {
         let mut e = Estimator::default();
         // Follower is 5 ms ahead; one sample has a large asymmetric queueing delay.
-        assert_eq!(
-            e.add(Sample::from_times(0, 5_100, 5_120, 220).unwrap(), 1000),
-            None
-        );
+        let s1 = Sample::from_times(0, 5_100, 5_120, 220).unwrap();
+        assert_eq!(e.add(1, s1, 1000, 1), None);
+        let s2 = Sample::from_times(1000, 26_000, 26_010, 2_000).unwrap();
+        assert_eq!(e.add(2, s2, 1000, 2), None);
+        let s3 = Sample::from_times(3000, 8_050, 8_060, 3_110).unwrap();
+        assert_eq!(e.add(3, s3, 1000, 4), Some(-5_000));
+        // Probe 4 was sent before the correction: its sample is stale.
+        assert_eq!(e.add(4, s3, 1000, 4), None);
+        // Within tolerance but not provably (delay too large): confirmed after enough samples.
+        let mut e = Estimator::default();
+        let s = Sample {
+            offset_us: 500,
+            delay_us: 1500,
+        };
+        assert_eq!(e.add(1, s, 1000, 1), None);
+        assert_eq!(e.add(2, s, 1000, 2), None);
+        assert_eq!(e.add(3, s, 1000, 3), Some(0));
+        // Provably within tolerance from one sample: confirmed at once.
+        let mut e = Estimator::default();
         assert_eq!(
             e.add(
-                Sample::from_times(1000, 26_000, 26_010, 2_000).unwrap(),
-                1000
+                1,
+                Sample {
+                    offset_us: 300,
+                    delay_us: 100
+                },
+                1000,
+                1
             ),
-            None
+            Some(0)
         );
-        let adj = e.add(Sample::from_times(3000, 8_050, 8_060, 3_110).unwrap(), 1000);
-        assert_eq!(adj, Some(-5_000));
-        // Within tolerance: no correction.
-        let mut e = Estimator::default();
-        for i in 0..5 {
-            assert_eq!(
-                e.add(
-                    Sample {
-                        offset_us: 500,
-                        delay_us: 100 + i
-                    },
-                    1000
-                ),
-                None
-            );
-        }
         // A huge offset is corrected from one sample.
         let mut e = Estimator::default();
+        let far = Sample {
+            offset_us: -2_000_000,
+            delay_us: 200,
+        };
+        assert_eq!(e.add(1, far, 1000, 1), Some(2_000_000));
+        // Regression: a forged reply with an absurd offset is ignored instead of overflowing
+        // (helper review: `-i64::MIN` panicked in debug builds).
+        let mut e = Estimator::default();
         assert_eq!(
             e.add(
+                1,
                 Sample {
-                    offset_us: -2_000_000,
-                    delay_us: 200
+                    offset_us: i64::MIN,
+                    delay_us: 0
                 },
-                1000
+                1000,
+                1
             ),
-            Some(2_000_000)
+            None
         );
     }
 
     proptest! {
         #[test]
         fn packets_round_trip(term in any::<u64>(), from in any::<u16>(), seq in any::<u32>(), a in any::<i64>(), b in any::<i64>(), c in any::<i64>()) {
-            for p in [Packet::Probe { term, from, seq, t1: a }, Packet::Reply { term, from, seq, t1: a, t2: b, t3: c }, Packet::Correct { term, from, adjust_us: c }] {
+            for p in [Packet::Probe { term, from, seq, t1: a }, Packet::Reply { term, from, seq, t1: a, t2: b, t3: c }, Packet::Correct { term, from, seq, adjust_us: c }] {
                 let mut out = Vec::new();
                 p.encode(&mut out);
                 prop_assert_eq!(Packet::decode(&out), Ok(p));

@@ -19,7 +19,7 @@
 
 use std::collections::HashSet;
 
-use crate::hlc::Hlc;
+use crate::hlc::{Hlc, Stamp};
 use crate::model::{Change, Sid, Update};
 use crate::proto::pool::{ClientFrame, Event, Hello, PoolLimits, ServerFrame, VERSION};
 use crate::proto::ErrorCode;
@@ -144,6 +144,9 @@ pub struct PoolSession {
     state: State,
     limits: PoolLimits,
     max_snapshot: usize,
+    /// Whether this session's stream has a snapshot in progress (a cache of `Streams`, so that
+    /// the snapshot lock is only taken while one is).
+    snapshot_open: bool,
 }
 
 impl PoolSession {
@@ -153,6 +156,7 @@ impl PoolSession {
             state: State::AwaitHello,
             limits,
             max_snapshot: DEFAULT_MAX_SNAPSHOT,
+            snapshot_open: false,
         }
     }
 
@@ -236,6 +240,7 @@ impl PoolSession {
                     }
                 }
                 let applied = ctx.streams.applied(pool, stream);
+                self.snapshot_open = ctx.streams.snapshots().contains_key(&(pool, stream));
                 self.state = State::Open {
                     pool,
                     stream,
@@ -273,11 +278,18 @@ impl PoolSession {
                 }
                 let (pool, stream) = (*pool, *stream);
                 let applied = ctx.streams.applied(pool, stream);
+                // One clock operation per frame: the fresh events get consecutive stamps.
+                let skip = applied
+                    .saturating_sub(first_seq - 1)
+                    .min(events.len() as u64);
+                let fresh = events.len() as u64 - skip;
+                let first = ctx.hlc.reserve(ctx.now_ms, fresh);
                 let mut count = 0;
                 let mut seq = first_seq;
                 for e in &events {
                     if seq > applied {
-                        self.apply(pool, stream, e, ctx)?;
+                        let stamp = Stamp::new(first.hlc() + count, first.node());
+                        self.apply(pool, stream, e, stamp, ctx)?;
                         count += 1;
                     }
                     seq += 1;
@@ -298,6 +310,7 @@ impl PoolSession {
         pool: u32,
         stream: u64,
         e: &Event,
+        stamp: Stamp,
         ctx: &mut PoolCtx<'_>,
     ) -> Result<(), SessionError> {
         let (sid, update) = match e {
@@ -305,12 +318,14 @@ impl PoolSession {
                 ctx.streams
                     .snapshots()
                     .insert((pool, stream), HashSet::new());
+                self.snapshot_open = true;
                 return Ok(());
             }
             Event::SnapshotEnd => {
                 //= docs/protocols/pool.md#snapshots
                 //# A `SNAPSHOT_END` with no snapshot in progress on this node is ignored.
                 let listed = ctx.streams.snapshots().remove(&(pool, stream));
+                self.snapshot_open = false;
                 if let Some(listed) = listed {
                     self.end_snapshot(pool, &listed, ctx);
                 }
@@ -359,13 +374,14 @@ impl PoolSession {
                 },
             ),
         };
-        if let Some(listed) = ctx.streams.snapshots().get_mut(&(pool, stream)) {
-            if listed.len() >= self.max_snapshot && !listed.contains(&sid.get()) {
-                return Err(SessionError::Protocol("snapshot lists too many users"));
+        if self.snapshot_open {
+            if let Some(listed) = ctx.streams.snapshots().get_mut(&(pool, stream)) {
+                if listed.len() >= self.max_snapshot && !listed.contains(&sid.get()) {
+                    return Err(SessionError::Protocol("snapshot lists too many users"));
+                }
+                listed.insert(sid.get());
             }
-            listed.insert(sid.get());
         }
-        let stamp = ctx.hlc.now(ctx.now_ms);
         if ctx.store.apply(sid, stamp, &update) {
             ctx.changed.push(sid);
         }
@@ -643,6 +659,7 @@ mod tests {
                     events: vec![
                         login(5, ClientType::Pc),
                         login(6, ClientType::Pc),
+                        login(7, ClientType::Pc),
                         Event::SnapshotBegin,
                         login(6, ClientType::Pc),
                     ],
@@ -658,14 +675,15 @@ mod tests {
             &[
                 hello(1, b""),
                 ClientFrame::Events {
-                    first_seq: 5,
-                    events: vec![Event::SnapshotEnd],
+                    first_seq: 6,
+                    events: vec![login(7, ClientType::Web), Event::SnapshotEnd],
                 },
             ],
             None,
         );
         r.unwrap();
-        assert!(!online(&n, 5) && online(&n, 6));
+        // 7 was listed on the second connection: the snapshot continued across the reconnect.
+        assert!(!online(&n, 5) && online(&n, 6) && online(&n, 7));
     }
 
     #[test]

@@ -299,6 +299,8 @@ impl ClusterDriver {
 
     /// Says goodbye to every peer and flushes what can be flushed within a short time.
     fn leave(&mut self) {
+        // Updates the workers handed over last go out before the goodbye.
+        self.drain_local();
         let now = self.now();
         self.node.handle_drain(now);
         self.after_input();
@@ -483,7 +485,13 @@ impl ClusterDriver {
                 Err(e) => {
                     warn!(peer = ?c.peer, "closing replication connection: malformed frame: {e}");
                     self.shared.metrics.error("repl_protocol");
-                    self.close(key);
+                    if let Some(c) = self.conns.get_mut(key) {
+                        let message = format!("malformed frame: {e}");
+                        Msg::Error { code: 1, message }.encode(&mut c.wbuf);
+                        c.closing = true;
+                        c.rbuf.clear();
+                    }
+                    self.flush(key);
                     return;
                 }
             };
