@@ -167,6 +167,8 @@ struct InLink {
     connected: bool,
     /// Buckets that differed in the previous round.
     suspect: BTreeSet<u16>,
+    /// When this peer last sent updates or snapshot records (monotonic µs).
+    last_update_us: u64,
 }
 
 struct Member {
@@ -231,6 +233,9 @@ fn fitting(records: &[(Sid, Record)]) -> usize {
         .max(1)
 }
 
+/// Most buckets asked for in one anti-entropy round (bounds the work a round can cause).
+const MAX_BUCKETS_PER_ROUND: usize = 32;
+
 /// Most of my updates sent to a peer and not acked.
 const WINDOW: u64 = 1 << 18;
 /// Updates that make a batch worth sending without waiting for the flush timer.
@@ -254,6 +259,8 @@ pub struct ClusterNode {
     backlog_cap: usize,
     next_seq: u64,
     oldest_unflushed_us: Option<u64>,
+    /// When local updates last arrived (monotonic µs).
+    last_traffic_us: u64,
     joined: bool,
     clock_ok: bool,
     ready: bool,
@@ -313,6 +320,7 @@ impl ClusterNode {
             backlog_cap: 1 << 21,
             next_seq: 1,
             oldest_unflushed_us: None,
+            last_traffic_us: 0,
             joined: false,
             clock_ok: false,
             ready: false,
@@ -499,6 +507,9 @@ impl ClusterNode {
 
     /// A message arrived on my connection to `peer`.
     pub fn handle_out_msg(&mut self, now: Now, peer: u16, msg: Msg, ctx: &Ctx<'_>) {
+        // Any answer on my link proves the peer alive, even if its heartbeats are queued
+        // behind its own traffic.
+        self.heard(peer, now);
         let next_seq = self.next_seq;
         let base = self.backlog_base;
         let Some(m) = self.members.get_mut(&peer) else {
@@ -543,7 +554,6 @@ impl ClusterNode {
             }
             _ => {}
         }
-        let _ = now;
     }
 
     /// A message arrived on `peer`'s connection to me (after its `HELLO`).
@@ -555,6 +565,7 @@ impl ClusterNode {
         };
         match msg {
             Msg::Updates { upto_seq, records } => {
+                m.inbound.last_update_us = now.mono_us;
                 let pinned = ctx.store.pin();
                 for (sid, r) in &records {
                     ctx.hlc.observe(r.ident().stamp);
@@ -575,6 +586,7 @@ impl ClusterNode {
                 m.inbound.snapshot_records = 0;
             }
             Msg::Snapshot(records) => {
+                m.inbound.last_update_us = now.mono_us;
                 let pinned = ctx.store.pin();
                 for (sid, r) in &records {
                     ctx.hlc.observe(r.ident().stamp);
@@ -613,6 +625,15 @@ impl ClusterNode {
                 self.update_roles();
             }
             Msg::Digests(theirs) => {
+                // Under traffic, digests always differ by what is still in flight, and repairing
+                // them would resend whole buckets every round. Anti-entropy waits for a quiet
+                // sync interval; streaming and snapshots carry the data meanwhile.
+                let quiet_since = self.last_traffic_us.max(m.inbound.last_update_us);
+                if now.mono_us.saturating_sub(quiet_since) < self.timing.sync_interval_us {
+                    m.inbound.suspect.clear();
+                    self.update_ready(now);
+                    return;
+                }
                 let mine = ctx.store.bucket_digests();
                 let differ: BTreeSet<u16> = (0..DIGEST_BUCKETS)
                     .filter(|b| mine.get(*b) != theirs.get(*b))
@@ -620,7 +641,11 @@ impl ClusterNode {
                     .collect();
                 // Ask only for buckets that differed twice in a row: a single difference is
                 // usually updates still in flight.
-                let ask: Vec<u16> = differ.intersection(&m.inbound.suspect).copied().collect();
+                let ask: Vec<u16> = differ
+                    .intersection(&m.inbound.suspect)
+                    .copied()
+                    .take(MAX_BUCKETS_PER_ROUND)
+                    .collect();
                 m.inbound.suspect = differ;
                 if !ask.is_empty() {
                     self.out.push_back((peer, Dir::In, Msg::BucketRequest(ask)));
@@ -756,8 +781,11 @@ impl ClusterNode {
             self.backlog.pop_front();
             self.backlog_base += 1;
         }
-        if !sids.is_empty() && self.oldest_unflushed_us.is_none() {
-            self.oldest_unflushed_us = Some(now.mono_us);
+        if !sids.is_empty() {
+            self.last_traffic_us = now.mono_us;
+            if self.oldest_unflushed_us.is_none() {
+                self.oldest_unflushed_us = Some(now.mono_us);
+            }
         }
         self.next_seq - 1
     }

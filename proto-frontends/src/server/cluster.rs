@@ -38,6 +38,8 @@ const CONN_BASE: usize = 16;
 /// Output buffered for one peer beyond which the node stops generating frames for it.
 const CONGESTED: usize = 8 << 20;
 const RECONNECT_EVERY: Duration = Duration::from_millis(100);
+/// Bytes read from one connection before the others (and the timers) get a turn.
+const READ_BUDGET: usize = 4 << 20;
 
 /// What the cluster thread publishes for the other threads.
 #[derive(Clone, Debug, Default)]
@@ -126,6 +128,8 @@ pub(crate) struct ClusterDriver {
     last_reconnect: Instant,
     shared: Arc<Shared>,
     scratch: Vec<u8>,
+    /// Connections whose input was left unread after [`READ_BUDGET`] bytes.
+    more: Vec<usize>,
 }
 
 struct Conn {
@@ -241,6 +245,7 @@ impl ClusterDriver {
             last_reconnect: start - RECONNECT_EVERY,
             shared,
             scratch: Vec::new(),
+            more: Vec::new(),
         })
     }
 
@@ -258,7 +263,10 @@ impl ClusterDriver {
         loop {
             let now = self.now();
             let due = self.node.poll_timeout().saturating_sub(now.mono_us);
-            let timeout = Duration::from_micros(due).min(RECONNECT_EVERY);
+            let mut timeout = Duration::from_micros(due).min(RECONNECT_EVERY);
+            if !self.more.is_empty() {
+                timeout = Duration::ZERO;
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != ErrorKind::Interrupted {
                     warn!("cluster poll failed: {e}");
@@ -277,6 +285,10 @@ impl ClusterDriver {
                     Token(t) if t >= CONN_BASE => self.conn_event(t - CONN_BASE, ev.is_writable()),
                     _ => {}
                 }
+            }
+            for key in std::mem::take(&mut self.more) {
+                self.read(key);
+                self.flush(key);
             }
             self.drain_local();
             let now = self.now();
@@ -447,13 +459,22 @@ impl ClusterDriver {
             if c.connecting {
                 return;
             }
+            let mut budget = READ_BUDGET;
             loop {
+                if budget == 0 {
+                    // Edge-triggered: nothing will wake us for the rest, so come back to it.
+                    self.more.push(key);
+                    break;
+                }
                 match c.stream.read(&mut chunk) {
                     Ok(0) => {
                         closed = true;
                         break;
                     }
-                    Ok(n) => c.rbuf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                    Ok(n) => {
+                        budget = budget.saturating_sub(n);
+                        c.rbuf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                    }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(_) => {

@@ -110,7 +110,9 @@ impl Shared {
         Self {
             hlc: Hlc::new(me.id),
             me,
-            store: Store::with_capacity(1 << 16),
+            // Sized for a million users up front (8 MiB of bins): growing the table under load
+            // stalls ingest while it is copied.
+            store: Store::with_capacity(1 << 20),
             streams: Streams::default(),
             metrics: Metrics::new(workers),
             clock: ClusterClock::new(opts.clock_offset_ms),
