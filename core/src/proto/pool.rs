@@ -395,7 +395,8 @@ impl ServerFrame {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use hex_literal::hex;
     use proptest::prelude::*;
