@@ -2,7 +2,12 @@
 //!
 //! `cargo bench --bench codecs`. Every group reports a `Throughput` (elements = events or ids).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -4,7 +4,12 @@
 //!
 //! `cargo bench --bench store`. Set `PRESENCED_BENCH_USERS=10000000` for the 10M-user figures.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::hint::black_box;
 

@@ -244,7 +244,7 @@ fn read_frame(s: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<(u8, Vec<u
         if n == 0 {
             bail!("server closed the connection");
         }
-        buf.extend_from_slice(&chunk[..n]);
+        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
 }
 
@@ -335,7 +335,7 @@ fn ingest_conn(
         for _ in 0..batch {
             let sid = Sid::new(rng.next() % c.users + 1).unwrap_or(Sid::MIN);
             let uid = sid.get();
-            let client = ClientType::ALL[(rng.next() % 6) as usize];
+            let client = ClientType::from_code((rng.next() % 6) as u8).unwrap_or(ClientType::Pc);
             events.push(match rng.next() % 10 {
                 0..=5 => pool::Event::Login {
                     sid,

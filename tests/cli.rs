@@ -1,7 +1,12 @@
 //! Black-box tests of the command line: the README's push/query example, config checking, bad
 //! flags, a port in use, and a clean stop on SIGTERM.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -104,6 +109,9 @@ fn port_in_use_is_one_clear_line() {
     );
 }
 
+/// Regression: signal handlers used to be installed after the listeners were bound, so a SIGTERM
+/// right after the ports opened (as here, under a loaded test run) killed the process with the
+/// default action instead of stopping it cleanly.
 #[test]
 fn sigterm_stops_cleanly() {
     let mut node = Node::start();

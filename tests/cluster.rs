@@ -2,7 +2,12 @@
 //! replicate, elect masters, fail over, rejoin, sync their clocks, heal after network faults and
 //! admit a node they did not know. Each prints the figure it measures.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 #[path = "common/proxy.rs"]

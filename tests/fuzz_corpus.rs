@@ -1,7 +1,12 @@
 //! Replays every committed fuzz corpus file through its target's body under plain `cargo test`,
 //! so a regression found by fuzzing stays fixed without running the fuzzer.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::path::Path;
 

@@ -2,7 +2,12 @@
 //! Covers every endpoint, every error code of DESIGN.md §3, keep-alive, pipelining, chunked
 //! bodies, `Expect`, `HEAD`, HTTP/1.0, request smuggling attempts and slow clients.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

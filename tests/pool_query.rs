@@ -2,7 +2,12 @@
 //! vectors on the wire, pipelining, limits, and hostile input that must close only the
 //! connection that sent it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

@@ -2,7 +2,12 @@
 //! the connection mid-stream: every acked event must be applied, every un-acked one re-sent, and
 //! the final state must equal what the events say.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 

@@ -218,7 +218,10 @@ impl Ext {
             }
         }
         entries.sort_by(|a, b| a.0.cmp(&b.0));
-        if entries.windows(2).any(|w| w[0].0 == w[1].0) {
+        if entries
+            .windows(2)
+            .any(|w| w.first().map(|a| &a.0) == w.get(1).map(|b| &b.0))
+        {
             return Err(ExtError::DuplicateKey);
         }
         let entries = entries

@@ -274,7 +274,12 @@ impl Hasher for SidHash {
 }
 
 #[cfg(all(test, not(loom)))]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use std::sync::Arc;
 

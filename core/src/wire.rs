@@ -172,7 +172,9 @@ pub fn put_frame(out: &mut Vec<u8>, ty: u8, body: impl FnOnce(&mut Vec<u8>)) {
     out.put_u8(ty);
     body(out);
     let len = (out.len() - start - 4) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    if let Some(prefix) = out.get_mut(start..start + 4) {
+        prefix.copy_from_slice(&len.to_be_bytes());
+    }
 }
 
 /// Encodes extension data: `count:u8 { klen:u8 key vlen:u16 value }*`, keys ascending.

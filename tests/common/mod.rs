@@ -1,7 +1,12 @@
 //! Black-box harness: starts the real `presenced` binary as a process on free loopback ports and
 //! stops it on drop. Used by every file in `tests/`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,7 +1,12 @@
 //! A fault-injecting TCP proxy for tests: forwards to an upstream address and can be told to
 //! cut every connection, delay bytes, or drop them (a black hole that keeps the connection open).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{Read, Write};

@@ -343,7 +343,7 @@ impl Msg {
             } => put_frame(out, ty::HELLO, |b| {
                 b.put_slice(&MAGIC);
                 b.put_u8(VERSION);
-                let name = &cluster.as_bytes()[..cluster.len().min(255)];
+                let name = cluster.as_bytes().get(..255).unwrap_or(cluster.as_bytes());
                 b.put_u8(name.len() as u8);
                 b.put_slice(name);
                 put_info(b, from);
@@ -526,7 +526,12 @@ impl Msg {
 }
 
 #[cfg(all(test, not(loom)))]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use hex_literal::hex;
     use proptest::prelude::*;

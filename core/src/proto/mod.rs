@@ -55,7 +55,7 @@ impl ErrorCode {
 /// Writes an `ERROR` frame (type 0x7F): `code:u8 len:u16 message`.
 pub fn put_error(out: &mut Vec<u8>, code: ErrorCode, msg: &str) {
     use bytes::BufMut;
-    let msg = &msg.as_bytes()[..msg.len().min(1024)];
+    let msg = msg.as_bytes().get(..1024).unwrap_or(msg.as_bytes());
     crate::wire::put_frame(out, ERROR, |b| {
         b.put_u8(code as u8);
         b.put_u16(msg.len() as u16);

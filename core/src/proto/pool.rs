@@ -278,7 +278,7 @@ impl ClientFrame {
                 b.put_u32(h.pool);
                 b.put_u64(h.stream);
                 b.put_u64(h.resume_from);
-                let token = &h.token[..h.token.len().min(255)];
+                let token = h.token.get(..255).unwrap_or(&h.token);
                 b.put_u8(token.len() as u8);
                 b.put_slice(token);
             }),
@@ -396,7 +396,12 @@ impl ServerFrame {
 }
 
 #[cfg(all(test, not(loom)))]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use hex_literal::hex;
     use proptest::prelude::*;

@@ -241,7 +241,7 @@ impl ServerFrame {
                 code,
                 message,
             } => put_frame(out, ty::REJECT, |b| {
-                let m = &message.as_bytes()[..message.len().min(1024)];
+                let m = message.as_bytes().get(..1024).unwrap_or(message.as_bytes());
                 b.put_u32(*req_id);
                 b.put_u8(*code);
                 b.put_u16(m.len() as u16);
@@ -455,7 +455,12 @@ fn fail(e: QueryError, out: &mut Vec<u8>) -> QueryError {
 }
 
 #[cfg(all(test, not(loom)))]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests {
     use hex_literal::hex;
     use proptest::prelude::*;

@@ -263,6 +263,13 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
         .node(node_id)
         .cloned()
         .with_context(|| format!("node {node_id} is not in the cluster file"))?;
+    // Signal handlers first: a SIGTERM that arrives while the node starts must stop it cleanly,
+    // not kill it with the default action.
+    let signals = {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+            .context("cannot install signal handlers")?
+    };
     let mut listeners = Vec::new();
     for (proto, name) in LISTENERS {
         let addr = match proto {
@@ -304,6 +311,7 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
         poll.registry().register(l, Token(i), Interest::READABLE)?;
     }
     let signals = spawn_signal_thread(
+        signals,
         shared.clone(),
         waker,
         handles.iter().map(|h| h.waker.clone()).collect(),
@@ -386,13 +394,11 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
 }
 
 fn spawn_signal_thread(
+    mut signals: signal_hook::iterator::Signals,
     shared: Arc<Shared>,
     acceptor: Arc<Waker>,
     workers: Vec<Arc<Waker>>,
 ) -> anyhow::Result<signal_hook::iterator::Handle> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .context("cannot install signal handlers")?;
     let handle = signals.handle();
     std::thread::Builder::new()
         .name("signals".into())
