@@ -394,7 +394,8 @@ impl Parser<'_> {
                             replication = Some(self.replication(&mut a)?);
                         }
                         "node" => nodes.push((self.node(&mut a)?, pos)),
-                        _ => unreachable_element(),
+                        // `attrs` only accepts the element names matched above.
+                        _ => {}
                     }
                     self.no_leftovers(a)?;
                 }
@@ -631,9 +632,6 @@ fn once(p: &Parser<'_>, seen: bool, pos: usize, name: &str) -> Result<(), Config
         Ok(())
     }
 }
-
-/// `attrs` only returns the element names matched in `parse`.
-fn unreachable_element() {}
 
 fn expected(element: &str) -> &'static str {
     match element {

@@ -42,7 +42,7 @@ const RECONNECT_EVERY: Duration = Duration::from_millis(100);
 const READ_BUDGET: usize = 4 << 20;
 
 /// What the cluster thread publishes for the other threads.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterSnapshot {
     /// Election term.
     pub term: u64,
@@ -820,8 +820,12 @@ impl ClusterDriver {
             not_ready: self.node.not_ready_reason(),
             members,
         };
-        if let Ok(mut s) = repl.snapshot.write() {
-            *s = snap;
+        // Readers (every HTTP request) take the read lock; write only when something changed.
+        let changed = repl.snapshot.read().map_or(true, |s| *s != snap);
+        if changed {
+            if let Ok(mut s) = repl.snapshot.write() {
+                *s = snap;
+            }
         }
     }
 }
