@@ -10,6 +10,14 @@
 //! buckets, however and in whatever order they got there. Each delta is computed under flurry's
 //! bin lock from the exact value it replaces, so the sums stay exact under concurrent writers.
 //!
+//! Scans are **incremental**: a [`Cursor`] is a resumable position, and [`Pinned::scan`] visits at
+//! most a given number of records per call, so no caller ever walks the whole store in one event
+//! (a snapshot for a joining peer, a bucket asked for by anti-entropy, the end of a pool
+//! snapshot). The flurry engine keeps, per digest bucket, an append-only index of the sids it
+//! holds; records are never deleted, so a position in that index stays valid forever, and a sid
+//! inserted after a scan started is visited if it lands after the cursor (callers that need it
+//! otherwise get it from the replication stream, which carries every later change).
+//!
 //! Architecture Invariant: the store never decides anything from `len()` or from iteration while
 //! others write; those are reports, not inputs to merges.
 //! Architecture Invariant: the only mutation is a join ([`Record::apply`] or [`Record::merge`]);
@@ -19,7 +27,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 
 use crate::hlc::Stamp;
 use crate::model::{Record, Sid, Status, Update};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Mutex, MutexGuard, Ordering};
 
 /// Number of digest buckets (a power of two).
 pub const DIGEST_BUCKETS: usize = 256;
@@ -29,6 +37,51 @@ pub struct Store {
     map: flurry::HashMap<u64, Record, SidHasher>,
     /// INVARIANT: `buckets[b]` is the wrapping sum of `record_hash` over the records of bucket `b`.
     buckets: Box<[AtomicU64]>,
+    /// INVARIANT: `index[b]` lists every sid of bucket `b` in the map exactly once, in insertion
+    /// order; entries are only ever appended (records are never deleted).
+    index: Box<[Mutex<Vec<u64>>]>,
+    /// Index entries visited by scans since the store was made (a report, for tests and metrics).
+    scanned: AtomicU64,
+}
+
+/// A resumable position in a scan of the [`Store`] (all of it, or one digest bucket).
+///
+/// A cursor stays valid across events, guards and concurrent writers: it names a position in an
+/// append-only index, so resuming it never visits a sid twice and never skips one that existed
+/// when the scan started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    /// INVARIANT: `bucket <= end <= DIGEST_BUCKETS`.
+    bucket: usize,
+    end: usize,
+    /// Position in `index[bucket]`.
+    pos: usize,
+}
+
+impl Cursor {
+    /// A scan over every record.
+    pub fn all() -> Self {
+        Self {
+            bucket: 0,
+            end: DIGEST_BUCKETS,
+            pos: 0,
+        }
+    }
+
+    /// A scan over the records of digest bucket `bucket` (an empty scan if it is out of range).
+    pub fn bucket(bucket: u16) -> Self {
+        let b = usize::from(bucket).min(DIGEST_BUCKETS);
+        Self {
+            bucket: b,
+            end: (b + 1).min(DIGEST_BUCKETS),
+            pos: 0,
+        }
+    }
+
+    /// Whether the scan has visited everything it covers.
+    pub fn is_done(&self) -> bool {
+        self.bucket >= self.end
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -72,7 +125,29 @@ impl Store {
     pub fn with_capacity(capacity: usize) -> Self {
         let buckets = (0..DIGEST_BUCKETS).map(|_| AtomicU64::new(0)).collect();
         let map = flurry::HashMap::with_capacity_and_hasher(capacity, SidHasher);
-        Self { map, buckets }
+        let index = (0..DIGEST_BUCKETS)
+            .map(|_| Mutex::new(Vec::with_capacity(capacity / DIGEST_BUCKETS)))
+            .collect();
+        Self {
+            map,
+            buckets,
+            index,
+            scanned: AtomicU64::new(0),
+        }
+    }
+
+    /// Index entries visited by [`Pinned::scan`] so far (a report: tests use it to check that
+    /// work per event is bounded).
+    pub fn scanned(&self) -> u64 {
+        self.scanned.load(Ordering::Relaxed)
+    }
+
+    fn index_of(&self, bucket: usize) -> Option<MutexGuard<'_, Vec<u64>>> {
+        // A poisoned lock means a writer panicked between two pushes; the vector is still
+        // valid (push either happened or not), so the index can be used as it is.
+        self.index
+            .get(bucket)
+            .map(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Pins the store for a batch of operations. Do not hold a [`Pinned`] across a blocking call
@@ -171,6 +246,9 @@ impl Pinned<'_> {
                 match map.try_insert(key, new, &self.guard) {
                     Ok(_) => {
                         self.store.add_to_bucket(key, h);
+                        if let Some(mut ix) = self.store.index_of(bucket_of(sid)) {
+                            ix.push(key);
+                        }
                         return true;
                     }
                     // Lost a race with another writer: retry as an update.
@@ -223,13 +301,59 @@ impl Pinned<'_> {
         self.store.map.get(&sid.get(), &self.guard).cloned()
     }
 
-    /// Calls `f` for every record (a weakly consistent snapshot: writes racing with the iteration
-    /// may or may not be seen).
-    pub fn for_each(&self, mut f: impl FnMut(Sid, &Record)) {
-        for (k, v) in self.store.map.iter(&self.guard) {
-            if let Some(sid) = Sid::new(*k) {
-                f(sid, v);
+    /// Resumes the scan at `cursor`: calls `f` for at most `max` records (at least one if any is
+    /// left) until it returns `false`, advances `cursor` past every record it was called for, and
+    /// returns how many index entries it visited. Weakly consistent: each record is read as it is
+    /// when visited.
+    pub fn scan(
+        &self,
+        cursor: &mut Cursor,
+        max: usize,
+        mut f: impl FnMut(Sid, &Record) -> bool,
+    ) -> usize {
+        /// Sids copied per lock of a bucket's index, so writers are never held up for long.
+        const STEP: usize = 256;
+        let max = max.max(1);
+        let mut visited = 0;
+        let mut batch = Vec::new();
+        'scan: while visited < max && !cursor.is_done() {
+            batch.clear();
+            if let Some(ix) = self.store.index_of(cursor.bucket) {
+                let end = ix.len().min(cursor.pos + (max - visited).min(STEP));
+                batch.extend_from_slice(ix.get(cursor.pos..end).unwrap_or_default());
             }
+            if batch.is_empty() {
+                cursor.bucket += 1;
+                cursor.pos = 0;
+                continue;
+            }
+            for key in &batch {
+                cursor.pos += 1;
+                visited += 1;
+                if let (Some(sid), Some(r)) = (Sid::new(*key), self.store.map.get(key, &self.guard))
+                {
+                    if !f(sid, r) {
+                        break 'scan;
+                    }
+                }
+            }
+        }
+        self.store
+            .scanned
+            .fetch_add(visited as u64, Ordering::Relaxed);
+        visited
+    }
+
+    /// Calls `f` for every record (a weakly consistent snapshot: writes racing with the iteration
+    /// may or may not be seen). Walks the whole store in one call: for tests and offline tools
+    /// only; event handlers use [`Pinned::scan`].
+    pub fn for_each(&self, mut f: impl FnMut(Sid, &Record)) {
+        let mut cursor = Cursor::all();
+        while !cursor.is_done() {
+            self.scan(&mut cursor, usize::MAX, |sid, r| {
+                f(sid, r);
+                true
+            });
         }
     }
 }
@@ -440,5 +564,72 @@ mod tests {
             let (x, y) = (records(&a), records(&shuffled));
             prop_assert_eq!(merged(&[&x]), merged(&[&y]));
         }
+    }
+
+    #[test]
+    fn resumed_scans_visit_every_record_once_in_bounded_steps() {
+        let s = Store::default();
+        let p = s.pin();
+        for i in 1..=5_000 {
+            p.apply(
+                sid(i),
+                Stamp::new(1 << 16, 1),
+                &update(Change::Login(ClientType::Pc)),
+            );
+        }
+        let mut cursor = Cursor::all();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut steps = 0;
+        while !cursor.is_done() {
+            let before = s.scanned();
+            let visited = p.scan(&mut cursor, 100, |sid, _| {
+                assert!(seen.insert(sid.get()), "{sid:?} visited twice");
+                true
+            });
+            assert!(visited <= 100 && s.scanned() - before == visited as u64);
+            // Writers go on between steps: new sids after the cursor are picked up.
+            if steps == 10 {
+                p.apply(
+                    sid(9_999_999),
+                    Stamp::new(1 << 16, 1),
+                    &update(Change::Login(ClientType::Pc)),
+                );
+            }
+            steps += 1;
+        }
+        assert!(seen.len() >= 5_000);
+        assert!(seen.iter().copied().eq((1..=5_000)
+            .chain(seen.contains(&9_999_999).then_some(9_999_999))
+            .collect::<std::collections::BTreeSet<_>>()));
+    }
+
+    #[test]
+    fn a_bucket_scan_sees_exactly_that_bucket_and_stops_when_told() {
+        let s = Store::default();
+        let p = s.pin();
+        for i in 1..=2_000 {
+            p.apply(
+                sid(i),
+                Stamp::new(1 << 16, 1),
+                &update(Change::Login(ClientType::Pc)),
+            );
+        }
+        let b = bucket_of(sid(77)) as u16;
+        let expected: Vec<u64> = (1..=2_000)
+            .filter(|i| bucket_of(sid(*i)) as u16 == b)
+            .collect();
+        let mut got = Vec::new();
+        let mut cursor = Cursor::bucket(b);
+        while !cursor.is_done() {
+            // Stop after two records each call: the cursor resumes right after the last one.
+            let mut n = 0;
+            p.scan(&mut cursor, usize::MAX, |sid, _| {
+                got.push(sid.get());
+                n += 1;
+                n < 2
+            });
+        }
+        assert_eq!(got, expected);
+        assert!(Cursor::bucket(DIGEST_BUCKETS as u16).is_done());
     }
 }

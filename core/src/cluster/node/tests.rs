@@ -547,3 +547,135 @@ fn regression_resumed_link_flushes_a_small_backlog() {
         "the resumed link delivered everything"
     );
 }
+
+/// Every input does bounded work whatever the store's size: a full snapshot for a peer and the
+/// buckets its anti-entropy asks for are read one frame's worth per `poll_transmit`, never in
+/// one event (they used to collect every sid of the store in the event that started them).
+#[test]
+fn snapshots_and_buckets_of_a_million_records_do_bounded_work_per_event() {
+    const USERS: u64 = 1_000_000;
+    let store = Store::with_capacity(USERS as usize);
+    let hlc = Hlc::new(1);
+    {
+        let pinned = store.pin();
+        let update = Update {
+            uid: 1,
+            pool: 1,
+            change: Change::Login(ClientType::Pc),
+            ext: None,
+        };
+        for i in 1..=USERS {
+            pinned.apply(Sid::new(i).unwrap(), hlc.now(1_000), &update);
+        }
+    }
+    let ctx = Ctx {
+        store: &store,
+        hlc: &hlc,
+    };
+    let now = Now {
+        mono_us: 0,
+        wall_us: 1_000_000,
+    };
+    let mut node = ClusterNode::new(info(1), "c".into(), &[info(1), info(2)], TIMING, 7, now);
+    node.handle_out_connected(2);
+    let bound = crate::cluster::repl::MAX_RECORDS as u64;
+    let mut check = |node: &mut ClusterNode, f: &mut dyn FnMut(&mut ClusterNode)| {
+        let before = store.scanned();
+        f(node);
+        let work = store.scanned() - before;
+        assert!(work <= bound, "one event scanned {work} records");
+    };
+    let welcome = Msg::Welcome {
+        node: 2,
+        resume_from: 0,
+    };
+    check(&mut node, &mut |n| {
+        assert_eq!(
+            n.handle_frame(now, Conn::Out(2), welcome.clone(), &ctx),
+            Verdict::Continue
+        );
+    });
+    let bucket_request = Msg::BucketRequest((0..32).collect());
+    check(&mut node, &mut |n| {
+        n.handle_frame(now, Conn::Out(2), bucket_request.clone(), &ctx);
+    });
+    let (mut snapshot, mut buckets, mut end) = (0u64, 0u64, None);
+    loop {
+        let mut next = None;
+        check(&mut node, &mut |n| next = n.poll_transmit(now, &ctx));
+        match next {
+            None => break,
+            Some((2, Dir::Out, Msg::Snapshot(r))) => snapshot += r.len() as u64,
+            Some((2, Dir::Out, Msg::Bucket { records, .. })) => buckets += records.len() as u64,
+            Some((2, Dir::Out, Msg::SnapshotEnd { records })) => end = Some(records),
+            Some(_) => {}
+        }
+    }
+    assert_eq!((snapshot, end), (USERS, Some(USERS)));
+    let in_buckets = (1..=USERS)
+        .filter(|i| crate::store::bucket_of(Sid::new(*i).unwrap()) < 32)
+        .count() as u64;
+    assert_eq!(buckets, in_buckets);
+}
+
+#[test]
+fn the_handshake_is_enforced_in_core_with_named_error_codes() {
+    let store = Store::default();
+    let hlc = Hlc::new(1);
+    let ctx = Ctx {
+        store: &store,
+        hlc: &hlc,
+    };
+    let now = Now {
+        mono_us: 0,
+        wall_us: 0,
+    };
+    let mut node = ClusterNode::new(info(1), "c".into(), &[info(1), info(2)], TIMING, 7, now);
+    let hello = |cluster: &str, id| Msg::Hello {
+        cluster: cluster.into(),
+        from: info(id),
+        incarnation: 1,
+    };
+    assert!(matches!(
+        node.handle_frame(now, Conn::AwaitHello, Msg::Goodbye, &ctx),
+        Verdict::Close { .. }
+    ));
+    for (msg, why) in [(hello("other", 2), "cluster name"), (hello("c", 1), "own")] {
+        match node.handle_frame(now, Conn::AwaitHello, msg, &ctx) {
+            Verdict::Refuse { code, message } => {
+                assert_eq!(code, crate::proto::ErrorCode::Protocol);
+                assert!(message.contains(why), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        node.handle_frame(now, Conn::AwaitHello, hello("c", 2), &ctx),
+        Verdict::Accepted {
+            peer: 2,
+            welcome: Msg::Welcome {
+                node: 1,
+                resume_from: 0
+            }
+        }
+    );
+    assert!(matches!(
+        node.handle_frame(
+            now,
+            Conn::Out(2),
+            Msg::Error {
+                code: 5,
+                message: "no".into()
+            },
+            &ctx
+        ),
+        Verdict::Close { .. }
+    ));
+    assert!(matches!(
+        Verdict::malformed("x"),
+        Verdict::Refuse {
+            code: crate::proto::ErrorCode::Malformed,
+            ..
+        }
+    ));
+}

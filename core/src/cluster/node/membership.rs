@@ -1,0 +1,307 @@
+//! Membership and roles: who the peers are, which are alive and ready, the election term and the
+//! two masters.
+//!
+//! A peer is alive while it was heard from within `down_after_us` (any frame on either link, or
+//! a time-sync answer, counts); it is down after that, or at once when it says `GOODBYE`. The
+//! masters are the lowest alive ready id, this node included once it is ready; while no node is
+//! ready, the lowest alive id. Every change of masters starts a new term.
+//!
+//! This module decides nothing about links or data: [`super::ClusterNode`] asks it and routes
+//! the answers. It does not do I/O and takes time as a parameter.
+//!
+//! Architecture Invariant: the term only grows.
+
+use std::collections::BTreeMap;
+
+use crate::cluster::repl::{Gossip, NodeInfo};
+
+/// What this node knows about one peer.
+#[derive(Debug)]
+pub(super) struct Peer {
+    pub(super) info: NodeInfo,
+    /// The driver's output buffer to this peer is full: generate nothing more for it.
+    pub(super) congested: bool,
+    /// When the peer was last heard from (monotonic µs).
+    pub(super) last_heard: Option<u64>,
+    pub(super) alive: bool,
+    pub(super) ready: bool,
+    /// Records and digest of its store, from its last heartbeat (reports).
+    pub(super) records: u64,
+    pub(super) digest: u128,
+}
+
+impl Peer {
+    fn new(info: NodeInfo) -> Self {
+        Self {
+            info,
+            congested: false,
+            last_heard: None,
+            alive: false,
+            ready: false,
+            records: 0,
+            digest: 0,
+        }
+    }
+}
+
+/// A change of masters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Roles {
+    pub(super) term: u64,
+    pub(super) master: u16,
+}
+
+/// The peers and the roles. See the module docs.
+#[derive(Debug)]
+pub(super) struct Membership {
+    me: u16,
+    peers: BTreeMap<u16, Peer>,
+    /// INVARIANT: never decreases.
+    term: u64,
+    /// Time master and data master (always the same node today; kept apart in reports).
+    master: u16,
+}
+
+impl Membership {
+    /// This node `me` and the peers of its cluster file.
+    pub(super) fn new(me: u16, peers: &[NodeInfo]) -> Self {
+        let peers = peers
+            .iter()
+            .filter(|p| p.id != me)
+            .map(|p| (p.id, Peer::new(*p)))
+            .collect();
+        Self {
+            me,
+            peers,
+            term: 0,
+            master: me,
+        }
+    }
+
+    pub(super) fn term(&self) -> u64 {
+        self.term
+    }
+
+    pub(super) fn master(&self) -> u16 {
+        self.master
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+
+    pub(super) fn get(&self, id: u16) -> Option<&Peer> {
+        self.peers.get(&id)
+    }
+
+    pub(super) fn get_mut(&mut self, id: u16) -> Option<&mut Peer> {
+        self.peers.get_mut(&id)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+
+    pub(super) fn alive_ids(&self) -> impl Iterator<Item = u16> + '_ {
+        self.peers.values().filter(|p| p.alive).map(|p| p.info.id)
+    }
+
+    pub(super) fn any_ready_alive(&self) -> bool {
+        self.peers.values().any(|p| p.alive && p.ready)
+    }
+
+    /// Adds a peer not known yet. Returns whether it was new. This node's own id is refused.
+    pub(super) fn admit(&mut self, info: NodeInfo) -> bool {
+        if info.id == self.me || self.peers.contains_key(&info.id) {
+            return false;
+        }
+        self.peers.insert(info.id, Peer::new(info));
+        true
+    }
+
+    /// `id` was heard from at `now_us`. Returns whether it came up (was not alive).
+    pub(super) fn heard(&mut self, id: u16, now_us: u64) -> bool {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return false;
+        };
+        p.last_heard = Some(now_us);
+        !std::mem::replace(&mut p.alive, true)
+    }
+
+    /// Re-evaluates who is alive at `now_us`. Returns the peers that went down, and whether
+    /// anything changed.
+    pub(super) fn check_down(&mut self, now_us: u64, down_after_us: u64) -> (Vec<u16>, bool) {
+        let mut down = Vec::new();
+        let mut changed = false;
+        for (id, p) in &mut self.peers {
+            let alive = p
+                .last_heard
+                .is_some_and(|t| now_us.saturating_sub(t) <= down_after_us);
+            if p.alive != alive {
+                p.alive = alive;
+                if !alive {
+                    p.ready = false;
+                    down.push(*id);
+                }
+                changed = true;
+            }
+        }
+        (down, changed)
+    }
+
+    /// `id` said goodbye. Returns whether it was alive.
+    pub(super) fn goodbye(&mut self, id: u16) -> bool {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return false;
+        };
+        p.last_heard = None;
+        p.ready = false;
+        std::mem::replace(&mut p.alive, false)
+    }
+
+    /// A heartbeat from `id`. Returns the members it named that were new here.
+    pub(super) fn handle_heartbeat(
+        &mut self,
+        id: u16,
+        term: u64,
+        ready: bool,
+        records: u64,
+        digest: u128,
+        members: Vec<Gossip>,
+    ) -> Vec<NodeInfo> {
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.ready = ready;
+            p.records = records;
+            p.digest = digest;
+        }
+        self.observe_term(term);
+        members
+            .into_iter()
+            .filter(|g| self.admit(g.info))
+            .map(|g| g.info)
+            .collect()
+    }
+
+    /// A term seen on the wire: the term never goes back.
+    pub(super) fn observe_term(&mut self, term: u64) {
+        self.term = self.term.max(term);
+    }
+
+    /// What this node tells its peers about the others.
+    pub(super) fn gossip(&self) -> Vec<Gossip> {
+        self.peers
+            .values()
+            .map(|p| Gossip {
+                info: p.info,
+                alive: p.alive,
+            })
+            .collect()
+    }
+
+    /// Re-runs the election given whether this node is ready. Returns the new roles if the
+    /// masters changed (or no term was started yet).
+    pub(super) fn elect(&mut self, me_ready: bool) -> Option<Roles> {
+        let alive = || self.peers.values().filter(|p| p.alive);
+        let ready_min = alive()
+            .filter(|p| p.ready)
+            .map(|p| p.info.id)
+            .chain(me_ready.then_some(self.me))
+            .min();
+        let any_min = alive()
+            .map(|p| p.info.id)
+            .chain(std::iter::once(self.me))
+            .min()
+            .unwrap_or(self.me);
+        let master = ready_min.unwrap_or(any_min);
+        if master == self.master && self.term != 0 {
+            return None;
+        }
+        self.term = self.term.saturating_add(1);
+        self.master = master;
+        Some(Roles {
+            term: self.term,
+            master,
+        })
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+
+    fn info(id: u16) -> NodeInfo {
+        NodeInfo {
+            id,
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            pool_port: id,
+            query_port: id,
+            sync_port: id,
+            time_port: id,
+            http_port: id,
+        }
+    }
+
+    #[test]
+    fn lowest_alive_ready_id_is_master_and_each_change_is_a_term() {
+        let mut m = Membership::new(2, &[info(1), info(2), info(3)]);
+        // Alone and not ready: itself.
+        assert_eq!(m.elect(false), Some(Roles { term: 1, master: 2 }));
+        assert_eq!(m.elect(false), None);
+        // Node 1 alive but not ready; nobody ready: lowest alive id.
+        assert!(m.heard(1, 10));
+        assert_eq!(m.elect(false), Some(Roles { term: 2, master: 1 }));
+        // This node ready, node 1 not: this node.
+        assert_eq!(m.elect(true), Some(Roles { term: 3, master: 2 }));
+        // Node 1 ready too: node 1 (fail-back).
+        m.handle_heartbeat(1, 0, true, 0, 0, Vec::new());
+        assert_eq!(m.elect(true), Some(Roles { term: 4, master: 1 }));
+        // Node 1 silent too long: fail-over.
+        let (down, changed) = m.check_down(1_000, 500);
+        assert_eq!((down, changed), (vec![1], true));
+        assert_eq!(m.elect(true), Some(Roles { term: 5, master: 2 }));
+    }
+
+    #[test]
+    fn terms_never_go_back() {
+        let mut m = Membership::new(2, &[info(1)]);
+        m.observe_term(40);
+        m.observe_term(7);
+        assert_eq!(m.term(), 40);
+        m.heard(1, 1);
+        assert_eq!(
+            m.elect(false),
+            Some(Roles {
+                term: 41,
+                master: 1
+            })
+        );
+        assert_eq!(m.elect(false), None);
+    }
+
+    #[test]
+    fn gossip_admits_new_members_once_and_never_this_node() {
+        let mut m = Membership::new(1, &[info(2)]);
+        let g = |id| Gossip {
+            info: info(id),
+            alive: true,
+        };
+        let new = m.handle_heartbeat(2, 0, false, 0, 0, vec![g(1), g(2), g(3), g(3)]);
+        assert_eq!(new, vec![info(3)]);
+        assert!(m.get(3).is_some() && m.get(1).is_none());
+        assert_eq!(m.gossip().len(), 2);
+    }
+
+    #[test]
+    fn goodbye_is_down_at_once_and_heard_brings_back() {
+        let mut m = Membership::new(1, &[info(2)]);
+        assert!(m.heard(2, 5));
+        assert!(!m.heard(2, 6));
+        assert!(m.goodbye(2));
+        assert!(!m.goodbye(2));
+        assert_eq!(m.alive_ids().count(), 0);
+        assert!(m.heard(2, 7));
+    }
+}

@@ -1,0 +1,901 @@
+//! [`ClusterNode`]: one node's view of the cluster as a sans-IO state machine, composed of
+//! smaller state machines that each own one concern and are tested on their own:
+//!
+//! - [`membership`]: peers, liveness, readiness, the term and the masters (elections);
+//! - [`outbound`]: this node's numbered updates (the backlog) and, per peer, the link this node
+//!   dialed: resume, full snapshot, streaming, window, buckets asked for;
+//! - [`inbound`]: per peer, the link it dialed to this node: resume point, applying updates and
+//!   snapshots, acks;
+//! - [`anti_entropy`]: digest comparison in quiet intervals;
+//! - [`clock`]: time sync, as master (probes, estimators, corrections) and follower (replies,
+//!   applying corrections, confirmation).
+//!
+//! `ClusterNode` routes inputs to them, keeps what spans several (readiness, the flush timer,
+//! draining) and queues their outputs.
+//!
+//! # Method taxonomy
+//!
+//! Inputs (`handle_*`): [`ClusterNode::handle_frame`] (any decoded frame on a replication
+//! connection, which enforces the `HELLO` handshake and names the error to answer with),
+//! [`ClusterNode::handle_out_connected`], [`ClusterNode::handle_out_closed`],
+//! [`ClusterNode::handle_in_closed`], [`ClusterNode::handle_datagram`],
+//! [`ClusterNode::handle_local_updates`], [`ClusterNode::handle_drain`] and
+//! [`ClusterNode::handle_timeout`]. ([`ClusterNode::handle_hello`],
+//! [`ClusterNode::handle_in_msg`] and [`ClusterNode::handle_out_msg`] are the parts of
+//! `handle_frame` for callers that already know the connection's direction.)
+//!
+//! Outputs (`poll_*`), to drain after **every** input until they return `None`:
+//! [`ClusterNode::poll_transmit`] (replication messages, with their peer and direction),
+//! [`ClusterNode::poll_datagram`] (time-sync packets), [`ClusterNode::poll_event`] (role changes
+//! and other things worth a log line), and [`ClusterNode::poll_timeout`] (when to call
+//! `handle_timeout` next).
+//!
+//! Time is always a parameter ([`Now`]): a monotonic reading for timers and the node's local,
+//! uncorrected wall clock; cluster time is the latter plus [`ClusterNode::correction_us`].
+//!
+//! Every input does bounded work: a snapshot or a bucket is read from the store through a
+//! resumable [`crate::store::Cursor`], one frame's worth per `poll_transmit`.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::cluster::repl::{Msg, NodeInfo};
+use crate::cluster::timesync::Packet;
+use crate::hlc::Hlc;
+use crate::model::Sid;
+use crate::proto::ErrorCode;
+use crate::store::Store;
+
+mod anti_entropy;
+mod clock;
+mod inbound;
+mod membership;
+mod outbound;
+
+use anti_entropy::AntiEntropy;
+use clock::{Corrected, TimeFollower, TimeMaster};
+use inbound::{merge_records, InLink};
+use membership::{Membership, Roles};
+use outbound::{Backlog, LinkPoll, OutLink, Welcome};
+
+/// Timing, in µs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Heartbeat interval.
+    pub heartbeat_us: u64,
+    /// A peer not heard from for this long is down.
+    pub down_after_us: u64,
+    /// Time-sync and anti-entropy interval.
+    pub sync_interval_us: u64,
+    /// Clock tolerance.
+    pub tolerance_us: u64,
+    /// Longest time updates wait to be batched.
+    pub flush_us: u64,
+}
+
+/// The current time, as the driver read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic µs (any origin).
+    pub mono_us: u64,
+    /// Local wall clock, µs since the Unix epoch, before correction.
+    pub wall_us: i64,
+}
+
+/// Which connection a message travels on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// My outbound connection to the peer (I sent `HELLO`).
+    Out,
+    /// The peer's connection to me (it sent `HELLO`).
+    In,
+}
+
+/// Things worth a log line or a metric.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The masters changed.
+    RoleChange {
+        /// New term.
+        term: u64,
+        /// Time master.
+        time_master: u16,
+        /// Data master.
+        data_master: u16,
+    },
+    /// A peer is alive again.
+    MemberUp(u16),
+    /// A peer is down (silent too long, or said goodbye).
+    MemberDown(u16),
+    /// A node not in this node's cluster file joined.
+    MemberJoined(NodeInfo),
+    /// This node became ready (or stopped being ready).
+    Ready(bool),
+    /// A full snapshot was received from a peer.
+    SnapshotReceived {
+        /// The peer.
+        from: u16,
+        /// Records in it.
+        records: u64,
+    },
+    /// A full snapshot is being sent to a peer (its resume point was gone).
+    FullResync(u16),
+    /// A link resumed from the backlog.
+    Resumed(u16),
+    /// Anti-entropy repaired these buckets from a peer.
+    Repaired {
+        /// The peer.
+        from: u16,
+        /// Records merged that changed something.
+        changed: u64,
+    },
+    /// The clock was corrected by the time master.
+    ClockCorrected {
+        /// The adjustment, µs.
+        adjust_us: i64,
+        /// The new correction, µs.
+        correction_us: i64,
+    },
+}
+
+/// Counters for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Links resumed from the backlog.
+    pub resumes: u64,
+    /// Full snapshots sent.
+    pub full_resyncs: u64,
+    /// Records changed by anti-entropy.
+    pub digest_repairs: u64,
+    /// Role changes.
+    pub elections: u64,
+    /// Remote records merged.
+    pub merged: u64,
+}
+
+/// Why an inbound `HELLO` was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HelloError {
+    /// The peer belongs to another cluster.
+    #[error("cluster name {0:?} differs")]
+    WrongCluster(String),
+    /// The peer claims this node's own id.
+    #[error("node id {0} is this node's own")]
+    SameId(u16),
+}
+
+/// A replication connection as the driver knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conn {
+    /// A connection a peer opened to this node, before its `HELLO`.
+    AwaitHello,
+    /// A connection a peer opened to this node, after its `HELLO` was accepted.
+    In(u16),
+    /// The connection this node opened to `peer`.
+    Out(u16),
+}
+
+/// What the driver does with a connection after [`ClusterNode::handle_frame`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep reading.
+    Continue,
+    /// The `HELLO` was accepted: the connection is now `Conn::In(peer)` (an older inbound
+    /// connection of the same peer must be closed), and `welcome` is written on it.
+    Accepted {
+        /// The peer.
+        peer: u16,
+        /// The `WELCOME` to write.
+        welcome: Msg,
+    },
+    /// Write `ERROR` with this code and message, then close once it is written.
+    Refuse {
+        /// The error code.
+        code: ErrorCode,
+        /// Why, for the peer's logs (also worth a log line here).
+        message: String,
+    },
+    /// Close at once, without `ERROR` (a peer that does not speak the protocol, or a peer's
+    /// `ERROR` on a link this node opened).
+    Close {
+        /// Why, for a log line.
+        reason: String,
+    },
+}
+
+impl Verdict {
+    /// The verdict for a frame that does not decode: `ERROR` `Malformed`, then close.
+    pub fn malformed(e: impl std::fmt::Display) -> Self {
+        Self::Refuse {
+            code: ErrorCode::Malformed,
+            message: format!("malformed frame: {e}"),
+        }
+    }
+}
+
+/// The replication links with one peer.
+#[derive(Debug, Default)]
+struct Links {
+    out: Option<OutLink>,
+    inbound: InLink,
+    anti_entropy: AntiEntropy,
+}
+
+/// One node's cluster state machine. See the module docs.
+pub struct ClusterNode {
+    me: NodeInfo,
+    cluster: String,
+    timing: Timing,
+    incarnation: u64,
+    started_us: u64,
+    membership: Membership,
+    /// INVARIANT: has an entry for every peer of `membership`.
+    links: BTreeMap<u16, Links>,
+    backlog: Backlog,
+    oldest_unflushed_us: Option<u64>,
+    /// When local updates last arrived (monotonic µs).
+    last_traffic_us: u64,
+    joined: bool,
+    ready: bool,
+    draining: bool,
+    goodbye_sent: bool,
+    time_master: TimeMaster,
+    clock: TimeFollower,
+    next_heartbeat_us: u64,
+    next_sync_us: u64,
+    out: VecDeque<(u16, Dir, Msg)>,
+    /// Scratch queue for one link's frames.
+    link_out: VecDeque<Msg>,
+    dgrams: VecDeque<(u16, Packet)>,
+    events: VecDeque<Event>,
+    lag_samples: Vec<u64>,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("me", &self.me.id)
+            .field("term", &self.membership.term())
+            .field("ready", &self.ready)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterNode {
+    /// A node `me` of cluster `cluster` that knows `peers` from its file. `incarnation` must be
+    /// random per process start.
+    pub fn new(
+        me: NodeInfo,
+        cluster: String,
+        peers: &[NodeInfo],
+        timing: Timing,
+        incarnation: u64,
+        now: Now,
+    ) -> Self {
+        let membership = Membership::new(me.id, peers);
+        let links = membership
+            .iter()
+            .map(|p| (p.info.id, Links::default()))
+            .collect();
+        let mut n = Self {
+            me,
+            cluster,
+            timing,
+            incarnation,
+            started_us: now.mono_us,
+            membership,
+            links,
+            backlog: Backlog::new(1 << 21),
+            oldest_unflushed_us: None,
+            last_traffic_us: 0,
+            joined: false,
+            ready: false,
+            draining: false,
+            goodbye_sent: false,
+            time_master: TimeMaster::default(),
+            clock: TimeFollower::default(),
+            next_heartbeat_us: now.mono_us,
+            next_sync_us: now.mono_us,
+            out: VecDeque::new(),
+            link_out: VecDeque::new(),
+            dgrams: VecDeque::new(),
+            events: VecDeque::new(),
+            lag_samples: Vec::new(),
+            stats: Stats::default(),
+        };
+        n.update_roles();
+        n.update_ready(now);
+        n
+    }
+
+    /// Sets how many update numbers the backlog keeps for resuming peers.
+    pub fn set_backlog_cap(&mut self, cap: usize) {
+        self.backlog.set_cap(cap);
+    }
+
+    // ----- reports -----
+
+    /// This node.
+    pub fn me(&self) -> &NodeInfo {
+        &self.me
+    }
+    /// The election term.
+    pub fn term(&self) -> u64 {
+        self.membership.term()
+    }
+    /// The time master's id.
+    pub fn time_master(&self) -> u16 {
+        self.membership.master()
+    }
+    /// The data master's id.
+    pub fn data_master(&self) -> u16 {
+        self.membership.master()
+    }
+    /// Whether this node serves.
+    pub fn ready(&self) -> bool {
+        self.ready
+    }
+    /// Why this node does not serve, if it does not.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if self.draining {
+            Some("draining")
+        } else if !self.joined {
+            Some("syncing data from the data master")
+        } else if !self.clock.confirmed() {
+            Some("clock not confirmed by the time master")
+        } else {
+            None
+        }
+    }
+    /// The clock correction, µs: cluster time = local wall clock + this.
+    pub fn correction_us(&self) -> i64 {
+        self.clock.correction_us()
+    }
+    /// Cluster time at `now`, µs.
+    pub fn cluster_us(&self, now: Now) -> i64 {
+        now.wall_us.saturating_add(self.clock.correction_us())
+    }
+    /// Members other than this node: (info, alive, ready).
+    pub fn members(&self) -> impl Iterator<Item = (&NodeInfo, bool, bool)> {
+        self.membership.iter().map(|p| (&p.info, p.alive, p.ready))
+    }
+    /// Whether any peer is alive.
+    pub fn any_peer_alive(&self) -> bool {
+        self.membership.alive_ids().next().is_some()
+    }
+    /// The highest update number of mine that at least one peer has acked.
+    pub fn replicated_seq(&self) -> u64 {
+        self.links
+            .values()
+            .filter_map(|l| l.out.as_ref().map(OutLink::acked))
+            .max()
+            .unwrap_or(0)
+    }
+    /// My last update number.
+    pub fn last_seq(&self) -> u64 {
+        self.backlog.next() - 1
+    }
+    /// Update numbers the backlog holds.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+    /// Replication lag samples (cluster time of apply minus the update's stamp, µs) since the
+    /// last call.
+    pub fn take_lag_samples(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.lag_samples)
+    }
+    /// The address book entry of a member.
+    pub fn member_info(&self, id: u16) -> Option<NodeInfo> {
+        self.membership.get(id).map(|p| p.info)
+    }
+    /// Members this node should hold an outbound connection to (all known peers).
+    pub fn peers(&self) -> Vec<NodeInfo> {
+        self.membership.iter().map(|p| p.info).collect()
+    }
+
+    // ----- inputs -----
+
+    /// A decoded frame arrived on a replication connection. Enforces the handshake (the first
+    /// frame on an accepted connection must be `HELLO`), routes the message, and tells the
+    /// driver what to do with the connection.
+    pub fn handle_frame(&mut self, now: Now, conn: Conn, msg: Msg, ctx: &Ctx<'_>) -> Verdict {
+        match (conn, msg) {
+            (
+                Conn::AwaitHello,
+                Msg::Hello {
+                    cluster,
+                    from,
+                    incarnation,
+                },
+            ) => match self.handle_hello(now, &cluster, from, incarnation) {
+                Ok(welcome) => Verdict::Accepted {
+                    peer: from.id,
+                    welcome,
+                },
+                Err(e) => Verdict::Refuse {
+                    code: ErrorCode::Protocol,
+                    message: e.to_string(),
+                },
+            },
+            (Conn::AwaitHello, _) => Verdict::Close {
+                reason: "expected HELLO".into(),
+            },
+            (Conn::In(peer), msg) => {
+                self.handle_in_msg(now, peer, msg, ctx);
+                Verdict::Continue
+            }
+            (Conn::Out(_), Msg::Error { message, .. }) => Verdict::Close {
+                reason: format!("peer refused replication: {message}"),
+            },
+            (Conn::Out(peer), msg) => {
+                self.handle_out_msg(now, peer, msg, ctx);
+                Verdict::Continue
+            }
+        }
+    }
+
+    /// My connection to `peer` is up: sends `HELLO`.
+    pub fn handle_out_connected(&mut self, peer: u16) {
+        let Some(l) = self.links.get_mut(&peer) else {
+            return;
+        };
+        l.out = Some(OutLink::new());
+        self.out.push_back((
+            peer,
+            Dir::Out,
+            Msg::Hello {
+                cluster: self.cluster.clone(),
+                from: self.me,
+                incarnation: self.incarnation,
+            },
+        ));
+    }
+
+    /// My connection to `peer` closed.
+    pub fn handle_out_closed(&mut self, peer: u16) {
+        if let Some(l) = self.links.get_mut(&peer) {
+            l.out = None;
+        }
+    }
+
+    /// A peer's connection to me sent `HELLO`. Returns the `WELCOME` to answer with, or why the
+    /// connection must be refused.
+    pub fn handle_hello(
+        &mut self,
+        now: Now,
+        cluster: &str,
+        from: NodeInfo,
+        incarnation: u64,
+    ) -> Result<Msg, HelloError> {
+        if cluster != self.cluster {
+            return Err(HelloError::WrongCluster(cluster.to_owned()));
+        }
+        if from.id == self.me.id {
+            return Err(HelloError::SameId(from.id));
+        }
+        // The address of a member from the cluster file stays as the file says (it may be a
+        // proxy or a load balancer in front of the peer); others are reached where they say.
+        self.admit(from);
+        let resume_from = self
+            .links
+            .entry(from.id)
+            .or_default()
+            .inbound
+            .handle_hello(incarnation);
+        self.heard(from.id, now);
+        Ok(Msg::Welcome {
+            node: self.me.id,
+            resume_from,
+        })
+    }
+
+    /// A peer's connection to me closed.
+    pub fn handle_in_closed(&mut self, peer: u16) {
+        if let Some(l) = self.links.get_mut(&peer) {
+            l.inbound.handle_closed();
+        }
+    }
+
+    /// A message arrived on my connection to `peer`.
+    pub fn handle_out_msg(&mut self, now: Now, peer: u16, msg: Msg, _ctx: &Ctx<'_>) {
+        // Any answer on my link proves the peer alive, even if its heartbeats are queued
+        // behind its own traffic.
+        self.heard(peer, now);
+        let Some(link) = self.links.get_mut(&peer).and_then(|l| l.out.as_mut()) else {
+            return;
+        };
+        match msg {
+            Msg::Welcome { resume_from, .. } => {
+                match link.handle_welcome(resume_from, &self.backlog, &mut self.link_out) {
+                    Welcome::Resumed => {
+                        self.stats.resumes += 1;
+                        self.events.push_back(Event::Resumed(peer));
+                    }
+                    Welcome::Snapshot => {
+                        self.stats.full_resyncs += 1;
+                        self.events.push_back(Event::FullResync(peer));
+                    }
+                }
+                self.out
+                    .extend(self.link_out.drain(..).map(|m| (peer, Dir::Out, m)));
+            }
+            Msg::Ack(seq) => link.handle_ack(seq, &self.backlog),
+            Msg::BucketRequest(buckets) => link.handle_bucket_request(buckets),
+            _ => {}
+        }
+    }
+
+    /// A message arrived on `peer`'s connection to me (after its `HELLO`).
+    pub fn handle_in_msg(&mut self, now: Now, peer: u16, msg: Msg, ctx: &Ctx<'_>) {
+        self.heard(peer, now);
+        let cluster_us = self.cluster_us(now);
+        let Some(links) = self.links.get_mut(&peer) else {
+            return;
+        };
+        let link = &mut links.inbound;
+        match msg {
+            Msg::Updates { upto_seq, records } => {
+                let (ack, merged) = link.handle_updates(
+                    now.mono_us,
+                    cluster_us,
+                    upto_seq,
+                    &records,
+                    ctx,
+                    &mut self.lag_samples,
+                );
+                self.stats.merged += merged;
+                self.out.push_back((peer, Dir::In, ack));
+            }
+            Msg::SnapshotBegin { upto_seq } => link.handle_snapshot_begin(upto_seq),
+            Msg::Snapshot(records) => link.handle_snapshot(now.mono_us, &records, ctx),
+            Msg::SnapshotEnd { .. } => {
+                if let Some((ack, records)) = link.handle_snapshot_end() {
+                    self.events.push_back(Event::SnapshotReceived {
+                        from: peer,
+                        records,
+                    });
+                    self.out.push_back((peer, Dir::In, ack));
+                }
+            }
+            Msg::Heartbeat {
+                term,
+                ready,
+                records,
+                digest,
+                members,
+            } => {
+                let joined = self
+                    .membership
+                    .handle_heartbeat(peer, term, ready, records, digest, members);
+                for info in joined {
+                    self.links.entry(info.id).or_default();
+                    self.events.push_back(Event::MemberJoined(info));
+                }
+                self.update_roles();
+            }
+            Msg::Digests(theirs) => {
+                let quiet_since = self.last_traffic_us.max(link.last_update_us());
+                let quiet = now.mono_us.saturating_sub(quiet_since) >= self.timing.sync_interval_us;
+                let mine = if quiet {
+                    ctx.store.bucket_digests()
+                } else {
+                    Vec::new()
+                };
+                if let Some(ask) = links.anti_entropy.handle_digests(quiet, &mine, &theirs) {
+                    self.out.push_back((peer, Dir::In, Msg::BucketRequest(ask)));
+                }
+            }
+            Msg::Bucket { records, .. } => {
+                let changed = merge_records(&records, ctx);
+                if changed > 0 {
+                    self.stats.digest_repairs += changed;
+                    self.events.push_back(Event::Repaired {
+                        from: peer,
+                        changed,
+                    });
+                }
+            }
+            Msg::Goodbye => {
+                if self.membership.goodbye(peer) {
+                    self.events.push_back(Event::MemberDown(peer));
+                }
+                self.update_roles();
+            }
+            _ => {}
+        }
+        self.update_ready(now);
+    }
+
+    /// A time-sync datagram arrived.
+    pub fn handle_datagram(&mut self, now: Now, p: Packet) {
+        let cluster_us = self.cluster_us(now);
+        match p {
+            Packet::Probe {
+                term,
+                from,
+                seq,
+                t1,
+            } => {
+                self.membership.observe_term(term);
+                self.dgrams.push_back(TimeFollower::handle_probe(
+                    self.me.id,
+                    cluster_us,
+                    (term, from, seq, t1),
+                ));
+            }
+            Packet::Reply {
+                from,
+                seq,
+                t1,
+                t2,
+                t3,
+                ..
+            } => {
+                if self.membership.master() != self.me.id || self.membership.get(from).is_none() {
+                    return;
+                }
+                let tolerance = self.timing.tolerance_us as i64;
+                if let Some(c) = self.time_master.handle_reply(
+                    self.me.id,
+                    self.membership.term(),
+                    from,
+                    (seq, t1, t2, t3, cluster_us),
+                    tolerance,
+                ) {
+                    self.dgrams.push_back(c);
+                }
+            }
+            Packet::Correct {
+                term,
+                from,
+                seq,
+                adjust_us,
+            } => {
+                let ctx = (self.me.id, self.membership.master(), self.membership.term());
+                let Corrected::Applied { adjust_us } =
+                    self.clock.handle_correct(ctx, (term, from, seq, adjust_us))
+                else {
+                    return;
+                };
+                if adjust_us != 0 {
+                    self.events.push_back(Event::ClockCorrected {
+                        adjust_us,
+                        correction_us: self.clock.correction_us(),
+                    });
+                }
+                self.update_ready(now);
+            }
+        }
+    }
+
+    /// Records changed by local pool updates, in order. Returns the update number of the last.
+    pub fn handle_local_updates(&mut self, now: Now, sids: &[Sid]) -> u64 {
+        self.backlog.push(sids);
+        if !sids.is_empty() {
+            self.last_traffic_us = now.mono_us;
+            if self.oldest_unflushed_us.is_none() {
+                self.oldest_unflushed_us = Some(now.mono_us);
+            }
+        }
+        self.last_seq()
+    }
+
+    /// Starts draining: not ready from now on; pending updates are sent at once, and then
+    /// (as the last frame on each link) `GOODBYE`.
+    pub fn handle_drain(&mut self, now: Now) {
+        self.draining = true;
+        self.update_ready(now);
+    }
+
+    /// Timers: heartbeats, down detection, probes and digests.
+    pub fn handle_timeout(&mut self, now: Now, ctx: &Ctx<'_>) {
+        let (down, changed) = self
+            .membership
+            .check_down(now.mono_us, self.timing.down_after_us);
+        self.events.extend(down.into_iter().map(Event::MemberDown));
+        if changed {
+            self.update_roles();
+        }
+        if now.mono_us >= self.next_heartbeat_us {
+            self.next_heartbeat_us = now.mono_us + self.timing.heartbeat_us;
+            let hb = Msg::Heartbeat {
+                term: self.membership.term(),
+                ready: self.ready,
+                records: ctx.store.len() as u64,
+                digest: ctx.store.digest(),
+                members: self.membership.gossip(),
+            };
+            self.send_on_established(|_, _| true, &hb);
+        }
+        if now.mono_us >= self.next_sync_us {
+            self.next_sync_us = now.mono_us + self.timing.sync_interval_us;
+            if self.membership.master() == self.me.id {
+                let probes = self.time_master.poll_probes(
+                    self.me.id,
+                    self.membership.term(),
+                    self.cluster_us(now),
+                    self.membership.alive_ids(),
+                );
+                self.dgrams.extend(probes);
+            }
+            let digests = Msg::Digests(ctx.store.bucket_digests());
+            let alive: Vec<u16> = self.membership.alive_ids().collect();
+            self.send_on_established(|id, l| l.is_streaming() && alive.contains(&id), &digests);
+        }
+        self.update_ready(now);
+    }
+
+    // ----- outputs -----
+
+    /// The next replication message to send: `(peer, connection, message)`.
+    pub fn poll_transmit(&mut self, now: Now, ctx: &Ctx<'_>) -> Option<(u16, Dir, Msg)> {
+        if let Some(m) = self.out.pop_front() {
+            return Some(m);
+        }
+        let flush_due = self.draining
+            || self
+                .oldest_unflushed_us
+                .is_some_and(|t| now.mono_us.saturating_sub(t) >= self.timing.flush_us);
+        for (id, l) in &mut self.links {
+            if self.membership.get(*id).is_none_or(|p| p.congested) {
+                continue;
+            }
+            let Some(link) = l.out.as_mut() else { continue };
+            loop {
+                let poll =
+                    link.poll_transmit(ctx.store, &self.backlog, flush_due, &mut self.link_out);
+                match poll {
+                    LinkPoll::Waiting if self.oldest_unflushed_us.is_none() => {
+                        // Updates waiting for this link (after a resume, say) start the timer.
+                        self.oldest_unflushed_us = Some(now.mono_us);
+                    }
+                    LinkPoll::FullResync => {
+                        self.stats.full_resyncs += 1;
+                        self.events.push_back(Event::FullResync(*id));
+                    }
+                    _ => {}
+                }
+                if !self.link_out.is_empty() {
+                    self.out
+                        .extend(self.link_out.drain(..).map(|m| (*id, Dir::Out, m)));
+                    return self.out.pop_front();
+                }
+                if poll != LinkPoll::Sent {
+                    break;
+                }
+            }
+        }
+        // Everything pending is sent (or waiting for acks): the flush timer restarts.
+        let all_sent = self.links.iter().all(|(id, l)| {
+            self.membership.get(*id).is_none_or(|p| p.congested)
+                || l.out.as_ref().is_none_or(|o| o.caught_up(&self.backlog))
+        });
+        if all_sent {
+            self.oldest_unflushed_us = None;
+            // Draining: everything is sent, so `GOODBYE` goes out as the last frame.
+            if self.draining && !self.goodbye_sent {
+                self.goodbye_sent = true;
+                self.send_on_established(|_, _| true, &Msg::Goodbye);
+                return self.out.pop_front();
+            }
+        }
+        None
+    }
+
+    /// The next time-sync datagram: `(peer, packet)`.
+    pub fn poll_datagram(&mut self) -> Option<(u16, Packet)> {
+        self.dgrams.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` (or `poll_transmit`, for batched updates) is due, monotonic µs.
+    pub fn poll_timeout(&self) -> u64 {
+        let mut t = self.next_heartbeat_us.min(self.next_sync_us);
+        if let Some(o) = self.oldest_unflushed_us {
+            t = t.min(o + self.timing.flush_us);
+        }
+        t
+    }
+
+    /// Marks the outbound connection to `peer` as congested (the driver's buffer is full) or
+    /// not; `poll_transmit` generates no updates, snapshot or bucket frames for a congested peer.
+    pub fn set_congested(&mut self, peer: u16, congested: bool) {
+        if let Some(p) = self.membership.get_mut(peer) {
+            p.congested = congested;
+        }
+    }
+
+    // ----- internals -----
+
+    /// Queues `msg` on every outbound link that was welcomed and passes `filter`.
+    fn send_on_established(&mut self, filter: impl Fn(u16, &OutLink) -> bool, msg: &Msg) {
+        for (id, l) in &self.links {
+            if let Some(o) = l.out.as_ref() {
+                if o.is_established() && filter(*id, o) {
+                    self.out.push_back((*id, Dir::Out, msg.clone()));
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, info: NodeInfo) {
+        if self.membership.admit(info) {
+            self.links.entry(info.id).or_default();
+            self.events.push_back(Event::MemberJoined(info));
+        }
+    }
+
+    fn heard(&mut self, peer: u16, now: Now) {
+        if self.membership.heard(peer, now.mono_us) {
+            self.events.push_back(Event::MemberUp(peer));
+            self.update_roles();
+        }
+    }
+
+    fn update_roles(&mut self) {
+        if let Some(Roles { term, master }) = self.membership.elect(self.ready) {
+            self.stats.elections += 1;
+            self.events.push_back(Event::RoleChange {
+                term,
+                time_master: master,
+                data_master: master,
+            });
+        }
+    }
+
+    fn update_ready(&mut self, now: Now) {
+        let grace_over = now.mono_us.saturating_sub(self.started_us) >= self.timing.down_after_us;
+        let ready_peer = self.membership.any_ready_alive();
+        let alone = self.membership.is_empty();
+        let master = self.membership.master();
+        if !self.joined {
+            let from_master = self
+                .links
+                .get(&master)
+                .is_some_and(|l| l.inbound.snapshot_done());
+            // A node joins by taking a snapshot from the data master; the first nodes of a
+            // cluster (nobody ready after the grace period), and a node alone in its file, start
+            // from an empty store.
+            if from_master || (grace_over && !ready_peer) || alone {
+                self.joined = true;
+            }
+        }
+        // The time master is the reference, but only once it is sure nobody else is: a node
+        // that restarts into a running cluster must be confirmed by that cluster's master.
+        if master == self.me.id && (alone || (grace_over && !ready_peer)) {
+            self.clock.confirm();
+        }
+        let ready = self.joined && self.clock.confirmed() && !self.draining;
+        if ready != self.ready {
+            self.ready = ready;
+            self.events.push_back(Event::Ready(ready));
+            self.update_roles();
+        }
+    }
+}
+
+/// What the state machine reads and merges into.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// The node's store.
+    pub store: &'a Store,
+    /// The node's clock (observes remote stamps).
+    pub hlc: &'a Hlc,
+}
+
+#[cfg(all(test, not(loom)))]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod tests;
