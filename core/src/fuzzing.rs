@@ -81,10 +81,11 @@ pub fn batch_query(data: &[u8]) {
 
 /// Target `repl_message`: replication frames.
 pub fn repl_message(data: &[u8]) {
-    use crate::cluster::repl::{Msg, MAX_FRAME};
+    use crate::cluster::repl::{Msg, ReplLimits};
+    let limits = ReplLimits::default();
     let mut rest = data;
-    while let Ok(Some((ty, body, n))) = split_frame(rest, MAX_FRAME) {
-        if let Ok(m) = Msg::decode(ty, body) {
+    while let Ok(Some((ty, body, n))) = split_frame(rest, limits.max_frame) {
+        if let Ok(m) = Msg::decode_with_limits(ty, body, &limits) {
             let mut again = Vec::new();
             m.encode(&mut again);
             // ERROR frames truncate long messages and map unknown codes; all others are exact.

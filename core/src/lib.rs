@@ -3,14 +3,24 @@
 //!
 //! # Layout
 //!
-//! - [`model`]: ids ([`Sid`], [`Uid`]), [`ClientType`], extension data ([`Ext`]) and the
-//!   per-user [`Record`] made of last-writer-wins registers.
+//! - [`model`]: ids ([`Sid`], [`Uid`]), [`ClientType`], extension data ([`Ext`], with its
+//!   limits in `model::ext`) and the per-user [`Record`] made of last-writer-wins registers.
 //! - [`hlc`]: the Hybrid Logical Clock that stamps every local change ([`Stamp`]).
 //! - [`store`]: the [`Store`], a concurrent map keyed by sid with a join-semilattice merge, batch
 //!   get, snapshot iteration and an incrementally maintained bucketed digest.
-//! - [`proto`]: the byte-level codecs (`pool`, `query`) and the pool session state machine.
+//! - [`wire`]: the panic-free [`wire::Reader`], frame splitting and the ext encoding.
+//! - [`proto`]: the pool and query codecs and their session state machines
+//!   ([`proto::pool_session::PoolSession`] with its shared `Streams`,
+//!   [`proto::query::QuerySession`]).
+//! - [`cluster`]: the replication codec ([`cluster::repl`]), time sync ([`cluster::timesync`])
+//!   and the [`cluster::node::ClusterNode`] state machine.
 //! - [`sync`]: the facade through which every hand-written atomic goes (loom under `cfg(loom)`).
 //! - [`fuzzing`]: bodies of the cargo-fuzz targets, compiled by `cargo test` too.
+//!
+//! Every resource limit a peer can hit is a value the driver passes in (`PoolLimits`,
+//! `QueryLimits`, `ReplLimits`, `ExtLimits`, `PoolSession::with_max_snapshot`), built from
+//! `presenced_config::Limits`; the constants here are only their defaults. Counts that a
+//! protocol fixes for both ends (`repl::MAX_RECORDS`, the 256 digest buckets) stay constants.
 //!
 //! # Thread model
 //!

@@ -8,6 +8,9 @@
 //! in which updates reach them, and lets a login on one node never erase a concurrent login from
 //! another client type on another node.
 //!
+//! Extension data and its limits live in the `ext` submodule ([`Ext`], [`ExtLimits`],
+//! [`ExtError`]), re-exported here.
+//!
 //! This module does not know about maps, threads or bytes on a wire.
 
 use std::fmt;
@@ -15,6 +18,10 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use crate::hlc::Stamp;
+
+mod ext;
+
+pub use ext::{Ext, ExtError, ExtLimits};
 
 /// The public IM number that web platforms know: the key of the store.
 ///
@@ -150,100 +157,6 @@ impl ClientSet {
         ClientType::ALL
             .into_iter()
             .filter(move |c| self.contains(*c))
-    }
-}
-
-/// Limits on extension data; every decoder checks them before allocating.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExtLimits {
-    /// Most entries per user.
-    pub max_entries: usize,
-    /// Longest key in bytes (at most 255: the key length is one byte on the wire).
-    pub max_key: usize,
-    /// Longest value in bytes (at most 65535).
-    pub max_value: usize,
-}
-
-impl Default for ExtLimits {
-    fn default() -> Self {
-        Self {
-            max_entries: 16,
-            max_key: 64,
-            max_value: 256,
-        }
-    }
-}
-
-/// Why extension data was refused. Nothing was stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ExtError {
-    /// More entries than [`ExtLimits::max_entries`].
-    #[error("more than {0} extension entries")]
-    TooManyEntries(usize),
-    /// A key is empty or longer than [`ExtLimits::max_key`].
-    #[error("extension key must be 1 to {0} bytes")]
-    BadKey(usize),
-    /// A value is longer than [`ExtLimits::max_value`].
-    #[error("extension value longer than {0} bytes")]
-    ValueTooLong(usize),
-    /// The same key twice.
-    #[error("duplicate extension key")]
-    DuplicateKey,
-}
-
-/// Extension data: a small map of UTF-8 keys to UTF-8 values, replaced as a whole by an event that
-/// carries it.
-///
-/// INVARIANT: entries are sorted by key, keys are unique and non-empty, and the sizes were within
-/// the [`ExtLimits`] in force when the value was built.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Ext {
-    entries: Box<[(Box<str>, Box<str>)]>,
-}
-
-impl Ext {
-    /// Builds extension data from entries in any order, checking `limits`.
-    pub fn new(mut entries: Vec<(String, String)>, limits: &ExtLimits) -> Result<Self, ExtError> {
-        if entries.len() > limits.max_entries {
-            return Err(ExtError::TooManyEntries(limits.max_entries));
-        }
-        let max_key = limits.max_key.min(255);
-        let max_value = limits.max_value.min(usize::from(u16::MAX));
-        for (k, v) in &entries {
-            if k.is_empty() || k.len() > max_key {
-                return Err(ExtError::BadKey(max_key));
-            }
-            if v.len() > max_value {
-                return Err(ExtError::ValueTooLong(max_value));
-            }
-        }
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        if entries
-            .windows(2)
-            .any(|w| w.first().map(|a| &a.0) == w.get(1).map(|b| &b.0))
-        {
-            return Err(ExtError::DuplicateKey);
-        }
-        let entries = entries
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
-        Ok(Self { entries })
-    }
-
-    /// The entries, sorted by key.
-    pub fn entries(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(k, v)| (&**k, &**v))
-    }
-
-    /// Number of entries.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether there is no entry.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }
 
@@ -588,30 +501,5 @@ mod tests {
     fn record_layout_is_compact() {
         assert_eq!(size_of::<Stamp>(), 10);
         assert!(size_of::<Record>() <= 152, "{}", size_of::<Record>());
-    }
-
-    #[test]
-    fn ext_limits_are_enforced() {
-        let l = ExtLimits {
-            max_entries: 1,
-            max_key: 3,
-            max_value: 2,
-        };
-        let e = |v: &[(&str, &str)]| {
-            Ext::new(
-                v.iter()
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .collect(),
-                &l,
-            )
-        };
-        assert_eq!(
-            e(&[("a", "1"), ("b", "2")]),
-            Err(ExtError::TooManyEntries(1))
-        );
-        assert_eq!(e(&[("abcd", "1")]), Err(ExtError::BadKey(3)));
-        assert_eq!(e(&[("", "1")]), Err(ExtError::BadKey(3)));
-        assert_eq!(e(&[("a", "123")]), Err(ExtError::ValueTooLong(2)));
-        assert!(e(&[("a", "12")]).is_ok());
     }
 }

@@ -3,15 +3,23 @@
 //! Every node keeps one outbound TCP connection to every peer's sync port and streams its own
 //! updates on it; the peer answers on the same connection (acks, bucket requests). Frames use
 //! the common framing of [`crate::wire`].
+//!
+//! This module holds the messages ([`Msg`], [`NodeInfo`], [`Gossip`]) and their framing; the
+//! encoding of the records they carry is in the `record` submodule ([`put_record`],
+//! [`read_record`]). Decoding checks every count against the [`ReplLimits`] it is given
+//! ([`Msg::decode_with_limits`]); the driver takes them from `<limits>`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
 
 use bytes::BufMut;
 
-use crate::hlc::Stamp;
-use crate::model::{ClientReg, ClientType, Ext, ExtLimits, Ident, Record, Reg, Sid};
-use crate::wire::{put_ext, put_frame, read_ext, DecodeError, Reader};
+use crate::model::{Record, Sid};
+use crate::wire::{put_frame, DecodeError, Reader};
+
+mod record;
+
+pub use record::{put_record, read_record};
+use record::{put_records, read_bool, read_records};
 
 /// Magic at the start of `HELLO`: ASCII `PRSR`.
 pub const MAGIC: [u8; 4] = *b"PRSR";
@@ -19,8 +27,33 @@ pub const MAGIC: [u8; 4] = *b"PRSR";
 pub const VERSION: u8 = 1;
 /// Most records in one `UPDATES`, `SNAPSHOT` or `BUCKET` frame.
 pub const MAX_RECORDS: usize = 4096;
-/// Largest replication frame accepted (a full frame of records with maximal ext is below this).
+/// Default largest replication frame accepted (a full frame of records with maximal ext is
+/// below this); [`ReplLimits::max_frame`] is the one in force.
 pub const MAX_FRAME: u32 = 64 << 20;
+/// Default most members in one `HEARTBEAT`; [`ReplLimits::max_members`] is the one in force.
+pub const MAX_MEMBERS: usize = 1024;
+
+/// Limits a replication connection's decoder enforces: everything a peer can make this node
+/// buffer or allocate beyond what the protocol fixes. The defaults are the protocol's
+/// historical values; the driver builds them from `<limits repl-max-frame-bytes
+/// max-gossip-members>` (`presenced_config::Limits`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplLimits {
+    /// Largest frame (type and body), in bytes: give it to [`crate::wire::split_frame`]. Keep
+    /// it at least 32 MiB: a sender's largest frame is about 20 MiB.
+    pub max_frame: u32,
+    /// Most members in one `HEARTBEAT`.
+    pub max_members: usize,
+}
+
+impl Default for ReplLimits {
+    fn default() -> Self {
+        Self {
+            max_frame: MAX_FRAME,
+            max_members: MAX_MEMBERS,
+        }
+    }
+}
 
 /// Frame types.
 pub mod ty {
@@ -156,138 +189,6 @@ pub enum Msg {
     },
 }
 
-fn put_stamp(b: &mut Vec<u8>, s: Stamp) {
-    b.put_u64(s.hlc());
-    b.put_u16(s.node());
-}
-
-fn read_stamp(r: &mut Reader<'_>) -> Result<Stamp, DecodeError> {
-    Ok(Stamp::new(r.u64("stamp")?, r.u16("stamp node")?))
-}
-
-/// Encodes a record: `ident, clients, perm?, ext?` (see the protocol document).
-pub fn put_record(b: &mut Vec<u8>, r: &Record) {
-    let id = r.ident();
-    put_stamp(b, id.stamp);
-    b.put_u64(id.value.uid);
-    b.put_u32(id.value.pool);
-    b.put_u8(r.clients().count() as u8);
-    for c in r.clients() {
-        b.put_u8(c.client.code());
-        put_stamp(b, c.reg.stamp);
-        b.put_u8(u8::from(c.reg.value));
-    }
-    match r.perm() {
-        None => b.put_u8(0),
-        Some(p) => {
-            b.put_u8(1);
-            put_stamp(b, p.stamp);
-            b.put_u8(u8::from(p.value));
-        }
-    }
-    match r.ext() {
-        None => b.put_u8(0),
-        Some(e) => {
-            b.put_u8(1);
-            put_stamp(b, e.stamp);
-            put_ext(b, &e.value);
-        }
-    }
-}
-
-fn read_bool(r: &mut Reader<'_>, what: &'static str) -> Result<bool, DecodeError> {
-    match r.u8(what)? {
-        0 => Ok(false),
-        1 => Ok(true),
-        _ => Err(DecodeError::Invalid(what)),
-    }
-}
-
-/// Decodes a record written by [`put_record`].
-pub fn read_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
-    let stamp = read_stamp(r)?;
-    let ident = Reg {
-        stamp,
-        value: Ident {
-            uid: r.u64("uid")?,
-            pool: r.u32("pool")?,
-        },
-    };
-    let n = r.u8("client count")?;
-    if usize::from(n) > ClientType::ALL.len() {
-        return Err(DecodeError::Invalid("client count"));
-    }
-    let mut clients = Vec::with_capacity(n.into());
-    let mut prev = None;
-    for _ in 0..n {
-        let client =
-            ClientType::from_code(r.u8("client")?).ok_or(DecodeError::Invalid("client"))?;
-        if prev.is_some_and(|p| p >= client) {
-            return Err(DecodeError::Invalid("clients not ascending"));
-        }
-        prev = Some(client);
-        let stamp = read_stamp(r)?;
-        clients.push(ClientReg {
-            client,
-            reg: Reg {
-                stamp,
-                value: read_bool(r, "online")?,
-            },
-        });
-    }
-    let perm = if read_bool(r, "perm flag")? {
-        let stamp = read_stamp(r)?;
-        Some(Reg {
-            stamp,
-            value: read_bool(r, "perm")?,
-        })
-    } else {
-        None
-    };
-    let ext = if read_bool(r, "ext flag")? {
-        let stamp = read_stamp(r)?;
-        let limits = ExtLimits {
-            max_entries: 255,
-            max_key: 255,
-            max_value: 65535,
-        };
-        let e: Arc<Ext> = read_ext(r, &limits)?;
-        Some(Reg { stamp, value: e })
-    } else {
-        None
-    };
-    Record::from_parts(ident, clients, perm, ext).ok_or(DecodeError::Invalid("record"))
-}
-
-fn put_records(b: &mut Vec<u8>, records: &[(Sid, Record)]) {
-    b.put_u16(records.len() as u16);
-    for (sid, r) in records {
-        b.put_u64(sid.get());
-        put_record(b, r);
-    }
-}
-
-fn read_records(r: &mut Reader<'_>) -> Result<Vec<(Sid, Record)>, DecodeError> {
-    let n = usize::from(r.u16("record count")?);
-    if n > MAX_RECORDS {
-        return Err(DecodeError::TooLarge {
-            what: "records",
-            len: n as u64,
-            max: MAX_RECORDS as u64,
-        });
-    }
-    // A record is at least 8 + 22 + 3 bytes: bound the allocation by what is there.
-    if r.remaining() < n * 33 {
-        return Err(DecodeError::Truncated("records"));
-    }
-    let mut v = Vec::with_capacity(n);
-    for _ in 0..n {
-        let sid = Sid::new(r.u64("sid")?).ok_or(DecodeError::Invalid("sid 0"))?;
-        v.push((sid, read_record(r)?));
-    }
-    Ok(v)
-}
-
 fn put_info(b: &mut Vec<u8>, n: &NodeInfo) {
     b.put_u16(n.id);
     match n.host {
@@ -407,8 +308,18 @@ impl Msg {
         }
     }
 
-    /// Decodes a frame body of type `ty`.
+    /// Decodes a frame body of type `ty` under the default [`ReplLimits`].
     pub fn decode(ty: u8, body: &[u8]) -> Result<Self, DecodeError> {
+        Self::decode_with_limits(ty, body, &ReplLimits::default())
+    }
+
+    /// Decodes a frame body of type `ty`, refusing counts above `limits`. (The frame length was
+    /// checked by [`crate::wire::split_frame`] against `limits.max_frame`.)
+    pub fn decode_with_limits(
+        ty: u8,
+        body: &[u8],
+        limits: &ReplLimits,
+    ) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
         let m = match ty {
             ty::HELLO => {
@@ -454,11 +365,11 @@ impl Msg {
                 let records = r.u64("records")?;
                 let digest = u128::from_be_bytes(r.array("digest")?);
                 let n = usize::from(r.u16("member count")?);
-                if n > 1024 {
+                if n > limits.max_members {
                     return Err(DecodeError::TooLarge {
                         what: "members",
                         len: n as u64,
-                        max: 1024,
+                        max: limits.max_members as u64,
                     });
                 }
                 let mut members = Vec::with_capacity(n);
@@ -532,161 +443,4 @@ impl Msg {
     clippy::panic,
     clippy::indexing_slicing
 )]
-mod tests {
-    use hex_literal::hex;
-    use proptest::prelude::*;
-
-    use super::*;
-    use crate::model::{Change, Update};
-    use crate::wire::split_frame;
-
-    fn roundtrip(m: &Msg) -> Msg {
-        let mut out = Vec::new();
-        m.encode(&mut out);
-        let (t, b, n) = split_frame(&out, MAX_FRAME).unwrap().unwrap();
-        assert_eq!(n, out.len());
-        Msg::decode(t, b).unwrap()
-    }
-
-    fn node(id: u16) -> NodeInfo {
-        NodeInfo {
-            id,
-            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            pool_port: 7400,
-            query_port: 7401,
-            sync_port: 7402,
-            time_port: 7403,
-            http_port: 7480,
-        }
-    }
-
-    //= docs/protocols/replication.md#test-vectors
-    #[test]
-    fn vectors_from_the_spec() {
-        let mut out = Vec::new();
-        Msg::Hello {
-            cluster: "demo".into(),
-            from: node(1),
-            incarnation: 42,
-        }
-        .encode(&mut out);
-        assert_eq!(out, hex!("00000024 01 50525352 01 04 64656d6f 0001 04 7f000001 1ce8 1ce9 1cea 1ceb 1d38 000000000000002a"));
-        out.clear();
-        let u = Update {
-            uid: 1,
-            pool: 1,
-            change: Change::Login(ClientType::Mobile),
-            ext: None,
-        };
-        let rec = Record::from_update(Stamp::new(0x0000_019a_b6c4_3c00_0000, 1), &u);
-        Msg::Updates {
-            upto_seq: 1,
-            records: vec![(Sid::new(10086).unwrap(), rec)],
-        }
-        .encode(&mut out);
-        assert_eq!(
-            out,
-            hex!(
-                "00000038 10 0000000000000001 0001"
-                "0000000000002766"
-                "019ab6c43c000000 0001 0000000000000001 00000001"
-                "01 01 019ab6c43c000000 0001 01"
-                "00 00"
-            )
-        );
-        assert!(matches!(roundtrip(&Msg::Ack(3)), Msg::Ack(3)));
-    }
-
-    #[test]
-    fn rejects_bad_input() {
-        assert_eq!(
-            Msg::decode(ty::HELLO, b"PRSQ\x01"),
-            Err(DecodeError::BadMagic)
-        );
-        assert_eq!(
-            Msg::decode(ty::DIGESTS, &hex!("0001 0000000000000000")),
-            Err(DecodeError::Invalid("bucket count"))
-        );
-        assert_eq!(
-            Msg::decode(ty::BUCKET_REQUEST, &hex!("0001 0100")),
-            Err(DecodeError::Invalid("bucket"))
-        );
-        assert!(matches!(
-            Msg::decode(ty::SNAPSHOT, &hex!("ffff")),
-            Err(DecodeError::TooLarge { .. })
-        ));
-        assert_eq!(Msg::decode(0x55, &[]), Err(DecodeError::UnknownType(0x55)));
-    }
-
-    fn arb_record() -> impl Strategy<Value = Record> {
-        let reg = (any::<u64>(), 1u16..5, any::<bool>()).prop_map(|(h, n, v)| Reg {
-            stamp: Stamp::new(h >> 1, n),
-            value: v,
-        });
-        let clients = prop::collection::btree_map(0u8..6, reg.clone(), 0..6);
-        let ext = prop::option::of((
-            any::<u64>(),
-            prop::collection::btree_map("[a-z]{1,4}", "[a-z]{0,4}", 0..3),
-        ));
-        (
-            any::<u64>(),
-            any::<u32>(),
-            clients,
-            prop::option::of(reg),
-            ext,
-        )
-            .prop_map(|(uid, pool, clients, perm, ext)| {
-                let clients: Vec<ClientReg> = clients
-                    .into_iter()
-                    .map(|(c, reg)| ClientReg {
-                        client: ClientType::from_code(c).unwrap(),
-                        reg,
-                    })
-                    .collect();
-                let ext = ext.map(|(h, m)| Reg {
-                    stamp: Stamp::new(h >> 1, 1),
-                    value: Arc::new(
-                        Ext::new(m.into_iter().collect(), &ExtLimits::default()).unwrap(),
-                    ),
-                });
-                let max = clients
-                    .iter()
-                    .map(|c| c.reg.stamp)
-                    .chain(perm.iter().map(|p| p.stamp))
-                    .chain(ext.iter().map(|e| e.stamp))
-                    .max()
-                    .unwrap_or_default();
-                Record::from_parts(
-                    Reg {
-                        stamp: max,
-                        value: Ident { uid, pool },
-                    },
-                    clients,
-                    perm,
-                    ext,
-                )
-                .unwrap()
-            })
-    }
-
-    proptest! {
-        #[test]
-        fn records_round_trip(recs in prop::collection::vec((1u64.., arb_record()), 1..8), upto in 1u64..) {
-            let records: Vec<(Sid, Record)> = recs.into_iter().map(|(s, r)| (Sid::new(s).unwrap(), r)).collect();
-            let m = Msg::Updates { upto_seq: upto, records };
-            prop_assert_eq!(roundtrip(&m), m);
-        }
-
-        #[test]
-        fn heartbeats_round_trip(term in any::<u64>(), ready in any::<bool>(), digest in any::<u128>(), ids in prop::collection::vec(1u16.., 0..5)) {
-            let members = ids.into_iter().map(|id| Gossip { info: node(id), alive: id % 2 == 0 }).collect();
-            let m = Msg::Heartbeat { term, ready, records: 5, digest, members };
-            prop_assert_eq!(roundtrip(&m), m);
-        }
-
-        #[test]
-        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-            crate::fuzzing::repl_message(&bytes);
-        }
-    }
-}
+mod tests;

@@ -16,6 +16,10 @@
 //!
 //! Every applied event is stamped by the node's [`Hlc`] with the `now_ms` the driver passes in.
 //! Acks are cumulative and sent only after every event up to the acked number is in the store.
+//!
+//! What outlives a connection (stream high-water marks, snapshots in progress) is in
+//! [`Streams`] (the `streams` submodule), shared by every session of the node. Limits come from
+//! the constructor ([`PoolLimits`]) and [`PoolSession::with_max_snapshot`].
 
 use std::collections::HashSet;
 
@@ -26,7 +30,12 @@ use crate::proto::ErrorCode;
 use crate::store::Pinned;
 use crate::wire::{split_frame, DecodeError};
 
-/// Most users a full snapshot may list (each costs a set entry until `SnapshotEnd`).
+mod streams;
+
+pub use streams::Streams;
+
+/// Default most users a full snapshot may list (each costs a set entry until `SnapshotEnd`);
+/// [`PoolSession::with_max_snapshot`] sets the one in force (`<limits max-snapshot-users>`).
 pub const DEFAULT_MAX_SNAPSHOT: usize = 50_000_000;
 
 /// Why a pool connection is being closed. An `ERROR` frame saying so has been queued. The store
@@ -57,49 +66,6 @@ impl SessionError {
     }
 }
 
-/// The per-(pool, stream) state on this node, shared by all connections: the high-water mark of
-/// applied sequence numbers (so that events re-sent after a reconnect are recognised and
-/// skipped) and any snapshot in progress (so that a snapshot survives a reconnect).
-#[derive(Debug, Default)]
-pub struct Streams {
-    map: flurry::HashMap<(u32, u64), u64>,
-    /// Users listed so far by each snapshot in progress. Snapshots are rare, so a mutex is fine.
-    snapshots: std::sync::Mutex<std::collections::HashMap<(u32, u64), HashSet<u64>>>,
-}
-
-impl Streams {
-    /// Highest applied sequence number of a stream (0: none).
-    pub fn applied(&self, pool: u32, stream: u64) -> u64 {
-        self.map.pin().get(&(pool, stream)).copied().unwrap_or(0)
-    }
-
-    /// Raises the high-water mark of a stream to `seq` (never lowers it).
-    pub fn advance(&self, pool: u32, stream: u64, seq: u64) {
-        let m = self.map.pin();
-        let key = (pool, stream);
-        loop {
-            if m.compute_if_present(&key, |_, old| Some((*old).max(seq)))
-                .is_some()
-            {
-                return;
-            }
-            if m.try_insert(key, seq).is_ok() {
-                return;
-            }
-        }
-    }
-
-    fn snapshots(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<(u32, u64), HashSet<u64>>> {
-        // A poisoned lock only means another connection's thread panicked mid-insert; the set is
-        // still a valid set.
-        self.snapshots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
 /// Everything a session needs from its node for one call.
 #[derive(Debug)]
 pub struct PoolCtx<'a> {
@@ -124,6 +90,9 @@ pub struct Outcome {
     pub consumed: usize,
     /// Events applied (duplicates skipped are not counted).
     pub events: u64,
+    /// Events skipped because the stream had already applied their sequence number (re-sent
+    /// after a reconnect): what `presenced_pool_duplicates_total` counts.
+    pub duplicates: u64,
     /// Whole frames were left unprocessed because the frame budget ran out.
     pub more: bool,
 }
@@ -160,18 +129,11 @@ impl PoolSession {
         }
     }
 
-    /// Sets the largest snapshot accepted.
+    /// Sets the most distinct users one snapshot may list (default [`DEFAULT_MAX_SNAPSHOT`];
+    /// `<limits max-snapshot-users>`). A snapshot that lists more closes the session.
     pub fn with_max_snapshot(mut self, n: usize) -> Self {
         self.max_snapshot = n;
         self
-    }
-
-    /// The pool id, once the handshake is done.
-    pub fn pool(&self) -> Option<u32> {
-        match self.state {
-            State::Open { pool, .. } => Some(pool),
-            State::AwaitHello => None,
-        }
     }
 
     /// Handles at most `max_frames` whole frames from the front of `input`.
@@ -201,7 +163,10 @@ impl PoolSession {
                 Err(e) => return Err(self.fail(e.into(), out)),
             };
             match self.handle_frame(frame, ctx, out) {
-                Ok(events) => o.events += events,
+                Ok((events, duplicates)) => {
+                    o.events += events;
+                    o.duplicates += duplicates;
+                }
                 Err(e) => return Err(self.fail(e, out)),
             }
             o.consumed += n;
@@ -218,12 +183,13 @@ impl PoolSession {
         e
     }
 
+    /// Handles one decoded frame: `(events applied, events skipped as duplicates)`.
     fn handle_frame(
         &mut self,
         frame: ClientFrame,
         ctx: &mut PoolCtx<'_>,
         out: &mut Vec<u8>,
-    ) -> Result<u64, SessionError> {
+    ) -> Result<(u64, u64), SessionError> {
         match (&mut self.state, frame) {
             (
                 State::AwaitHello,
@@ -240,7 +206,7 @@ impl PoolSession {
                     }
                 }
                 let applied = ctx.streams.applied(pool, stream);
-                self.snapshot_open = ctx.streams.snapshots().contains_key(&(pool, stream));
+                self.snapshot_open = ctx.streams.snapshot_open(pool, stream);
                 self.state = State::Open {
                     pool,
                     stream,
@@ -252,7 +218,7 @@ impl PoolSession {
                     applied,
                 }
                 .encode(out);
-                Ok(0)
+                Ok((0, 0))
             }
             (State::AwaitHello, _) => Err(SessionError::Protocol("expected HELLO")),
             (State::Open { .. }, ClientFrame::Hello(_)) => {
@@ -260,7 +226,7 @@ impl PoolSession {
             }
             (State::Open { .. }, ClientFrame::Ping(n)) => {
                 ServerFrame::Pong(n).encode(out);
-                Ok(0)
+                Ok((0, 0))
             }
             (
                 State::Open {
@@ -300,7 +266,7 @@ impl PoolSession {
                 }
                 ctx.streams.advance(pool, stream, last);
                 ServerFrame::Ack(last).encode(out);
-                Ok(count)
+                Ok((count, skip))
             }
         }
     }
@@ -315,16 +281,14 @@ impl PoolSession {
     ) -> Result<(), SessionError> {
         let (sid, update) = match e {
             Event::SnapshotBegin => {
-                ctx.streams
-                    .snapshots()
-                    .insert((pool, stream), HashSet::new());
+                ctx.streams.begin_snapshot(pool, stream);
                 self.snapshot_open = true;
                 return Ok(());
             }
             Event::SnapshotEnd => {
                 //= docs/protocols/pool.md#snapshots
                 //# A `SNAPSHOT_END` with no snapshot in progress on this node is ignored.
-                let listed = ctx.streams.snapshots().remove(&(pool, stream));
+                let listed = ctx.streams.end_snapshot(pool, stream);
                 self.snapshot_open = false;
                 if let Some(listed) = listed {
                     self.end_snapshot(pool, &listed, ctx);
@@ -374,13 +338,12 @@ impl PoolSession {
                 },
             ),
         };
-        if self.snapshot_open {
-            if let Some(listed) = ctx.streams.snapshots().get_mut(&(pool, stream)) {
-                if listed.len() >= self.max_snapshot && !listed.contains(&sid.get()) {
-                    return Err(SessionError::Protocol("snapshot lists too many users"));
-                }
-                listed.insert(sid.get());
-            }
+        if self.snapshot_open
+            && !ctx
+                .streams
+                .list_in_snapshot(pool, stream, sid.get(), self.max_snapshot)
+        {
+            return Err(SessionError::Protocol("snapshot lists too many users"));
         }
         if ctx.store.apply(sid, stamp, &update) {
             ctx.changed.push(sid);
@@ -424,296 +387,4 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     clippy::panic,
     clippy::indexing_slicing
 )]
-mod tests {
-    use super::*;
-    use crate::model::ClientType;
-    use crate::proto::pool::ServerFrame;
-    use crate::store::Store;
-
-    struct Node {
-        store: Store,
-        hlc: Hlc,
-        streams: Streams,
-    }
-
-    impl Node {
-        fn new() -> Self {
-            Self {
-                store: Store::default(),
-                hlc: Hlc::new(1),
-                streams: Streams::default(),
-            }
-        }
-
-        /// Feeds frames to a session; returns the server frames or the error.
-        fn feed(
-            &self,
-            s: &mut PoolSession,
-            frames: &[ClientFrame],
-            token: Option<&[u8]>,
-        ) -> (Vec<ServerFrame>, Result<Outcome, SessionError>) {
-            let mut input = Vec::new();
-            for f in frames {
-                f.encode(&mut input);
-            }
-            let pinned = self.store.pin();
-            let mut changed = Vec::new();
-            let mut ctx = PoolCtx {
-                store: &pinned,
-                hlc: &self.hlc,
-                streams: &self.streams,
-                now_ms: 1_764_000_000_000,
-                token,
-                changed: &mut changed,
-            };
-            let mut out = Vec::new();
-            let r = s.handle_input(&input, usize::MAX, &mut ctx, &mut out);
-            let mut frames = Vec::new();
-            let mut rest = &out[..];
-            while let Some((t, b, n)) = split_frame(rest, 1 << 20).unwrap() {
-                frames.push(ServerFrame::decode(t, b).unwrap());
-                rest = &rest[n..];
-            }
-            (frames, r)
-        }
-    }
-
-    fn hello(stream: u64, token: &[u8]) -> ClientFrame {
-        ClientFrame::Hello(Hello {
-            pool: 1,
-            stream,
-            resume_from: 1,
-            token: token.to_vec(),
-        })
-    }
-
-    fn login(sid: u64, client: ClientType) -> Event {
-        Event::Login {
-            sid: Sid::new(sid).unwrap(),
-            uid: sid,
-            client,
-            ext: None,
-        }
-    }
-
-    fn online(n: &Node, sid: u64) -> bool {
-        n.store.pin().status(Sid::new(sid).unwrap()).online
-    }
-
-    #[test]
-    fn handshake_events_and_cumulative_ack() {
-        let n = Node::new();
-        let mut s = PoolSession::new(PoolLimits::default());
-        let (out, r) = n.feed(
-            &mut s,
-            &[
-                hello(9, b""),
-                ClientFrame::Events {
-                    first_seq: 1,
-                    events: vec![login(5, ClientType::Pc), login(6, ClientType::Web)],
-                },
-            ],
-            None,
-        );
-        assert_eq!(r.unwrap().events, 2);
-        assert_eq!(
-            out,
-            [
-                ServerFrame::Welcome {
-                    version: 1,
-                    node: 1,
-                    applied: 0
-                },
-                ServerFrame::Ack(2)
-            ]
-        );
-        assert!(online(&n, 5) && online(&n, 6));
-    }
-
-    #[test]
-    fn resent_events_are_skipped_and_reported_in_welcome() {
-        let n = Node::new();
-        let batch = ClientFrame::Events {
-            first_seq: 1,
-            events: vec![login(5, ClientType::Pc)],
-        };
-        n.feed(
-            &mut PoolSession::new(PoolLimits::default()),
-            &[hello(9, b""), batch.clone()],
-            None,
-        )
-        .1
-        .unwrap();
-        let (out, r) = n.feed(
-            &mut PoolSession::new(PoolLimits::default()),
-            &[hello(9, b""), batch],
-            None,
-        );
-        assert_eq!(r.unwrap().events, 0, "a re-sent event is not applied twice");
-        assert_eq!(
-            out,
-            [
-                ServerFrame::Welcome {
-                    version: 1,
-                    node: 1,
-                    applied: 1
-                },
-                ServerFrame::Ack(1)
-            ]
-        );
-    }
-
-    #[test]
-    fn wrong_token_and_frames_before_hello_close_the_session() {
-        let n = Node::new();
-        let (out, r) = n.feed(
-            &mut PoolSession::new(PoolLimits::default()),
-            &[hello(1, b"x")],
-            Some(b"y"),
-        );
-        assert_eq!(r, Err(SessionError::Auth));
-        assert!(matches!(out[..], [ServerFrame::Error { code: 3, .. }]));
-        let (_, r) = n.feed(
-            &mut PoolSession::new(PoolLimits::default()),
-            &[ClientFrame::Ping(1)],
-            None,
-        );
-        assert_eq!(r, Err(SessionError::Protocol("expected HELLO")));
-    }
-
-    #[test]
-    fn sequence_going_back_is_a_protocol_error() {
-        let n = Node::new();
-        let e = || vec![login(5, ClientType::Pc)];
-        let (_, r) = n.feed(
-            &mut PoolSession::new(PoolLimits::default()),
-            &[
-                hello(1, b""),
-                ClientFrame::Events {
-                    first_seq: 5,
-                    events: e(),
-                },
-                ClientFrame::Events {
-                    first_seq: 5,
-                    events: e(),
-                },
-            ],
-            None,
-        );
-        assert_eq!(
-            r,
-            Err(SessionError::Protocol("sequence numbers must increase"))
-        );
-    }
-
-    #[test]
-    fn snapshot_logs_out_users_the_pool_no_longer_lists() {
-        let n = Node::new();
-        let mut s = PoolSession::new(PoolLimits::default());
-        n.feed(
-            &mut s,
-            &[
-                hello(1, b""),
-                ClientFrame::Events {
-                    first_seq: 1,
-                    events: vec![login(5, ClientType::Pc), login(6, ClientType::Pc)],
-                },
-            ],
-            None,
-        )
-        .1
-        .unwrap();
-        let (_, r) = n.feed(
-            &mut s,
-            &[ClientFrame::Events {
-                first_seq: 3,
-                events: vec![
-                    Event::SnapshotBegin,
-                    login(6, ClientType::Mobile),
-                    Event::SnapshotEnd,
-                ],
-            }],
-            None,
-        );
-        r.unwrap();
-        assert!(!online(&n, 5), "5 was not in the snapshot");
-        assert!(online(&n, 6));
-        // A re-sent end marker with no snapshot in progress is harmless.
-        let (_, r) = n.feed(
-            &mut s,
-            &[ClientFrame::Events {
-                first_seq: 6,
-                events: vec![Event::SnapshotEnd],
-            }],
-            None,
-        );
-        assert_eq!(r.unwrap().events, 1);
-        assert!(online(&n, 6));
-    }
-
-    #[test]
-    fn a_snapshot_survives_a_reconnect() {
-        let n = Node::new();
-        let mut a = PoolSession::new(PoolLimits::default());
-        n.feed(
-            &mut a,
-            &[
-                hello(1, b""),
-                ClientFrame::Events {
-                    first_seq: 1,
-                    events: vec![
-                        login(5, ClientType::Pc),
-                        login(6, ClientType::Pc),
-                        login(7, ClientType::Pc),
-                        Event::SnapshotBegin,
-                        login(6, ClientType::Pc),
-                    ],
-                },
-            ],
-            None,
-        )
-        .1
-        .unwrap();
-        let mut b = PoolSession::new(PoolLimits::default());
-        let (_, r) = n.feed(
-            &mut b,
-            &[
-                hello(1, b""),
-                ClientFrame::Events {
-                    first_seq: 6,
-                    events: vec![login(7, ClientType::Web), Event::SnapshotEnd],
-                },
-            ],
-            None,
-        );
-        r.unwrap();
-        // 7 was listed on the second connection: the snapshot continued across the reconnect.
-        assert!(!online(&n, 5) && online(&n, 6) && online(&n, 7));
-    }
-
-    #[test]
-    fn frame_budget_leaves_the_rest_for_later() {
-        let n = Node::new();
-        let mut s = PoolSession::new(PoolLimits::default());
-        let mut input = Vec::new();
-        hello(1, b"").encode(&mut input);
-        ClientFrame::Ping(3).encode(&mut input);
-        let pinned = n.store.pin();
-        let mut changed = Vec::new();
-        let mut ctx = PoolCtx {
-            store: &pinned,
-            hlc: &n.hlc,
-            streams: &n.streams,
-            now_ms: 0,
-            token: None,
-            changed: &mut changed,
-        };
-        let mut out = Vec::new();
-        let o = s.handle_input(&input, 1, &mut ctx, &mut out).unwrap();
-        assert!(o.more && o.consumed < input.len());
-        let o2 = s
-            .handle_input(&input[o.consumed..], 1, &mut ctx, &mut out)
-            .unwrap();
-        assert_eq!(o.consumed + o2.consumed, input.len());
-    }
-}
+mod tests;

@@ -5,8 +5,10 @@
 //! request-level `REJECT`) in request order. A frame that does not decode gets a connection-level
 //! `ERROR` and the connection is closed.
 //!
-//! [`serve_input`] is the whole server side: a pure function of the input bytes, the pinned store
-//! and the time, so the driver only moves bytes.
+//! This module is the codec: the frames ([`ClientFrame`], [`ServerFrame`]), the status encoding
+//! and the [`QueryLimits`]. The server side is [`QuerySession`] (the `session` submodule), a
+//! pure function of the input bytes, the pinned store and the time, so the driver only moves
+//! bytes.
 
 use std::sync::Arc;
 
@@ -14,8 +16,11 @@ use bytes::BufMut;
 
 use crate::model::{ClientSet, Ext, ExtLimits, Sid, Status};
 use crate::proto::ErrorCode;
-use crate::store::Pinned;
-use crate::wire::{put_ext, put_frame, read_ext, split_frame, DecodeError, Reader};
+use crate::wire::{put_ext, put_frame, read_ext, DecodeError, Reader};
+
+mod session;
+
+pub use session::{QueryCtx, QueryError, QueryOutcome, QuerySession};
 
 /// Magic at the start of `HELLO`: ASCII `PRSQ`.
 pub const MAGIC: [u8; 4] = *b"PRSQ";
@@ -192,14 +197,8 @@ fn read_status(r: &mut Reader<'_>) -> Result<Status, DecodeError> {
     let changed = r.u64("changed at")?;
     let uid = r.u64("uid")?;
     let ext: Option<Arc<Ext>> = if flags & HAS_EXT != 0 {
-        Some(read_ext(
-            r,
-            &ExtLimits {
-                max_entries: 255,
-                max_key: 255,
-                max_value: 65535,
-            },
-        )?)
+        // The server checked the ext against its own limits when it took it.
+        Some(read_ext(r, &ExtLimits::WIRE)?)
     } else {
         None
     };
@@ -306,7 +305,8 @@ impl ServerFrame {
     }
 }
 
-fn put_result(out: &mut Vec<u8>, req_id: u32, as_of_ms: u64, statuses: &[Status]) {
+/// Appends a `RESULT` frame (the session writes it from its scratch statuses, no `ServerFrame`).
+pub(super) fn put_result(out: &mut Vec<u8>, req_id: u32, as_of_ms: u64, statuses: &[Status]) {
     put_frame(out, ty::RESULT, |b| {
         b.put_u32(req_id);
         b.put_u64(as_of_ms);
@@ -317,143 +317,6 @@ fn put_result(out: &mut Vec<u8>, req_id: u32, as_of_ms: u64, statuses: &[Status]
     });
 }
 
-/// Why a query connection is being closed. An `ERROR` frame saying so has been queued.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum QueryError {
-    /// The bytes did not decode.
-    #[error("malformed frame: {0}")]
-    Decode(#[from] DecodeError),
-    /// A valid frame that is not allowed now.
-    #[error("protocol violation: {0}")]
-    Protocol(&'static str),
-}
-
-/// Per-connection state of a query connection: whether the handshake is done.
-#[derive(Debug, Default)]
-pub struct QuerySession {
-    open: bool,
-}
-
-/// What a query session reads from its node for one call.
-#[derive(Debug)]
-pub struct QueryCtx<'a> {
-    /// The limits in force.
-    pub limits: &'a QueryLimits,
-    /// The store, pinned for this batch.
-    pub store: &'a Pinned<'a>,
-    /// The node's sequence number.
-    pub node: u16,
-    /// Cluster time now, ms.
-    pub now_ms: u64,
-}
-
-/// What one [`QuerySession::handle_input`] call did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QueryOutcome {
-    /// Bytes consumed (whole frames only).
-    pub consumed: usize,
-    /// Requests answered (results and rejects).
-    pub requests: u64,
-    /// Ids looked up.
-    pub ids: u64,
-    /// Whole frames were left because the frame budget ran out.
-    pub more: bool,
-}
-
-impl QuerySession {
-    /// Handles at most `max_frames` whole frames of `input`, appending answers to `out`.
-    /// After an `Err`, flush `out` and close the connection.
-    pub fn handle_input(
-        &mut self,
-        input: &[u8],
-        max_frames: usize,
-        ctx: &QueryCtx<'_>,
-        out: &mut Vec<u8>,
-    ) -> Result<QueryOutcome, QueryError> {
-        let QueryCtx {
-            limits,
-            store,
-            node,
-            now_ms,
-        } = *ctx;
-        let mut o = QueryOutcome::default();
-        let mut scratch = Vec::new();
-        let mut frames = 0;
-        loop {
-            let rest = input.get(o.consumed..).unwrap_or_default();
-            let split = split_frame(rest, limits.max_frame).map_err(|e| fail(e.into(), out))?;
-            let Some((t, body, n)) = split else { break };
-            if frames == max_frames {
-                o.more = true;
-                break;
-            }
-            frames += 1;
-            let frame = ClientFrame::decode(t, body).map_err(|e| fail(e.into(), out))?;
-            match (self.open, frame) {
-                (false, ClientFrame::Hello) => {
-                    self.open = true;
-                    ServerFrame::Welcome {
-                        version: VERSION,
-                        node,
-                        max_batch: limits.max_batch,
-                    }
-                    .encode(out);
-                }
-                (false, _) => return Err(fail(QueryError::Protocol("expected HELLO"), out)),
-                (true, ClientFrame::Hello) => {
-                    return Err(fail(QueryError::Protocol("HELLO sent twice"), out))
-                }
-                (true, ClientFrame::Query { req_id, ids }) => {
-                    o.requests += 1;
-                    if ids.len() > usize::from(limits.max_batch) {
-                        let message = format!(
-                            "{} ids exceed the batch limit of {}",
-                            ids.len(),
-                            limits.max_batch
-                        );
-                        ServerFrame::Reject {
-                            req_id,
-                            code: ErrorCode::TooManyIds as u8,
-                            message,
-                        }
-                        .encode(out);
-                    } else if let Some(pos) = ids.iter().position(|i| *i == 0) {
-                        let message = format!("id at position {pos} is 0");
-                        ServerFrame::Reject {
-                            req_id,
-                            code: ErrorCode::InvalidId as u8,
-                            message,
-                        }
-                        .encode(out);
-                    } else {
-                        scratch.clear();
-                        scratch.extend(
-                            ids.iter()
-                                .filter_map(|i| Sid::new(*i))
-                                .map(|s| store.status(s)),
-                        );
-                        o.ids += ids.len() as u64;
-                        put_result(out, req_id, now_ms, &scratch);
-                    }
-                }
-            }
-            o.consumed += n;
-        }
-        Ok(o)
-    }
-}
-
-fn fail(e: QueryError, out: &mut Vec<u8>) -> QueryError {
-    let code = match &e {
-        QueryError::Decode(DecodeError::BadVersion(_)) => ErrorCode::Version,
-        QueryError::Decode(DecodeError::TooLarge { .. }) => ErrorCode::TooLarge,
-        QueryError::Decode(_) => ErrorCode::Malformed,
-        QueryError::Protocol(_) => ErrorCode::Protocol,
-    };
-    super::put_error(out, code, &e.to_string());
-    e
-}
-
 #[cfg(all(test, not(loom)))]
 #[allow(
     clippy::unwrap_used,
@@ -461,144 +324,4 @@ fn fail(e: QueryError, out: &mut Vec<u8>) -> QueryError {
     clippy::panic,
     clippy::indexing_slicing
 )]
-mod tests {
-    use hex_literal::hex;
-    use proptest::prelude::*;
-
-    use super::*;
-    use crate::hlc::Stamp;
-    use crate::model::{Change, ClientType, Update};
-    use crate::store::Store;
-
-    fn serve(store: &Store, input: &[u8]) -> (Vec<ServerFrame>, Result<QueryOutcome, QueryError>) {
-        let mut out = Vec::new();
-        let limits = QueryLimits {
-            max_frame: 1 << 16,
-            max_batch: 3,
-        };
-        let pinned = store.pin();
-        let ctx = QueryCtx {
-            limits: &limits,
-            store: &pinned,
-            node: 1,
-            now_ms: 1000,
-        };
-        let r = QuerySession::default().handle_input(input, 64, &ctx, &mut out);
-        let mut v = Vec::new();
-        let mut rest = &out[..];
-        while let Some((t, b, n)) = split_frame(rest, 1 << 20).unwrap() {
-            v.push(ServerFrame::decode(t, b).unwrap());
-            rest = &rest[n..];
-        }
-        (v, r)
-    }
-
-    //= docs/protocols/query.md#test-vectors
-    #[test]
-    fn vectors_from_the_spec() {
-        let store = Store::default();
-        let u = Update {
-            uid: 1,
-            pool: 1,
-            change: Change::Login(ClientType::Mobile),
-            ext: None,
-        };
-        store.pin().apply(
-            Sid::new(10086).unwrap(),
-            Stamp::new(0x0000_019a_b6c4_3c00 << 16, 1),
-            &u,
-        );
-        let input = hex!(
-            "00000006 01 50525351 01"
-            "00000017 10 00000007 0002 0000000000002766 000000000000271a"
-        );
-        let mut out = Vec::new();
-        let limits = QueryLimits::default();
-        let pinned = store.pin();
-        let ctx = QueryCtx {
-            limits: &limits,
-            store: &pinned,
-            node: 1,
-            now_ms: 0x019a_b6c4_3c01,
-        };
-        QuerySession::default()
-            .handle_input(&input, 64, &ctx, &mut out)
-            .unwrap();
-        assert_eq!(
-            out,
-            hex!(
-                "00000006 02 01 0001 03e8"
-                "00000043 11 00000007 0000019ab6c43c01 0002"
-                "0000000000002766 07 02 0000019ab6c43c00 0000000000000001"
-                "000000000000271a 00 00 0000000000000000 0000000000000000"
-            )
-        );
-    }
-
-    #[test]
-    fn over_limit_and_zero_ids_are_refused_per_request() {
-        let store = Store::default();
-        let mut input = Vec::new();
-        ClientFrame::Hello.encode(&mut input);
-        ClientFrame::Query {
-            req_id: 1,
-            ids: vec![1, 2, 3, 4],
-        }
-        .encode(&mut input);
-        ClientFrame::Query {
-            req_id: 2,
-            ids: vec![1, 0],
-        }
-        .encode(&mut input);
-        ClientFrame::Query {
-            req_id: 3,
-            ids: vec![5],
-        }
-        .encode(&mut input);
-        let (out, r) = serve(&store, &input);
-        assert_eq!(r.unwrap().requests, 3);
-        assert!(matches!(
-            out[1],
-            ServerFrame::Reject {
-                req_id: 1,
-                code: 7,
-                ..
-            }
-        ));
-        assert!(matches!(
-            out[2],
-            ServerFrame::Reject {
-                req_id: 2,
-                code: 6,
-                ..
-            }
-        ));
-        assert!(
-            matches!(&out[3], ServerFrame::Result { req_id: 3, statuses, .. } if !statuses[0].known)
-        );
-    }
-
-    #[test]
-    fn garbage_gets_an_error_frame() {
-        let (out, r) = serve(&Store::default(), b"GET / HTTP/1.1\r\n\r\n");
-        assert!(r.is_err());
-        assert!(matches!(out[..], [ServerFrame::Error { .. }]));
-    }
-
-    proptest! {
-        #[test]
-        fn query_round_trips(req_id in any::<u32>(), ids in prop::collection::vec(any::<u64>(), 0..50)) {
-            let f = ClientFrame::Query { req_id, ids };
-            let mut out = Vec::new();
-            f.encode(&mut out);
-            let (t, b, n) = split_frame(&out, 1 << 20).unwrap().unwrap();
-            prop_assert_eq!(n, out.len());
-            prop_assert_eq!(ClientFrame::decode(t, b).unwrap(), f);
-        }
-
-        #[test]
-        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-            crate::fuzzing::batch_query(&bytes);
-        }
-    }
-}
+mod tests;

@@ -579,7 +579,7 @@ fn snapshots_and_buckets_of_a_million_records_do_bounded_work_per_event() {
     let mut node = ClusterNode::new(info(1), "c".into(), &[info(1), info(2)], TIMING, 7, now);
     node.handle_out_connected(2);
     let bound = crate::cluster::repl::MAX_RECORDS as u64;
-    let mut check = |node: &mut ClusterNode, f: &mut dyn FnMut(&mut ClusterNode)| {
+    let check = |node: &mut ClusterNode, f: &mut dyn FnMut(&mut ClusterNode)| {
         let before = store.scanned();
         f(node);
         let work = store.scanned() - before;
@@ -643,7 +643,7 @@ fn the_handshake_is_enforced_in_core_with_named_error_codes() {
     for (msg, why) in [(hello("other", 2), "cluster name"), (hello("c", 1), "own")] {
         match node.handle_frame(now, Conn::AwaitHello, msg, &ctx) {
             Verdict::Refuse { code, message } => {
-                assert_eq!(code, crate::proto::ErrorCode::Protocol);
+                assert_eq!(code, ErrorCode::Protocol);
                 assert!(message.contains(why), "{message}");
             }
             other => panic!("{other:?}"),
@@ -674,7 +674,7 @@ fn the_handshake_is_enforced_in_core_with_named_error_codes() {
     assert!(matches!(
         Verdict::malformed("x"),
         Verdict::Refuse {
-            code: crate::proto::ErrorCode::Malformed,
+            code: ErrorCode::Malformed,
             ..
         }
     ));

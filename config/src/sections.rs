@@ -1,0 +1,112 @@
+//! The plain values of the other sections of a cluster file: [`Timing`] (`<timing>`),
+//! [`Security`] (`<security>`), [`Replication`] (`<replication>`, with its [`AckPolicy`]) and
+//! [`NodeConfig`] (`<node>`), each with the defaults that apply when an attribute is left out.
+//!
+//! Nothing here parses or validates: `parse.rs` builds these values from attributes and
+//! `validate.rs` checks what spans several elements.
+
+use std::net::{IpAddr, SocketAddr};
+
+/// Heartbeat and time-sync timing (`<timing>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Interval between heartbeats.
+    pub heartbeat_ms: u64,
+    /// A peer not heard from for this long is down.
+    pub down_after_ms: u64,
+    /// Interval between time-sync rounds.
+    pub time_sync_interval_ms: u64,
+    /// A follower is corrected only when its offset error exceeds this.
+    pub time_tolerance_us: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 100,
+            down_after_ms: 1000,
+            time_sync_interval_ms: 1000,
+            time_tolerance_us: 1000,
+        }
+    }
+}
+
+/// Shared secrets (`<security>`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Security {
+    /// Token pools must present in their handshake (none: any pool is accepted).
+    pub pool_token: Option<String>,
+}
+
+/// When a pool event is acked (`<replication ack="...">`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckPolicy {
+    /// Once applied on the node that received it.
+    Local,
+    /// Once at least one other node has it too, whenever another node is alive (otherwise as
+    /// `Local`): an acked update survives the loss of the node that received it.
+    Replica,
+}
+
+/// Replication settings (`<replication>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replication {
+    /// The pool ack policy (default `replica`).
+    pub ack: AckPolicy,
+    /// Update numbers kept for resuming peers; a peer further behind gets a full snapshot.
+    pub backlog: usize,
+    /// Longest time an update waits to be batched, ms.
+    pub flush_ms: u64,
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Self {
+            ack: AckPolicy::Replica,
+            backlog: 1 << 21,
+            flush_ms: 2,
+        }
+    }
+}
+
+/// One node of the cluster (`<node>`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// The sequence number: unique, 1 to 65535, lower wins elections.
+    pub id: u16,
+    /// The address every port of this node binds to and peers connect to.
+    pub host: IpAddr,
+    /// Pool protocol port (TCP).
+    pub pool_port: u16,
+    /// Raw batch query port (TCP).
+    pub query_port: u16,
+    /// Replication port (TCP).
+    pub sync_port: u16,
+    /// Time-sync port (UDP).
+    pub time_port: u16,
+    /// HTTP port: JSON API, SOAP, health, metrics.
+    pub http_port: u16,
+}
+
+impl NodeConfig {
+    /// `host:pool_port`.
+    pub fn pool_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.pool_port)
+    }
+    /// `host:query_port`.
+    pub fn query_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.query_port)
+    }
+    /// `host:sync_port`.
+    pub fn sync_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.sync_port)
+    }
+    /// `host:time_port`.
+    pub fn time_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.time_port)
+    }
+    /// `host:http_port`.
+    pub fn http_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.http_port)
+    }
+}

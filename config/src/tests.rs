@@ -1,0 +1,207 @@
+//! Parsing tests: the committed documents, and one `check` per error with its position.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::*;
+
+#[test]
+fn embedded_default_is_valid() {
+    let c = ClusterConfig::parse(DEFAULT_XML, "<embedded>").unwrap();
+    let n = &c.nodes()[0];
+    assert_eq!(
+        (
+            n.id,
+            n.pool_port,
+            n.query_port,
+            n.sync_port,
+            n.time_port,
+            n.http_port
+        ),
+        (1, 7400, 7401, 7402, 7403, 7480)
+    );
+    assert_eq!(n.host, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    assert_eq!(c.limits().batch_limit, 1000);
+}
+
+#[test]
+fn design_example_parses() {
+    let c = ClusterConfig::parse(include_str!("../examples/cluster-3.xml"), "x").unwrap();
+    assert_eq!(c.nodes().len(), 3);
+    assert_eq!(c.timing().heartbeat_ms, 100);
+}
+
+const NODE: &str = r#"<node id="1" host="127.0.0.1" pool-port="1" query-port="2" sync-port="3" time-port="4" http-port="5"/>"#;
+const NODE2: &str = r#"<node id="2" host="127.0.0.1" pool-port="11" query-port="12" sync-port="13" time-port="14" http-port="15"/>"#;
+const NODE3: &str = r#"<node id="3" host="127.0.0.1" pool-port="21" query-port="22" sync-port="23" time-port="24" http-port="25"/>"#;
+
+/// Parses `doc` and checks that it fails at `line:column` with a message containing `msg`.
+fn check(doc: &str, line: usize, column: usize, msg: &str) {
+    match ClusterConfig::parse(doc, "f.xml") {
+        Err(ConfigError::Invalid {
+            file,
+            line: l,
+            column: c,
+            message,
+        }) => {
+            assert_eq!(file, "f.xml");
+            assert!(message.contains(msg), "{message:?} should contain {msg:?}");
+            assert_eq!((l, c), (line, column), "position of {message:?}");
+        }
+        other => panic!("expected an error for {doc:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn errors_name_line_column_and_expectation() {
+    check(
+        &format!("<cluster name=\"a\">\n  <nodes/>\n{NODE}</cluster>"),
+        2,
+        3,
+        "unknown element <nodes>",
+    );
+    check(
+        &format!("<cluster name=\"a\">\n{NODE}\n<timing beat=\"1\"/></cluster>"),
+        3,
+        9,
+        "unknown attribute `beat`",
+    );
+    check(
+        &format!("<cluster name=\"a\"><timing/><timing/>{NODE}</cluster>"),
+        1,
+        28,
+        "duplicate <timing>",
+    );
+    check(
+        &format!("<cluster name=\"a\">{NODE}{NODE}</cluster>"),
+        1,
+        121,
+        "duplicate node id 1",
+    );
+    check(
+        "<cluster name=\"a\"><node id=\"x\"/></cluster>",
+        1,
+        25,
+        "bad `id` \"x\": expected an integer from 1 to 65535",
+    );
+    check(
+        "<cluster name=\"a\"><node id=\"0\"/></cluster>",
+        1,
+        25,
+        "from 1 to 65535",
+    );
+    check(
+        "<cluster name=\"a\"><node id=\"1\"/></cluster>",
+        1,
+        19,
+        "missing required attribute `host`",
+    );
+    check("<cluster name=\"a\"></cluster>", 1, 1, "has no <node>");
+    check(
+        &format!("<!DOCTYPE x [<!ENTITY a \"b\">]><cluster name=\"a\">{NODE}</cluster>"),
+        1,
+        1,
+        "DOCTYPE",
+    );
+    check(
+        &format!("<cluster name=\"a\">{NODE}"),
+        1,
+        121,
+        "missing </cluster>",
+    );
+    check(
+        "<cluster name=\"a\"><node id=\"1\" id=\"2\"/></cluster>",
+        1,
+        19,
+        "bad attribute",
+    );
+    check(
+        &format!("<cluster>{NODE}</cluster>"),
+        1,
+        1,
+        "missing required attribute `name`",
+    );
+    check("<cluster name=\"a\"><node id=\"1\" host=\"127.0.0.1\" pool-port=\"1\" query-port=\"1\" sync-port=\"3\" time-port=\"4\" http-port=\"5\"/></cluster>", 1, 19, "TCP port 1");
+    check(
+        "<cluster name=\"a\"><limits batch-limit=\"70000\"/></cluster>",
+        1,
+        27,
+        "batch-limit",
+    );
+    check(
+        "<cluster name=\"a\">hello</cluster>",
+        1,
+        19,
+        "unexpected text",
+    );
+    check(
+        "<cluster name=\"a\"><node></cluster>",
+        1,
+        19,
+        "must be an empty element",
+    );
+    check("<cluster", 1, 1, "malformed XML");
+    check(
+        &format!("<cluster name=\"a\"><replication ack=\"maybe\"/>{NODE}</cluster>"),
+        1,
+        32,
+        "expected local or replica",
+    );
+}
+
+#[test]
+fn peer_limits_default_to_the_core_constants_and_parse() {
+    let d = Limits::default();
+    assert_eq!(
+        (
+            d.repl_max_frame_bytes,
+            d.max_gossip_members,
+            d.max_snapshot_users
+        ),
+        (64 << 20, 1024, 50_000_000)
+    );
+    let c = ClusterConfig::parse(
+        &format!(
+            "<cluster name=\"a\"><limits repl-max-frame-bytes=\"33554432\" \
+             max-gossip-members=\"8\" max-snapshot-users=\"10\"/>{NODE}</cluster>"
+        ),
+        "f.xml",
+    )
+    .unwrap();
+    let l = c.limits();
+    assert_eq!(
+        (
+            l.repl_max_frame_bytes,
+            l.max_gossip_members,
+            l.max_snapshot_users
+        ),
+        (32 << 20, 8, 10)
+    );
+    assert_eq!(
+        l.batch_limit, d.batch_limit,
+        "other limits keep their defaults"
+    );
+}
+
+#[test]
+fn peer_limit_errors() {
+    check(
+        "<cluster name=\"a\"><limits repl-max-frame-bytes=\"1048576\"/></cluster>",
+        1,
+        27,
+        "bad `repl-max-frame-bytes` \"1048576\": expected an integer from 33554432",
+    );
+    check(
+        &format!(
+            "<cluster name=\"a\"><limits max-gossip-members=\"1\"/>{NODE}{NODE2}{NODE3}</cluster>"
+        ),
+        1,
+        19,
+        "`max-gossip-members` 1 is below the 2 peers",
+    );
+    check(
+        "<cluster name=\"a\"><limits max-snapshot-users=\"0\"/></cluster>",
+        1,
+        27,
+        "max-snapshot-users",
+    );
+}

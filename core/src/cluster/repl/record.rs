@@ -1,0 +1,150 @@
+//! The record encoding of the replication protocol: how one user's [`Record`] (every register
+//! with its [`Stamp`]) and a list of `(sid, record)` pairs travel in `UPDATES`, `SNAPSHOT` and
+//! `BUCKET` frames (`docs/protocols/replication.md`, "Record encoding").
+//!
+//! Decoding checks what [`Record::from_parts`] needs (clients ascending and known, no register
+//! newer than `ident`), reads extension data with [`ExtLimits::WIRE`] because the record was
+//! already accepted by some node under that node's limits, and bounds every allocation by the
+//! bytes actually present. It knows nothing of frames or message types.
+
+use std::sync::Arc;
+
+use bytes::BufMut;
+
+use super::MAX_RECORDS;
+use crate::hlc::Stamp;
+use crate::model::{ClientReg, ClientType, Ext, ExtLimits, Ident, Record, Reg, Sid};
+use crate::wire::{put_ext, read_ext, DecodeError, Reader};
+
+fn put_stamp(b: &mut Vec<u8>, s: Stamp) {
+    b.put_u64(s.hlc());
+    b.put_u16(s.node());
+}
+
+fn read_stamp(r: &mut Reader<'_>) -> Result<Stamp, DecodeError> {
+    Ok(Stamp::new(r.u64("stamp")?, r.u16("stamp node")?))
+}
+
+/// Encodes a record: `ident, clients, perm?, ext?` (see the protocol document).
+pub fn put_record(b: &mut Vec<u8>, r: &Record) {
+    let id = r.ident();
+    put_stamp(b, id.stamp);
+    b.put_u64(id.value.uid);
+    b.put_u32(id.value.pool);
+    b.put_u8(r.clients().count() as u8);
+    for c in r.clients() {
+        b.put_u8(c.client.code());
+        put_stamp(b, c.reg.stamp);
+        b.put_u8(u8::from(c.reg.value));
+    }
+    match r.perm() {
+        None => b.put_u8(0),
+        Some(p) => {
+            b.put_u8(1);
+            put_stamp(b, p.stamp);
+            b.put_u8(u8::from(p.value));
+        }
+    }
+    match r.ext() {
+        None => b.put_u8(0),
+        Some(e) => {
+            b.put_u8(1);
+            put_stamp(b, e.stamp);
+            put_ext(b, &e.value);
+        }
+    }
+}
+
+pub(super) fn read_bool(r: &mut Reader<'_>, what: &'static str) -> Result<bool, DecodeError> {
+    match r.u8(what)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(DecodeError::Invalid(what)),
+    }
+}
+
+/// Decodes a record written by [`put_record`].
+pub fn read_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
+    let stamp = read_stamp(r)?;
+    let ident = Reg {
+        stamp,
+        value: Ident {
+            uid: r.u64("uid")?,
+            pool: r.u32("pool")?,
+        },
+    };
+    let n = r.u8("client count")?;
+    if usize::from(n) > ClientType::ALL.len() {
+        return Err(DecodeError::Invalid("client count"));
+    }
+    let mut clients = Vec::with_capacity(n.into());
+    let mut prev = None;
+    for _ in 0..n {
+        let client =
+            ClientType::from_code(r.u8("client")?).ok_or(DecodeError::Invalid("client"))?;
+        if prev.is_some_and(|p| p >= client) {
+            return Err(DecodeError::Invalid("clients not ascending"));
+        }
+        prev = Some(client);
+        let stamp = read_stamp(r)?;
+        clients.push(ClientReg {
+            client,
+            reg: Reg {
+                stamp,
+                value: read_bool(r, "online")?,
+            },
+        });
+    }
+    let perm = if read_bool(r, "perm flag")? {
+        let stamp = read_stamp(r)?;
+        Some(Reg {
+            stamp,
+            value: read_bool(r, "perm")?,
+        })
+    } else {
+        None
+    };
+    let ext = if read_bool(r, "ext flag")? {
+        let stamp = read_stamp(r)?;
+        //= docs/protocols/replication.md#record-encoding-25-bytes-and-more
+        //# decoded with the widest limits: up to 255 entries, keys 1 ..= 255 bytes, values up
+        //# to 65 535 bytes, valid UTF-8, keys strictly ascending. The receiver's own `<limits>`
+        //# do **not** apply
+        let e: Arc<Ext> = read_ext(r, &ExtLimits::WIRE)?;
+        Some(Reg { stamp, value: e })
+    } else {
+        None
+    };
+    Record::from_parts(ident, clients, perm, ext).ok_or(DecodeError::Invalid("record"))
+}
+
+/// Encodes a record list: `count:u16 { sid:u64 record }*`.
+pub(super) fn put_records(b: &mut Vec<u8>, records: &[(Sid, Record)]) {
+    b.put_u16(records.len() as u16);
+    for (sid, r) in records {
+        b.put_u64(sid.get());
+        put_record(b, r);
+    }
+}
+
+/// Decodes a record list written by [`put_records`], refusing more than [`MAX_RECORDS`].
+pub(super) fn read_records(r: &mut Reader<'_>) -> Result<Vec<(Sid, Record)>, DecodeError> {
+    let n = usize::from(r.u16("record count")?);
+    if n > MAX_RECORDS {
+        return Err(DecodeError::TooLarge {
+            what: "records",
+            len: n as u64,
+            max: MAX_RECORDS as u64,
+        });
+    }
+    // A record is at least 8 + 22 + 3 bytes: bound the allocation by what is there.
+    if r.remaining() < n * 33 {
+        return Err(DecodeError::Truncated("records"));
+    }
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let sid = Sid::new(r.u64("sid")?).ok_or(DecodeError::Invalid("sid 0"))?;
+        v.push((sid, read_record(r)?));
+    }
+    Ok(v)
+}

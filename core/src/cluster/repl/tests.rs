@@ -1,0 +1,191 @@
+//! Spec vectors, rejections and round-trip properties of the replication codec.
+
+use std::sync::Arc;
+
+use hex_literal::hex;
+use proptest::prelude::*;
+
+use super::*;
+use crate::hlc::Stamp;
+use crate::model::{Change, ClientReg, ClientType, Ext, ExtLimits, Ident, Reg, Update};
+use crate::wire::split_frame;
+
+fn roundtrip(m: &Msg) -> Msg {
+    let mut out = Vec::new();
+    m.encode(&mut out);
+    let (t, b, n) = split_frame(&out, MAX_FRAME).unwrap().unwrap();
+    assert_eq!(n, out.len());
+    Msg::decode(t, b).unwrap()
+}
+
+fn node(id: u16) -> NodeInfo {
+    NodeInfo {
+        id,
+        host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        pool_port: 7400,
+        query_port: 7401,
+        sync_port: 7402,
+        time_port: 7403,
+        http_port: 7480,
+    }
+}
+
+//= docs/protocols/replication.md#test-vectors
+#[test]
+fn vectors_from_the_spec() {
+    let mut out = Vec::new();
+    Msg::Hello {
+        cluster: "demo".into(),
+        from: node(1),
+        incarnation: 42,
+    }
+    .encode(&mut out);
+    assert_eq!(out, hex!("00000024 01 50525352 01 04 64656d6f 0001 04 7f000001 1ce8 1ce9 1cea 1ceb 1d38 000000000000002a"));
+    out.clear();
+    let u = Update {
+        uid: 1,
+        pool: 1,
+        change: Change::Login(ClientType::Mobile),
+        ext: None,
+    };
+    let rec = Record::from_update(Stamp::new(0x0000_019a_b6c4_3c00_0000, 1), &u);
+    Msg::Updates {
+        upto_seq: 1,
+        records: vec![(Sid::new(10086).unwrap(), rec)],
+    }
+    .encode(&mut out);
+    assert_eq!(
+        out,
+        hex!(
+            "00000038 10 0000000000000001 0001"
+            "0000000000002766"
+            "019ab6c43c000000 0001 0000000000000001 00000001"
+            "01 01 019ab6c43c000000 0001 01"
+            "00 00"
+        )
+    );
+    assert!(matches!(roundtrip(&Msg::Ack(3)), Msg::Ack(3)));
+}
+
+#[test]
+fn rejects_bad_input() {
+    assert_eq!(
+        Msg::decode(ty::HELLO, b"PRSQ\x01"),
+        Err(DecodeError::BadMagic)
+    );
+    assert_eq!(
+        Msg::decode(ty::DIGESTS, &hex!("0001 0000000000000000")),
+        Err(DecodeError::Invalid("bucket count"))
+    );
+    assert_eq!(
+        Msg::decode(ty::BUCKET_REQUEST, &hex!("0001 0100")),
+        Err(DecodeError::Invalid("bucket"))
+    );
+    assert!(matches!(
+        Msg::decode(ty::SNAPSHOT, &hex!("ffff")),
+        Err(DecodeError::TooLarge { .. })
+    ));
+    assert_eq!(Msg::decode(0x55, &[]), Err(DecodeError::UnknownType(0x55)));
+}
+
+#[test]
+fn member_limit_comes_from_the_limits() {
+    let m = Msg::Heartbeat {
+        term: 1,
+        ready: true,
+        records: 0,
+        digest: 0,
+        members: (1..=3)
+            .map(|id| Gossip {
+                info: node(id),
+                alive: true,
+            })
+            .collect(),
+    };
+    let mut out = Vec::new();
+    m.encode(&mut out);
+    let (t, b, _) = split_frame(&out, MAX_FRAME).unwrap().unwrap();
+    let two = ReplLimits {
+        max_members: 2,
+        ..ReplLimits::default()
+    };
+    assert_eq!(
+        Msg::decode_with_limits(t, b, &two),
+        Err(DecodeError::TooLarge {
+            what: "members",
+            len: 3,
+            max: 2
+        })
+    );
+    assert_eq!(Msg::decode_with_limits(t, b, &ReplLimits::default()), Ok(m));
+}
+
+fn arb_record() -> impl Strategy<Value = Record> {
+    let reg = (any::<u64>(), 1u16..5, any::<bool>()).prop_map(|(h, n, v)| Reg {
+        stamp: Stamp::new(h >> 1, n),
+        value: v,
+    });
+    let clients = prop::collection::btree_map(0u8..6, reg.clone(), 0..6);
+    let ext = prop::option::of((
+        any::<u64>(),
+        prop::collection::btree_map("[a-z]{1,4}", "[a-z]{0,4}", 0..3),
+    ));
+    (
+        any::<u64>(),
+        any::<u32>(),
+        clients,
+        prop::option::of(reg),
+        ext,
+    )
+        .prop_map(|(uid, pool, clients, perm, ext)| {
+            let clients: Vec<ClientReg> = clients
+                .into_iter()
+                .map(|(c, reg)| ClientReg {
+                    client: ClientType::from_code(c).unwrap(),
+                    reg,
+                })
+                .collect();
+            let ext = ext.map(|(h, m)| Reg {
+                stamp: Stamp::new(h >> 1, 1),
+                value: Arc::new(Ext::new(m.into_iter().collect(), &ExtLimits::default()).unwrap()),
+            });
+            let max = clients
+                .iter()
+                .map(|c| c.reg.stamp)
+                .chain(perm.iter().map(|p| p.stamp))
+                .chain(ext.iter().map(|e| e.stamp))
+                .max()
+                .unwrap_or_default();
+            Record::from_parts(
+                Reg {
+                    stamp: max,
+                    value: Ident { uid, pool },
+                },
+                clients,
+                perm,
+                ext,
+            )
+            .unwrap()
+        })
+}
+
+proptest! {
+    #[test]
+    fn records_round_trip(recs in prop::collection::vec((1u64.., arb_record()), 1..8), upto in 1u64..) {
+        let records: Vec<(Sid, Record)> = recs.into_iter().map(|(s, r)| (Sid::new(s).unwrap(), r)).collect();
+        let m = Msg::Updates { upto_seq: upto, records };
+        prop_assert_eq!(roundtrip(&m), m);
+    }
+
+    #[test]
+    fn heartbeats_round_trip(term in any::<u64>(), ready in any::<bool>(), digest in any::<u128>(), ids in prop::collection::vec(1u16.., 0..5)) {
+        let members = ids.into_iter().map(|id| Gossip { info: node(id), alive: id % 2 == 0 }).collect();
+        let m = Msg::Heartbeat { term, ready, records: 5, digest, members };
+        prop_assert_eq!(roundtrip(&m), m);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        crate::fuzzing::repl_message(&bytes);
+    }
+}

@@ -1,0 +1,323 @@
+//! The pool session against an in-memory node: handshake, acks, re-sends, snapshots, budget.
+
+use super::*;
+use crate::model::ClientType;
+use crate::proto::pool::ServerFrame;
+use crate::store::Store;
+
+struct Node {
+    store: Store,
+    hlc: Hlc,
+    streams: Streams,
+}
+
+impl Node {
+    fn new() -> Self {
+        Self {
+            store: Store::default(),
+            hlc: Hlc::new(1),
+            streams: Streams::default(),
+        }
+    }
+
+    /// Feeds frames to a session; returns the server frames or the error.
+    fn feed(
+        &self,
+        s: &mut PoolSession,
+        frames: &[ClientFrame],
+        token: Option<&[u8]>,
+    ) -> (Vec<ServerFrame>, Result<Outcome, SessionError>) {
+        let mut input = Vec::new();
+        for f in frames {
+            f.encode(&mut input);
+        }
+        let pinned = self.store.pin();
+        let mut changed = Vec::new();
+        let mut ctx = PoolCtx {
+            store: &pinned,
+            hlc: &self.hlc,
+            streams: &self.streams,
+            now_ms: 1_764_000_000_000,
+            token,
+            changed: &mut changed,
+        };
+        let mut out = Vec::new();
+        let r = s.handle_input(&input, usize::MAX, &mut ctx, &mut out);
+        let mut frames = Vec::new();
+        let mut rest = &out[..];
+        while let Some((t, b, n)) = split_frame(rest, 1 << 20).unwrap() {
+            frames.push(ServerFrame::decode(t, b).unwrap());
+            rest = &rest[n..];
+        }
+        (frames, r)
+    }
+}
+
+fn hello(stream: u64, token: &[u8]) -> ClientFrame {
+    ClientFrame::Hello(Hello {
+        pool: 1,
+        stream,
+        resume_from: 1,
+        token: token.to_vec(),
+    })
+}
+
+fn login(sid: u64, client: ClientType) -> Event {
+    Event::Login {
+        sid: Sid::new(sid).unwrap(),
+        uid: sid,
+        client,
+        ext: None,
+    }
+}
+
+fn online(n: &Node, sid: u64) -> bool {
+    n.store.pin().status(Sid::new(sid).unwrap()).online
+}
+
+#[test]
+fn handshake_events_and_cumulative_ack() {
+    let n = Node::new();
+    let mut s = PoolSession::new(PoolLimits::default());
+    let (out, r) = n.feed(
+        &mut s,
+        &[
+            hello(9, b""),
+            ClientFrame::Events {
+                first_seq: 1,
+                events: vec![login(5, ClientType::Pc), login(6, ClientType::Web)],
+            },
+        ],
+        None,
+    );
+    assert_eq!(r.unwrap().events, 2);
+    assert_eq!(
+        out,
+        [
+            ServerFrame::Welcome {
+                version: 1,
+                node: 1,
+                applied: 0
+            },
+            ServerFrame::Ack(2)
+        ]
+    );
+    assert!(online(&n, 5) && online(&n, 6));
+}
+
+#[test]
+fn resent_events_are_skipped_and_reported_in_welcome() {
+    let n = Node::new();
+    let batch = ClientFrame::Events {
+        first_seq: 1,
+        events: vec![login(5, ClientType::Pc)],
+    };
+    n.feed(
+        &mut PoolSession::new(PoolLimits::default()),
+        &[hello(9, b""), batch.clone()],
+        None,
+    )
+    .1
+    .unwrap();
+    let (out, r) = n.feed(
+        &mut PoolSession::new(PoolLimits::default()),
+        &[hello(9, b""), batch],
+        None,
+    );
+    let o = r.unwrap();
+    assert_eq!(o.events, 0, "a re-sent event is not applied twice");
+    assert_eq!(o.duplicates, 1, "and it is counted as a duplicate");
+    assert_eq!(
+        out,
+        [
+            ServerFrame::Welcome {
+                version: 1,
+                node: 1,
+                applied: 1
+            },
+            ServerFrame::Ack(1)
+        ]
+    );
+}
+
+#[test]
+fn wrong_token_and_frames_before_hello_close_the_session() {
+    let n = Node::new();
+    let (out, r) = n.feed(
+        &mut PoolSession::new(PoolLimits::default()),
+        &[hello(1, b"x")],
+        Some(b"y"),
+    );
+    assert_eq!(r, Err(SessionError::Auth));
+    assert!(matches!(out[..], [ServerFrame::Error { code: 3, .. }]));
+    let (_, r) = n.feed(
+        &mut PoolSession::new(PoolLimits::default()),
+        &[ClientFrame::Ping(1)],
+        None,
+    );
+    assert_eq!(r, Err(SessionError::Protocol("expected HELLO")));
+}
+
+#[test]
+fn sequence_going_back_is_a_protocol_error() {
+    let n = Node::new();
+    let e = || vec![login(5, ClientType::Pc)];
+    let (_, r) = n.feed(
+        &mut PoolSession::new(PoolLimits::default()),
+        &[
+            hello(1, b""),
+            ClientFrame::Events {
+                first_seq: 5,
+                events: e(),
+            },
+            ClientFrame::Events {
+                first_seq: 5,
+                events: e(),
+            },
+        ],
+        None,
+    );
+    assert_eq!(
+        r,
+        Err(SessionError::Protocol("sequence numbers must increase"))
+    );
+}
+
+#[test]
+fn snapshot_logs_out_users_the_pool_no_longer_lists() {
+    let n = Node::new();
+    let mut s = PoolSession::new(PoolLimits::default());
+    n.feed(
+        &mut s,
+        &[
+            hello(1, b""),
+            ClientFrame::Events {
+                first_seq: 1,
+                events: vec![login(5, ClientType::Pc), login(6, ClientType::Pc)],
+            },
+        ],
+        None,
+    )
+    .1
+    .unwrap();
+    let (_, r) = n.feed(
+        &mut s,
+        &[ClientFrame::Events {
+            first_seq: 3,
+            events: vec![
+                Event::SnapshotBegin,
+                login(6, ClientType::Mobile),
+                Event::SnapshotEnd,
+            ],
+        }],
+        None,
+    );
+    r.unwrap();
+    assert!(!online(&n, 5), "5 was not in the snapshot");
+    assert!(online(&n, 6));
+    // A re-sent end marker with no snapshot in progress is harmless.
+    let (_, r) = n.feed(
+        &mut s,
+        &[ClientFrame::Events {
+            first_seq: 6,
+            events: vec![Event::SnapshotEnd],
+        }],
+        None,
+    );
+    assert_eq!(r.unwrap().events, 1);
+    assert!(online(&n, 6));
+}
+
+#[test]
+fn a_snapshot_survives_a_reconnect() {
+    let n = Node::new();
+    let mut a = PoolSession::new(PoolLimits::default());
+    n.feed(
+        &mut a,
+        &[
+            hello(1, b""),
+            ClientFrame::Events {
+                first_seq: 1,
+                events: vec![
+                    login(5, ClientType::Pc),
+                    login(6, ClientType::Pc),
+                    login(7, ClientType::Pc),
+                    Event::SnapshotBegin,
+                    login(6, ClientType::Pc),
+                ],
+            },
+        ],
+        None,
+    )
+    .1
+    .unwrap();
+    let mut b = PoolSession::new(PoolLimits::default());
+    let (_, r) = n.feed(
+        &mut b,
+        &[
+            hello(1, b""),
+            ClientFrame::Events {
+                first_seq: 6,
+                events: vec![login(7, ClientType::Web), Event::SnapshotEnd],
+            },
+        ],
+        None,
+    );
+    r.unwrap();
+    // 7 was listed on the second connection: the snapshot continued across the reconnect.
+    assert!(!online(&n, 5) && online(&n, 6) && online(&n, 7));
+}
+
+#[test]
+fn frame_budget_leaves_the_rest_for_later() {
+    let n = Node::new();
+    let mut s = PoolSession::new(PoolLimits::default());
+    let mut input = Vec::new();
+    hello(1, b"").encode(&mut input);
+    ClientFrame::Ping(3).encode(&mut input);
+    let pinned = n.store.pin();
+    let mut changed = Vec::new();
+    let mut ctx = PoolCtx {
+        store: &pinned,
+        hlc: &n.hlc,
+        streams: &n.streams,
+        now_ms: 0,
+        token: None,
+        changed: &mut changed,
+    };
+    let mut out = Vec::new();
+    let o = s.handle_input(&input, 1, &mut ctx, &mut out).unwrap();
+    assert!(o.more && o.consumed < input.len());
+    let o2 = s
+        .handle_input(&input[o.consumed..], 1, &mut ctx, &mut out)
+        .unwrap();
+    assert_eq!(o.consumed + o2.consumed, input.len());
+}
+
+#[test]
+fn snapshot_limit_comes_from_the_builder() {
+    let n = Node::new();
+    let mut s = PoolSession::new(PoolLimits::default()).with_max_snapshot(2);
+    let (_, r) = n.feed(
+        &mut s,
+        &[
+            hello(1, b""),
+            ClientFrame::Events {
+                first_seq: 1,
+                events: vec![
+                    Event::SnapshotBegin,
+                    login(5, ClientType::Pc),
+                    login(6, ClientType::Pc),
+                    login(5, ClientType::Web),
+                    login(7, ClientType::Pc),
+                ],
+            },
+        ],
+        None,
+    );
+    assert_eq!(
+        r,
+        Err(SessionError::Protocol("snapshot lists too many users")),
+        "a third distinct user is one too many; listing 5 again is not"
+    );
+}
