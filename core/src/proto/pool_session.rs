@@ -17,6 +17,13 @@
 //! Every applied event is stamped by the node's [`Hlc`] with the `now_ms` the driver passes in.
 //! Acks are cumulative and sent only after every event up to the acked number is in the store.
 //!
+//! `SNAPSHOT_END` sweeps the store for users the snapshot did not list. The sweep is incremental:
+//! each call walks at most [`SWEEP_PER_CALL`] records through a resumable
+//! [`crate::store::Cursor`]; while it runs, the rest of its `EVENTS` frame is parked in the
+//! session, later frames wait, and the frame's `ACK` goes out once the sweep and the parked
+//! events are done (`Outcome::more` asks the driver to call again), so acks stay in order and no
+//! event after the `SNAPSHOT_END` is applied before the sweep.
+//!
 //! What outlives a connection (stream high-water marks, snapshots in progress) is in
 //! [`Streams`] (the `streams` submodule), shared by every session of the node. Limits come from
 //! the constructor ([`PoolLimits`]) and [`PoolSession::with_max_snapshot`].
@@ -27,7 +34,7 @@ use crate::hlc::{Hlc, Stamp};
 use crate::model::{Change, Sid, Update};
 use crate::proto::pool::{ClientFrame, Event, Hello, PoolLimits, ServerFrame, VERSION};
 use crate::proto::ErrorCode;
-use crate::store::Pinned;
+use crate::store::{Cursor, Pinned};
 use crate::wire::{split_frame, DecodeError};
 
 mod streams;
@@ -37,6 +44,10 @@ pub use streams::Streams;
 /// Default most users a full snapshot may list (each costs a set entry until `SnapshotEnd`);
 /// [`PoolSession::with_max_snapshot`] sets the one in force (`<limits max-snapshot-users>`).
 pub const DEFAULT_MAX_SNAPSHOT: usize = 50_000_000;
+
+/// Most records one [`PoolSession::handle_input`] call walks while sweeping after a
+/// `SNAPSHOT_END` (bounds the work of one event whatever the store's size).
+pub const SWEEP_PER_CALL: usize = 4096;
 
 /// Why a pool connection is being closed. An `ERROR` frame saying so has been queued. The store
 /// holds every event acked before it; events of the failing frame that precede the failure may be
@@ -93,7 +104,8 @@ pub struct Outcome {
     /// Events skipped because the stream had already applied their sequence number (re-sent
     /// after a reconnect): what `presenced_pool_duplicates_total` counts.
     pub duplicates: u64,
-    /// Whole frames were left unprocessed because the frame budget ran out.
+    /// Work is left (whole frames beyond the frame budget, or a snapshot sweep in progress):
+    /// call again, even without new input.
     pub more: bool,
 }
 
@@ -116,6 +128,30 @@ pub struct PoolSession {
     /// Whether this session's stream has a snapshot in progress (a cache of `Streams`, so that
     /// the snapshot lock is only taken while one is).
     snapshot_open: bool,
+    /// An `EVENTS` frame whose processing waits for a snapshot sweep.
+    parked: Option<Job>,
+}
+
+/// The events of one `EVENTS` frame being applied.
+#[derive(Debug)]
+struct Job {
+    pool: u32,
+    stream: u64,
+    events: Vec<Event>,
+    /// Next event to handle, and its sequence number.
+    idx: usize,
+    seq: u64,
+    /// The stream's mark when the frame arrived: events up to it are duplicates.
+    applied: u64,
+    /// The frame's last sequence number (what the `ACK` says).
+    last: u64,
+    /// Stamps reserved for the fresh events from `idx` on: the first, and how many are used.
+    block: Option<(Stamp, u64)>,
+    /// A sweep in progress: the sids the snapshot listed, and where the walk is.
+    sweep: Option<(HashSet<u64>, Cursor)>,
+    /// Events applied and skipped so far.
+    applied_count: u64,
+    skipped: u64,
 }
 
 impl PoolSession {
@@ -126,6 +162,7 @@ impl PoolSession {
             limits,
             max_snapshot: DEFAULT_MAX_SNAPSHOT,
             snapshot_open: false,
+            parked: None,
         }
     }
 
@@ -145,6 +182,16 @@ impl PoolSession {
         out: &mut Vec<u8>,
     ) -> Result<Outcome, SessionError> {
         let mut o = Outcome::default();
+        let mut budget = SWEEP_PER_CALL;
+        if let Some(mut job) = self.parked.take() {
+            if !self.run(&mut job, &mut budget, ctx, out)? {
+                self.parked = Some(job);
+                o.more = true;
+                return Ok(o);
+            }
+            o.events += job.applied_count;
+            o.duplicates += job.skipped;
+        }
         let mut frames = 0;
         loop {
             let rest = input.get(o.consumed..).unwrap_or_default();
@@ -162,7 +209,7 @@ impl PoolSession {
                 Ok(f) => f,
                 Err(e) => return Err(self.fail(e.into(), out)),
             };
-            match self.handle_frame(frame, ctx, out) {
+            match self.handle_frame(frame, &mut budget, ctx, out) {
                 Ok((events, duplicates)) => {
                     o.events += events;
                     o.duplicates += duplicates;
@@ -170,6 +217,10 @@ impl PoolSession {
                 Err(e) => return Err(self.fail(e, out)),
             }
             o.consumed += n;
+            if self.parked.is_some() {
+                o.more = true;
+                break;
+            }
         }
         Ok(o)
     }
@@ -187,6 +238,7 @@ impl PoolSession {
     fn handle_frame(
         &mut self,
         frame: ClientFrame,
+        budget: &mut usize,
         ctx: &mut PoolCtx<'_>,
         out: &mut Vec<u8>,
     ) -> Result<(u64, u64), SessionError> {
@@ -244,33 +296,80 @@ impl PoolSession {
                 }
                 let (pool, stream) = (*pool, *stream);
                 let applied = ctx.streams.applied(pool, stream);
-                // One clock operation per frame: the fresh events get consecutive stamps.
-                let skip = applied
-                    .saturating_sub(first_seq - 1)
-                    .min(events.len() as u64);
-                let fresh = events.len() as u64 - skip;
-                let first = ctx.hlc.reserve(ctx.now_ms, fresh);
-                let mut count = 0;
-                let mut seq = first_seq;
-                for e in &events {
-                    if seq > applied {
-                        let stamp = Stamp::new(first.hlc() + count, first.node());
-                        self.apply(pool, stream, e, stamp, ctx)?;
-                        count += 1;
-                    }
-                    seq += 1;
+                let last = first_seq + events.len() as u64 - 1;
+                *last_seq = last;
+                let mut job = Job {
+                    pool,
+                    stream,
+                    events,
+                    idx: 0,
+                    seq: first_seq,
+                    applied,
+                    last,
+                    block: None,
+                    sweep: None,
+                    applied_count: 0,
+                    skipped: 0,
+                };
+                if self.run(&mut job, budget, ctx, out)? {
+                    Ok((job.applied_count, job.skipped))
+                } else {
+                    self.parked = Some(job);
+                    Ok((0, 0))
                 }
-                let last = seq - 1;
-                if let State::Open { last_seq, .. } = &mut self.state {
-                    *last_seq = last;
-                }
-                ctx.streams.advance(pool, stream, last);
-                ServerFrame::Ack(last).encode(out);
-                Ok((count, skip))
             }
         }
     }
 
+    /// Applies the events of `job` from where it stopped; sends the frame's `ACK` and returns
+    /// `true` once all are done, or returns `false` when a sweep ran out of `budget`.
+    fn run(
+        &mut self,
+        job: &mut Job,
+        budget: &mut usize,
+        ctx: &mut PoolCtx<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, SessionError> {
+        loop {
+            if let Some((listed, cursor)) = &mut job.sweep {
+                if !sweep(job.pool, listed, cursor, budget, ctx) {
+                    return Ok(false);
+                }
+                job.sweep = None;
+                // The sweep's logouts took fresh stamps: later events need later ones.
+                job.block = None;
+            }
+            let Some(e) = job.events.get(job.idx) else {
+                break;
+            };
+            if job.seq > job.applied {
+                let (first, used) = match job.block {
+                    Some(b) => b,
+                    None => {
+                        // One clock operation per run of fresh events: consecutive stamps.
+                        let fresh = (job.events.len() - job.idx) as u64;
+                        (ctx.hlc.reserve(ctx.now_ms, fresh), 0)
+                    }
+                };
+                job.block = Some((first, used + 1));
+                let stamp = Stamp::new(first.hlc() + used, first.node());
+                if let Some(listed) = self.apply(job.pool, job.stream, e, stamp, ctx)? {
+                    job.sweep = Some((listed, Cursor::all()));
+                }
+                job.applied_count += 1;
+            } else {
+                job.skipped += 1;
+            }
+            job.idx += 1;
+            job.seq += 1;
+        }
+        ctx.streams.advance(job.pool, job.stream, job.last);
+        ServerFrame::Ack(job.last).encode(out);
+        Ok(true)
+    }
+
+    /// Applies one event. Returns the listed sids when it is a `SNAPSHOT_END` whose sweep must
+    /// run now.
     fn apply(
         &mut self,
         pool: u32,
@@ -278,22 +377,18 @@ impl PoolSession {
         e: &Event,
         stamp: Stamp,
         ctx: &mut PoolCtx<'_>,
-    ) -> Result<(), SessionError> {
+    ) -> Result<Option<HashSet<u64>>, SessionError> {
         let (sid, update) = match e {
             Event::SnapshotBegin => {
                 ctx.streams.begin_snapshot(pool, stream);
                 self.snapshot_open = true;
-                return Ok(());
+                return Ok(None);
             }
             Event::SnapshotEnd => {
                 //= docs/protocols/pool.md#snapshots
                 //# A `SNAPSHOT_END` with no snapshot in progress on this node is ignored.
-                let listed = ctx.streams.end_snapshot(pool, stream);
                 self.snapshot_open = false;
-                if let Some(listed) = listed {
-                    self.end_snapshot(pool, &listed, ctx);
-                }
-                return Ok(());
+                return Ok(ctx.streams.end_snapshot(pool, stream));
             }
             Event::Login {
                 sid,
@@ -348,31 +443,44 @@ impl PoolSession {
         if ctx.store.apply(sid, stamp, &update) {
             ctx.changed.push(sid);
         }
-        Ok(())
+        Ok(None)
     }
+}
 
-    /// Logs out every online user last reported by `pool` that the snapshot did not list.
-    fn end_snapshot(&self, pool: u32, listed: &HashSet<u64>, ctx: &mut PoolCtx<'_>) {
-        let mut gone = Vec::new();
-        ctx.store.for_each(|sid, r| {
-            let id = r.ident().value;
-            if id.pool == pool && !listed.contains(&sid.get()) && r.status(sid).online {
-                gone.push((sid, id.uid));
-            }
-        });
-        for (sid, uid) in gone {
-            let update = Update {
-                uid,
-                pool,
-                change: Change::LogoutAll,
-                ext: None,
-            };
-            let stamp = ctx.hlc.now(ctx.now_ms);
-            if ctx.store.apply(sid, stamp, &update) {
-                ctx.changed.push(sid);
-            }
+/// Walks at most `budget` records of the sweep after a `SNAPSHOT_END`: logs out every online
+/// user last reported by `pool` that the snapshot did not list. Returns whether the walk is done.
+fn sweep(
+    pool: u32,
+    listed: &HashSet<u64>,
+    cursor: &mut Cursor,
+    budget: &mut usize,
+    ctx: &mut PoolCtx<'_>,
+) -> bool {
+    if *budget == 0 {
+        return cursor.is_done();
+    }
+    let mut gone = Vec::new();
+    let visited = ctx.store.scan(cursor, *budget, |sid, r| {
+        let id = r.ident().value;
+        if id.pool == pool && !listed.contains(&sid.get()) && r.status(sid).online {
+            gone.push((sid, id.uid));
+        }
+        true
+    });
+    *budget = budget.saturating_sub(visited);
+    for (sid, uid) in gone {
+        let update = Update {
+            uid,
+            pool,
+            change: Change::LogoutAll,
+            ext: None,
+        };
+        let stamp = ctx.hlc.now(ctx.now_ms);
+        if ctx.store.apply(sid, stamp, &update) {
+            ctx.changed.push(sid);
         }
     }
+    cursor.is_done()
 }
 
 /// Compares secrets in time independent of where they differ.

@@ -321,3 +321,80 @@ fn snapshot_limit_comes_from_the_builder() {
         "a third distinct user is one too many; listing 5 again is not"
     );
 }
+
+/// `SNAPSHOT_END` over a million records does bounded work per call: the sweep walks at most
+/// [`SWEEP_PER_CALL`] records each time, the rest of its frame and later frames wait, and the
+/// acks come out once, in order, after the sweep (it used to walk the whole store in one call).
+#[test]
+fn end_snapshot_over_a_million_records_is_chunked_and_acks_stay_in_order() {
+    const USERS: u64 = 1_000_000;
+    let mut n = Node::new();
+    n.store = Store::with_capacity(USERS as usize);
+    {
+        let pinned = n.store.pin();
+        for sid in 1..=USERS {
+            let update = Update {
+                uid: sid,
+                pool: 1,
+                change: Change::Login(ClientType::Pc),
+                ext: None,
+            };
+            pinned.apply(Sid::new(sid).unwrap(), n.hlc.now(1_000), &update);
+        }
+    }
+    let mut s = PoolSession::new(PoolLimits::default());
+    let mut input = Vec::new();
+    hello(1, b"").encode(&mut input);
+    ClientFrame::Events {
+        first_seq: 1,
+        events: vec![
+            Event::SnapshotBegin,
+            login(7, ClientType::Pc),
+            Event::SnapshotEnd,
+            // After the end in the same frame: must not be swept away.
+            login(9, ClientType::Mobile),
+        ],
+    }
+    .encode(&mut input);
+    ClientFrame::Ping(42).encode(&mut input);
+    let mut out = Vec::new();
+    let mut offset = 0;
+    let mut calls = 0;
+    loop {
+        let pinned = n.store.pin();
+        let mut changed = Vec::new();
+        let mut ctx = PoolCtx {
+            store: &pinned,
+            hlc: &n.hlc,
+            streams: &n.streams,
+            now_ms: 1_764_000_000_000,
+            token: None,
+            changed: &mut changed,
+        };
+        let before = n.store.scanned();
+        let o = s
+            .handle_input(&input[offset..], usize::MAX, &mut ctx, &mut out)
+            .unwrap();
+        let work = n.store.scanned() - before;
+        assert!(
+            work <= SWEEP_PER_CALL as u64,
+            "one call walked {work} records"
+        );
+        offset += o.consumed;
+        calls += 1;
+        if !o.more && offset == input.len() {
+            break;
+        }
+    }
+    assert!(calls > (USERS as usize) / SWEEP_PER_CALL);
+    let mut frames = Vec::new();
+    let mut rest = &out[..];
+    while let Some((t, b, k)) = split_frame(rest, 1 << 20).unwrap() {
+        frames.push(ServerFrame::decode(t, b).unwrap());
+        rest = &rest[k..];
+    }
+    assert!(matches!(frames[0], ServerFrame::Welcome { .. }));
+    assert_eq!(frames[1..], [ServerFrame::Ack(4), ServerFrame::Pong(42)]);
+    assert!(online(&n, 7) && online(&n, 9));
+    assert!(!online(&n, 1) && !online(&n, USERS));
+}
