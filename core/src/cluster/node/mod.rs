@@ -40,177 +40,24 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::cluster::repl::{Msg, NodeInfo};
 use crate::cluster::timesync::Packet;
-use crate::hlc::Hlc;
 use crate::model::Sid;
 use crate::proto::ErrorCode;
-use crate::store::Store;
 
 mod anti_entropy;
 mod clock;
 mod inbound;
 mod membership;
 mod outbound;
+mod reports;
+mod transmit;
+mod types;
 
 use anti_entropy::AntiEntropy;
 use clock::{Corrected, TimeFollower, TimeMaster};
 use inbound::{merge_records, InLink};
 use membership::{Membership, Roles};
-use outbound::{Backlog, LinkPoll, OutLink, Welcome};
-
-/// Timing, in µs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timing {
-    /// Heartbeat interval.
-    pub heartbeat_us: u64,
-    /// A peer not heard from for this long is down.
-    pub down_after_us: u64,
-    /// Time-sync and anti-entropy interval.
-    pub sync_interval_us: u64,
-    /// Clock tolerance.
-    pub tolerance_us: u64,
-    /// Longest time updates wait to be batched.
-    pub flush_us: u64,
-}
-
-/// The current time, as the driver read it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Now {
-    /// Monotonic µs (any origin).
-    pub mono_us: u64,
-    /// Local wall clock, µs since the Unix epoch, before correction.
-    pub wall_us: i64,
-}
-
-/// Which connection a message travels on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dir {
-    /// My outbound connection to the peer (I sent `HELLO`).
-    Out,
-    /// The peer's connection to me (it sent `HELLO`).
-    In,
-}
-
-/// Things worth a log line or a metric.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// The masters changed.
-    RoleChange {
-        /// New term.
-        term: u64,
-        /// Time master.
-        time_master: u16,
-        /// Data master.
-        data_master: u16,
-    },
-    /// A peer is alive again.
-    MemberUp(u16),
-    /// A peer is down (silent too long, or said goodbye).
-    MemberDown(u16),
-    /// A node not in this node's cluster file joined.
-    MemberJoined(NodeInfo),
-    /// This node became ready (or stopped being ready).
-    Ready(bool),
-    /// A full snapshot was received from a peer.
-    SnapshotReceived {
-        /// The peer.
-        from: u16,
-        /// Records in it.
-        records: u64,
-    },
-    /// A full snapshot is being sent to a peer (its resume point was gone).
-    FullResync(u16),
-    /// A link resumed from the backlog.
-    Resumed(u16),
-    /// Anti-entropy repaired these buckets from a peer.
-    Repaired {
-        /// The peer.
-        from: u16,
-        /// Records merged that changed something.
-        changed: u64,
-    },
-    /// The clock was corrected by the time master.
-    ClockCorrected {
-        /// The adjustment, µs.
-        adjust_us: i64,
-        /// The new correction, µs.
-        correction_us: i64,
-    },
-}
-
-/// Counters for metrics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Links resumed from the backlog.
-    pub resumes: u64,
-    /// Full snapshots sent.
-    pub full_resyncs: u64,
-    /// Records changed by anti-entropy.
-    pub digest_repairs: u64,
-    /// Role changes.
-    pub elections: u64,
-    /// Remote records merged.
-    pub merged: u64,
-}
-
-/// Why an inbound `HELLO` was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum HelloError {
-    /// The peer belongs to another cluster.
-    #[error("cluster name {0:?} differs")]
-    WrongCluster(String),
-    /// The peer claims this node's own id.
-    #[error("node id {0} is this node's own")]
-    SameId(u16),
-}
-
-/// A replication connection as the driver knows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Conn {
-    /// A connection a peer opened to this node, before its `HELLO`.
-    AwaitHello,
-    /// A connection a peer opened to this node, after its `HELLO` was accepted.
-    In(u16),
-    /// The connection this node opened to `peer`.
-    Out(u16),
-}
-
-/// What the driver does with a connection after [`ClusterNode::handle_frame`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Keep reading.
-    Continue,
-    /// The `HELLO` was accepted: the connection is now `Conn::In(peer)` (an older inbound
-    /// connection of the same peer must be closed), and `welcome` is written on it.
-    Accepted {
-        /// The peer.
-        peer: u16,
-        /// The `WELCOME` to write.
-        welcome: Msg,
-    },
-    /// Write `ERROR` with this code and message, then close once it is written.
-    Refuse {
-        /// The error code.
-        code: ErrorCode,
-        /// Why, for the peer's logs (also worth a log line here).
-        message: String,
-    },
-    /// Close at once, without `ERROR` (a peer that does not speak the protocol, or a peer's
-    /// `ERROR` on a link this node opened).
-    Close {
-        /// Why, for a log line.
-        reason: String,
-    },
-}
-
-impl Verdict {
-    /// The verdict for a frame that does not decode: `ERROR` `Malformed`, then close.
-    pub fn malformed(e: impl std::fmt::Display) -> Self {
-        Self::Refuse {
-            code: ErrorCode::Malformed,
-            message: format!("malformed frame: {e}"),
-        }
-    }
-}
+use outbound::{Backlog, OutLink, Welcome};
+pub use types::{Conn, Ctx, Dir, Event, HelloError, Now, Stats, Timing, Verdict};
 
 /// The replication links with one peer.
 #[derive(Debug, Default)]
@@ -311,90 +158,6 @@ impl ClusterNode {
     /// Sets how many update numbers the backlog keeps for resuming peers.
     pub fn set_backlog_cap(&mut self, cap: usize) {
         self.backlog.set_cap(cap);
-    }
-
-    // ----- reports -----
-
-    /// This node.
-    pub fn me(&self) -> &NodeInfo {
-        &self.me
-    }
-    /// The election term.
-    pub fn term(&self) -> u64 {
-        self.membership.term()
-    }
-    /// The time master's id.
-    pub fn time_master(&self) -> u16 {
-        self.membership.master()
-    }
-    /// The data master's id.
-    pub fn data_master(&self) -> u16 {
-        self.membership.master()
-    }
-    /// Whether this node serves.
-    pub fn ready(&self) -> bool {
-        self.ready
-    }
-    /// Why this node does not serve, if it does not.
-    pub fn not_ready_reason(&self) -> Option<&'static str> {
-        if self.draining {
-            Some("draining")
-        } else if !self.joined {
-            Some("syncing data from the data master")
-        } else if !self.clock.confirmed() {
-            Some("clock not confirmed by the time master")
-        } else {
-            None
-        }
-    }
-    /// The clock correction, µs: cluster time = local wall clock + this.
-    pub fn correction_us(&self) -> i64 {
-        self.clock.correction_us()
-    }
-    /// Cluster time at `now`, µs.
-    pub fn cluster_us(&self, now: Now) -> i64 {
-        now.wall_us.saturating_add(self.clock.correction_us())
-    }
-    /// Members other than this node: (info, alive, ready).
-    pub fn members(&self) -> impl Iterator<Item = (&NodeInfo, bool, bool)> {
-        self.membership.iter().map(|p| (&p.info, p.alive, p.ready))
-    }
-    /// Whether any peer is alive.
-    pub fn any_peer_alive(&self) -> bool {
-        self.membership.alive_ids().next().is_some()
-    }
-    /// The highest update number of mine that at least one peer has acked.
-    pub fn replicated_seq(&self) -> u64 {
-        self.links
-            .values()
-            .filter_map(|l| l.out.as_ref().map(OutLink::acked))
-            .max()
-            .unwrap_or(0)
-    }
-    /// My last update number.
-    pub fn last_seq(&self) -> u64 {
-        self.backlog.next() - 1
-    }
-    /// Update numbers the backlog holds.
-    pub fn backlog_len(&self) -> usize {
-        self.backlog.len()
-    }
-    /// Counters.
-    pub fn stats(&self) -> Stats {
-        self.stats
-    }
-    /// Replication lag samples (cluster time of apply minus the update's stamp, µs) since the
-    /// last call.
-    pub fn take_lag_samples(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.lag_samples)
-    }
-    /// The address book entry of a member.
-    pub fn member_info(&self, id: u16) -> Option<NodeInfo> {
-        self.membership.get(id).map(|p| p.info)
-    }
-    /// Members this node should hold an outbound connection to (all known peers).
-    pub fn peers(&self) -> Vec<NodeInfo> {
-        self.membership.iter().map(|p| p.info).collect()
     }
 
     // ----- inputs -----
@@ -729,102 +492,7 @@ impl ClusterNode {
         self.update_ready(now);
     }
 
-    // ----- outputs -----
-
-    /// The next replication message to send: `(peer, connection, message)`.
-    pub fn poll_transmit(&mut self, now: Now, ctx: &Ctx<'_>) -> Option<(u16, Dir, Msg)> {
-        if let Some(m) = self.out.pop_front() {
-            return Some(m);
-        }
-        let flush_due = self.draining
-            || self
-                .oldest_unflushed_us
-                .is_some_and(|t| now.mono_us.saturating_sub(t) >= self.timing.flush_us);
-        for (id, l) in &mut self.links {
-            if self.membership.get(*id).is_none_or(|p| p.congested) {
-                continue;
-            }
-            let Some(link) = l.out.as_mut() else { continue };
-            loop {
-                let poll =
-                    link.poll_transmit(ctx.store, &self.backlog, flush_due, &mut self.link_out);
-                match poll {
-                    LinkPoll::Waiting if self.oldest_unflushed_us.is_none() => {
-                        // Updates waiting for this link (after a resume, say) start the timer.
-                        self.oldest_unflushed_us = Some(now.mono_us);
-                    }
-                    LinkPoll::FullResync => {
-                        self.stats.full_resyncs += 1;
-                        self.events.push_back(Event::FullResync(*id));
-                    }
-                    _ => {}
-                }
-                if !self.link_out.is_empty() {
-                    self.out
-                        .extend(self.link_out.drain(..).map(|m| (*id, Dir::Out, m)));
-                    return self.out.pop_front();
-                }
-                if poll != LinkPoll::Sent {
-                    break;
-                }
-            }
-        }
-        // Everything pending is sent (or waiting for acks): the flush timer restarts.
-        let all_sent = self.links.iter().all(|(id, l)| {
-            self.membership.get(*id).is_none_or(|p| p.congested)
-                || l.out.as_ref().is_none_or(|o| o.caught_up(&self.backlog))
-        });
-        if all_sent {
-            self.oldest_unflushed_us = None;
-            // Draining: everything is sent, so `GOODBYE` goes out as the last frame.
-            if self.draining && !self.goodbye_sent {
-                self.goodbye_sent = true;
-                self.send_on_established(|_, _| true, &Msg::Goodbye);
-                return self.out.pop_front();
-            }
-        }
-        None
-    }
-
-    /// The next time-sync datagram: `(peer, packet)`.
-    pub fn poll_datagram(&mut self) -> Option<(u16, Packet)> {
-        self.dgrams.pop_front()
-    }
-
-    /// The next event.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-
-    /// When `handle_timeout` (or `poll_transmit`, for batched updates) is due, monotonic µs.
-    pub fn poll_timeout(&self) -> u64 {
-        let mut t = self.next_heartbeat_us.min(self.next_sync_us);
-        if let Some(o) = self.oldest_unflushed_us {
-            t = t.min(o + self.timing.flush_us);
-        }
-        t
-    }
-
-    /// Marks the outbound connection to `peer` as congested (the driver's buffer is full) or
-    /// not; `poll_transmit` generates no updates, snapshot or bucket frames for a congested peer.
-    pub fn set_congested(&mut self, peer: u16, congested: bool) {
-        if let Some(p) = self.membership.get_mut(peer) {
-            p.congested = congested;
-        }
-    }
-
     // ----- internals -----
-
-    /// Queues `msg` on every outbound link that was welcomed and passes `filter`.
-    fn send_on_established(&mut self, filter: impl Fn(u16, &OutLink) -> bool, msg: &Msg) {
-        for (id, l) in &self.links {
-            if let Some(o) = l.out.as_ref() {
-                if o.is_established() && filter(*id, o) {
-                    self.out.push_back((*id, Dir::Out, msg.clone()));
-                }
-            }
-        }
-    }
 
     fn admit(&mut self, info: NodeInfo) {
         if self.membership.admit(info) {
@@ -880,15 +548,6 @@ impl ClusterNode {
             self.update_roles();
         }
     }
-}
-
-/// What the state machine reads and merges into.
-#[derive(Debug)]
-pub struct Ctx<'a> {
-    /// The node's store.
-    pub store: &'a Store,
-    /// The node's clock (observes remote stamps).
-    pub hlc: &'a Hlc,
 }
 
 #[cfg(all(test, not(loom)))]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use super::*;
 use crate::hlc::Hlc;
 use crate::model::{Change, ClientType, Update};
+use crate::store::Store;
 use crate::wire::split_frame;
 
 struct Rng(u64);

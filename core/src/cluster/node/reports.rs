@@ -1,0 +1,91 @@
+//! What [`ClusterNode`] reports: roles, readiness, clock, members, replication progress and
+//! counters. Read-only; the driver publishes these for `/v1/cluster`, health and metrics.
+
+use crate::cluster::repl::NodeInfo;
+
+use super::outbound::OutLink;
+use super::{ClusterNode, Now, Stats};
+
+impl ClusterNode {
+    /// This node.
+    pub fn me(&self) -> &NodeInfo {
+        &self.me
+    }
+    /// The election term.
+    pub fn term(&self) -> u64 {
+        self.membership.term()
+    }
+    /// The time master's id.
+    pub fn time_master(&self) -> u16 {
+        self.membership.master()
+    }
+    /// The data master's id.
+    pub fn data_master(&self) -> u16 {
+        self.membership.master()
+    }
+    /// Whether this node serves.
+    pub fn ready(&self) -> bool {
+        self.ready
+    }
+    /// Why this node does not serve, if it does not.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if self.draining {
+            Some("draining")
+        } else if !self.joined {
+            Some("syncing data from the data master")
+        } else if !self.clock.confirmed() {
+            Some("clock not confirmed by the time master")
+        } else {
+            None
+        }
+    }
+    /// The clock correction, µs: cluster time = local wall clock + this.
+    pub fn correction_us(&self) -> i64 {
+        self.clock.correction_us()
+    }
+    /// Cluster time at `now`, µs.
+    pub fn cluster_us(&self, now: Now) -> i64 {
+        now.wall_us.saturating_add(self.clock.correction_us())
+    }
+    /// Members other than this node: (info, alive, ready).
+    pub fn members(&self) -> impl Iterator<Item = (&NodeInfo, bool, bool)> {
+        self.membership.iter().map(|p| (&p.info, p.alive, p.ready))
+    }
+    /// Whether any peer is alive.
+    pub fn any_peer_alive(&self) -> bool {
+        self.membership.alive_ids().next().is_some()
+    }
+    /// The highest update number of mine that at least one peer has acked.
+    pub fn replicated_seq(&self) -> u64 {
+        self.links
+            .values()
+            .filter_map(|l| l.out.as_ref().map(OutLink::acked))
+            .max()
+            .unwrap_or(0)
+    }
+    /// My last update number.
+    pub fn last_seq(&self) -> u64 {
+        self.backlog.next() - 1
+    }
+    /// Update numbers the backlog holds.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+    /// Replication lag samples (cluster time of apply minus the update's stamp, µs) since the
+    /// last call.
+    pub fn take_lag_samples(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.lag_samples)
+    }
+    /// The address book entry of a member.
+    pub fn member_info(&self, id: u16) -> Option<NodeInfo> {
+        self.membership.get(id).map(|p| p.info)
+    }
+    /// Members this node should hold an outbound connection to (all known peers).
+    pub fn peers(&self) -> Vec<NodeInfo> {
+        self.membership.iter().map(|p| p.info).collect()
+    }
+}

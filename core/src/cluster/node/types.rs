@@ -1,0 +1,171 @@
+//! The vocabulary of [`super::ClusterNode`]: its inputs' context ([`Now`], [`Ctx`], [`Conn`]),
+//! its configuration ([`Timing`]), and its outputs ([`Dir`], [`Verdict`], [`Event`], [`Stats`]).
+
+use crate::cluster::repl::{Msg, NodeInfo};
+use crate::hlc::Hlc;
+use crate::proto::ErrorCode;
+use crate::store::Store;
+
+/// Timing, in µs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Heartbeat interval.
+    pub heartbeat_us: u64,
+    /// A peer not heard from for this long is down.
+    pub down_after_us: u64,
+    /// Time-sync and anti-entropy interval.
+    pub sync_interval_us: u64,
+    /// Clock tolerance.
+    pub tolerance_us: u64,
+    /// Longest time updates wait to be batched.
+    pub flush_us: u64,
+}
+
+/// The current time, as the driver read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic µs (any origin).
+    pub mono_us: u64,
+    /// Local wall clock, µs since the Unix epoch, before correction.
+    pub wall_us: i64,
+}
+
+/// Which connection a message travels on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// My outbound connection to the peer (I sent `HELLO`).
+    Out,
+    /// The peer's connection to me (it sent `HELLO`).
+    In,
+}
+
+/// Things worth a log line or a metric.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The masters changed.
+    RoleChange {
+        /// New term.
+        term: u64,
+        /// Time master.
+        time_master: u16,
+        /// Data master.
+        data_master: u16,
+    },
+    /// A peer is alive again.
+    MemberUp(u16),
+    /// A peer is down (silent too long, or said goodbye).
+    MemberDown(u16),
+    /// A node not in this node's cluster file joined.
+    MemberJoined(NodeInfo),
+    /// This node became ready (or stopped being ready).
+    Ready(bool),
+    /// A full snapshot was received from a peer.
+    SnapshotReceived {
+        /// The peer.
+        from: u16,
+        /// Records in it.
+        records: u64,
+    },
+    /// A full snapshot is being sent to a peer (its resume point was gone).
+    FullResync(u16),
+    /// A link resumed from the backlog.
+    Resumed(u16),
+    /// Anti-entropy repaired these buckets from a peer.
+    Repaired {
+        /// The peer.
+        from: u16,
+        /// Records merged that changed something.
+        changed: u64,
+    },
+    /// The clock was corrected by the time master.
+    ClockCorrected {
+        /// The adjustment, µs.
+        adjust_us: i64,
+        /// The new correction, µs.
+        correction_us: i64,
+    },
+}
+
+/// Counters for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Links resumed from the backlog.
+    pub resumes: u64,
+    /// Full snapshots sent.
+    pub full_resyncs: u64,
+    /// Records changed by anti-entropy.
+    pub digest_repairs: u64,
+    /// Role changes.
+    pub elections: u64,
+    /// Remote records merged.
+    pub merged: u64,
+}
+
+/// Why an inbound `HELLO` was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HelloError {
+    /// The peer belongs to another cluster.
+    #[error("cluster name {0:?} differs")]
+    WrongCluster(String),
+    /// The peer claims this node's own id.
+    #[error("node id {0} is this node's own")]
+    SameId(u16),
+}
+
+/// A replication connection as the driver knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conn {
+    /// A connection a peer opened to this node, before its `HELLO`.
+    AwaitHello,
+    /// A connection a peer opened to this node, after its `HELLO` was accepted.
+    In(u16),
+    /// The connection this node opened to `peer`.
+    Out(u16),
+}
+
+/// What the driver does with a connection after [`ClusterNode::handle_frame`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Keep reading.
+    Continue,
+    /// The `HELLO` was accepted: the connection is now `Conn::In(peer)` (an older inbound
+    /// connection of the same peer must be closed), and `welcome` is written on it.
+    Accepted {
+        /// The peer.
+        peer: u16,
+        /// The `WELCOME` to write.
+        welcome: Msg,
+    },
+    /// Write `ERROR` with this code and message, then close once it is written.
+    Refuse {
+        /// The error code.
+        code: ErrorCode,
+        /// Why, for the peer's logs (also worth a log line here).
+        message: String,
+    },
+    /// Close at once, without `ERROR` (a peer that does not speak the protocol, or a peer's
+    /// `ERROR` on a link this node opened).
+    Close {
+        /// Why, for a log line.
+        reason: String,
+    },
+}
+
+impl Verdict {
+    /// The verdict for a frame that does not decode: `ERROR` `Malformed`, then close.
+    pub fn malformed(e: impl std::fmt::Display) -> Self {
+        Self::Refuse {
+            code: ErrorCode::Malformed,
+            message: format!("malformed frame: {e}"),
+        }
+    }
+}
+
+/// What the state machine reads and merges into.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    /// The node's store.
+    pub store: &'a Store,
+    /// The node's clock (observes remote stamps).
+    pub hlc: &'a Hlc,
+}
