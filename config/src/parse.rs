@@ -314,10 +314,13 @@ impl Parser<'_> {
             Some(x) => match x.value.as_str() {
                 "local" => AckPolicy::Local,
                 "replica" => AckPolicy::Replica,
+                "replica-or-local" => AckPolicy::ReplicaOrLocal,
                 other => {
                     return Err(self.err(
                         x.pos,
-                        format!("bad `ack` {other:?}: expected local or replica"),
+                        format!(
+                            "bad `ack` {other:?}: expected local, replica or replica-or-local"
+                        ),
                     ))
                 }
             },

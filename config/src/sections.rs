@@ -43,9 +43,15 @@ pub struct Security {
 pub enum AckPolicy {
     /// Once applied on the node that received it.
     Local,
-    /// Once at least one other node has it too, whenever another node is alive (otherwise as
-    /// `Local`): an acked update survives the loss of the node that received it.
+    /// Once at least one other node has it too, always: an acked update survives the loss of
+    /// the node that received it. While no other node is reachable, acks are held (the pool
+    /// sees back-pressure). A cluster whose file names no other node acks as `Local`.
     Replica,
+    /// As `Replica` while another node is alive, as `Local` while none is. The risk: an update
+    /// acked while the node believed itself alone (for example right after a network cut, or
+    /// before it noticed peers were back) lives on that node only until it replicates, and is
+    /// lost if the node is lost first.
+    ReplicaOrLocal,
 }
 
 /// Replication settings (`<replication>`).

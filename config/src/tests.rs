@@ -144,8 +144,21 @@ fn errors_name_line_column_and_expectation() {
         &format!("<cluster name=\"a\"><replication ack=\"maybe\"/>{NODE}</cluster>"),
         1,
         32,
-        "expected local or replica",
+        "expected local, replica or replica-or-local",
     );
+}
+
+#[test]
+fn every_ack_policy_parses() {
+    for (text, want) in [
+        ("local", AckPolicy::Local),
+        ("replica", AckPolicy::Replica),
+        ("replica-or-local", AckPolicy::ReplicaOrLocal),
+    ] {
+        let xml = format!("<cluster name=\"a\"><replication ack=\"{text}\"/>{NODE}</cluster>");
+        let c = ClusterConfig::parse(&xml, "t.xml").unwrap();
+        assert_eq!(c.replication().ack, want);
+    }
 }
 
 #[test]

@@ -36,6 +36,7 @@
 //! Architecture Invariant: nothing in this crate performs I/O or reads a clock. Time is always a
 //! parameter (`now_ms`), so every state machine here runs the same in a test as in production.
 
+pub mod ack_gate;
 pub mod cluster;
 pub mod fuzzing;
 pub mod hlc;

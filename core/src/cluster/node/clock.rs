@@ -46,6 +46,11 @@ impl TimeMaster {
             .collect()
     }
 
+    /// Forgets a follower's samples (it restarted: they describe the old process's clock).
+    pub(super) fn forget(&mut self, id: u16) {
+        self.estimators.remove(&id);
+    }
+
     /// A follower's `REPLY` to probe `seq`, received at cluster time `t4`. Returns the
     /// `CORRECT` to send, if one is due.
     #[allow(clippy::too_many_arguments)]

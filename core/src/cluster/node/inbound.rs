@@ -59,6 +59,11 @@ impl InLink {
         resume_from
     }
 
+    /// The incarnation of the peer last welcomed (0: none yet).
+    pub(super) fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
     /// The connection closed.
     pub(super) fn handle_closed(&mut self) {
         self.connected = false;

@@ -25,6 +25,8 @@ pub(super) struct Peer {
     pub(super) last_heard: Option<u64>,
     pub(super) alive: bool,
     pub(super) ready: bool,
+    /// A heartbeat of it arrived (so its readiness is known).
+    pub(super) heartbeat_seen: bool,
     /// Records and digest of its store, from its last heartbeat (reports).
     pub(super) records: u64,
     pub(super) digest: u128,
@@ -38,6 +40,7 @@ impl Peer {
             last_heard: None,
             alive: false,
             ready: false,
+            heartbeat_seen: false,
             records: 0,
             digest: 0,
         }
@@ -149,6 +152,19 @@ impl Membership {
         (down, changed)
     }
 
+    /// Whether every peer sent a heartbeat at least once (so roles can be decided knowing who
+    /// is ready).
+    pub(super) fn all_heard(&self) -> bool {
+        self.peers.values().all(|p| p.heartbeat_seen)
+    }
+
+    /// After this node stalled: every alive peer counts as heard at `now_us`.
+    pub(super) fn refresh_alive(&mut self, now_us: u64) {
+        for p in self.peers.values_mut().filter(|p| p.alive) {
+            p.last_heard = Some(now_us);
+        }
+    }
+
     /// `id` said goodbye. Returns whether it was alive.
     pub(super) fn goodbye(&mut self, id: u16) -> bool {
         let Some(p) = self.peers.get_mut(&id) else {
@@ -170,6 +186,7 @@ impl Membership {
         members: Vec<Gossip>,
     ) -> Vec<NodeInfo> {
         if let Some(p) = self.peers.get_mut(&id) {
+            p.heartbeat_seen = true;
             p.ready = ready;
             p.records = records;
             p.digest = digest;

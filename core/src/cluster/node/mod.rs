@@ -48,6 +48,7 @@ mod clock;
 mod inbound;
 mod membership;
 mod outbound;
+mod relay;
 mod reports;
 mod transmit;
 mod types;
@@ -57,6 +58,7 @@ use clock::{Corrected, TimeFollower, TimeMaster};
 use inbound::{merge_records, InLink};
 use membership::{Membership, Roles};
 use outbound::{Backlog, OutLink, Welcome};
+use relay::Relay;
 pub use types::{Conn, Ctx, Dir, Event, HelloError, Now, Stats, Timing, Verdict};
 
 /// The replication links with one peer.
@@ -74,6 +76,15 @@ pub struct ClusterNode {
     timing: Timing,
     incarnation: u64,
     started_us: u64,
+    /// When an input last arrived (monotonic µs): a longer gap than `stall_us` means this
+    /// process did not run (paused, frozen, swapped out).
+    last_input_us: u64,
+    /// Gap between inputs that counts as a stall.
+    stall_us: u64,
+    /// Every peer of the file was heard from, or `down_after_us` passed since start: roles may
+    /// be claimed and reported.
+    roles_known: bool,
+    relay: Relay,
     membership: Membership,
     /// INVARIANT: has an entry for every peer of `membership`.
     links: BTreeMap<u16, Links>,
@@ -130,6 +141,10 @@ impl ClusterNode {
             timing,
             incarnation,
             started_us: now.mono_us,
+            last_input_us: now.mono_us,
+            stall_us: stall_after(&timing),
+            roles_known: false,
+            relay: Relay::new(timing.down_after_us.saturating_mul(4)),
             membership,
             links,
             backlog: Backlog::new(1 << 21),
@@ -234,6 +249,7 @@ impl ClusterNode {
         from: NodeInfo,
         incarnation: u64,
     ) -> Result<Msg, HelloError> {
+        self.observe(now);
         if cluster != self.cluster {
             return Err(HelloError::WrongCluster(cluster.to_owned()));
         }
@@ -243,12 +259,15 @@ impl ClusterNode {
         // The address of a member from the cluster file stays as the file says (it may be a
         // proxy or a load balancer in front of the peer); others are reached where they say.
         self.admit(from);
-        let resume_from = self
-            .links
-            .entry(from.id)
-            .or_default()
-            .inbound
-            .handle_hello(incarnation);
+        let inbound = &mut self.links.entry(from.id).or_default().inbound;
+        let previous = inbound.incarnation();
+        let resume_from = inbound.handle_hello(incarnation);
+        if previous != 0 && previous != incarnation {
+            // The peer restarted: what it sent before may not have reached everyone, and the
+            // master's clock samples describe the old process.
+            self.relay_from(from.id);
+            self.time_master.forget(from.id);
+        }
         self.heard(from.id, now);
         Ok(Msg::Welcome {
             node: self.me.id,
@@ -265,6 +284,7 @@ impl ClusterNode {
 
     /// A message arrived on my connection to `peer`.
     pub fn handle_out_msg(&mut self, now: Now, peer: u16, msg: Msg, _ctx: &Ctx<'_>) {
+        self.observe(now);
         // Any answer on my link proves the peer alive, even if its heartbeats are queued
         // behind its own traffic.
         self.heard(peer, now);
@@ -294,6 +314,7 @@ impl ClusterNode {
 
     /// A message arrived on `peer`'s connection to me (after its `HELLO`).
     pub fn handle_in_msg(&mut self, now: Now, peer: u16, msg: Msg, ctx: &Ctx<'_>) {
+        self.observe(now);
         self.heard(peer, now);
         let cluster_us = self.cluster_us(now);
         let Some(links) = self.links.get_mut(&peer) else {
@@ -311,6 +332,8 @@ impl ClusterNode {
                     &mut self.lag_samples,
                 );
                 self.stats.merged += merged;
+                self.relay
+                    .record(peer, now.mono_us, records.iter().map(|(sid, _)| *sid));
                 self.out.push_back((peer, Dir::In, ack));
             }
             Msg::SnapshotBegin { upto_seq } => link.handle_snapshot_begin(upto_seq),
@@ -375,6 +398,7 @@ impl ClusterNode {
 
     /// A time-sync datagram arrived.
     pub fn handle_datagram(&mut self, now: Now, p: Packet) {
+        self.observe(now);
         let cluster_us = self.cluster_us(now);
         match p {
             Packet::Probe {
@@ -437,6 +461,7 @@ impl ClusterNode {
 
     /// Records changed by local pool updates, in order. Returns the update number of the last.
     pub fn handle_local_updates(&mut self, now: Now, sids: &[Sid]) -> u64 {
+        self.observe(now);
         self.backlog.push(sids);
         if !sids.is_empty() {
             self.last_traffic_us = now.mono_us;
@@ -450,16 +475,21 @@ impl ClusterNode {
     /// Starts draining: not ready from now on; pending updates are sent at once, and then
     /// (as the last frame on each link) `GOODBYE`.
     pub fn handle_drain(&mut self, now: Now) {
+        self.observe(now);
         self.draining = true;
         self.update_ready(now);
     }
 
     /// Timers: heartbeats, down detection, probes and digests.
     pub fn handle_timeout(&mut self, now: Now, ctx: &Ctx<'_>) {
+        self.observe(now);
         let (down, changed) = self
             .membership
             .check_down(now.mono_us, self.timing.down_after_us);
-        self.events.extend(down.into_iter().map(Event::MemberDown));
+        for id in down {
+            self.events.push_back(Event::MemberDown(id));
+            self.relay_from(id);
+        }
         if changed {
             self.update_roles();
         }
@@ -476,7 +506,7 @@ impl ClusterNode {
         }
         if now.mono_us >= self.next_sync_us {
             self.next_sync_us = now.mono_us + self.timing.sync_interval_us;
-            if self.membership.master() == self.me.id {
+            if self.roles_known && self.membership.master() == self.me.id {
                 let probes = self.time_master.poll_probes(
                     self.me.id,
                     self.membership.term(),
@@ -493,6 +523,38 @@ impl ClusterNode {
     }
 
     // ----- internals -----
+
+    /// Notes that this node runs at `now`. A gap longer than `stall_us` since the previous
+    /// input means it did not run: every peer's timer ran meanwhile, so each alive peer gets a
+    /// fresh `down_after` period before it can be called down, instead of being declared down
+    /// from frames this node simply did not read yet.
+    fn observe(&mut self, now: Now) {
+        let gap = now.mono_us.saturating_sub(self.last_input_us);
+        self.last_input_us = self.last_input_us.max(now.mono_us);
+        if gap > self.stall_us {
+            self.membership.refresh_alive(now.mono_us);
+            self.stats.stalls += 1;
+            self.events.push_back(Event::Stalled { gap_us: gap });
+        }
+    }
+
+    /// Sends what `origin` sent here recently to every other peer (see [`relay`]).
+    fn relay_from(&mut self, origin: u16) {
+        let buckets = self.relay.take(origin);
+        if buckets.is_empty() {
+            return;
+        }
+        let sids: u64 = buckets.values().map(|v| v.len() as u64).sum();
+        for (id, l) in &mut self.links {
+            if *id == origin {
+                continue;
+            }
+            if let Some(o) = l.out.as_mut() {
+                o.queue_relay(&buckets);
+                self.stats.relayed += sids;
+            }
+        }
+    }
 
     fn admit(&mut self, info: NodeInfo) {
         if self.membership.admit(info) {
@@ -521,6 +583,9 @@ impl ClusterNode {
 
     fn update_ready(&mut self, now: Now) {
         let grace_over = now.mono_us.saturating_sub(self.started_us) >= self.timing.down_after_us;
+        if !self.roles_known && (grace_over || self.membership.all_heard()) {
+            self.roles_known = true;
+        }
         let ready_peer = self.membership.any_ready_alive();
         let alone = self.membership.is_empty();
         let master = self.membership.master();
@@ -538,7 +603,7 @@ impl ClusterNode {
         }
         // The time master is the reference, but only once it is sure nobody else is: a node
         // that restarts into a running cluster must be confirmed by that cluster's master.
-        if master == self.me.id && (alone || (grace_over && !ready_peer)) {
+        if self.roles_known && master == self.me.id && (alone || (grace_over && !ready_peer)) {
             self.clock.confirm();
         }
         let ready = self.joined && self.clock.confirmed() && !self.draining;
@@ -558,3 +623,14 @@ impl ClusterNode {
     clippy::indexing_slicing
 )]
 mod tests;
+
+/// The gap between two inputs that counts as a stall: shorter than any gap that could make a
+/// live peer look down (a peer heard a heartbeat ago is down after `down_after - heartbeat`).
+fn stall_after(t: &Timing) -> u64 {
+    (t.down_after_us / 2)
+        .min(
+            t.down_after_us
+                .saturating_sub(t.heartbeat_us.saturating_mul(2)),
+        )
+        .max(1)
+}

@@ -153,6 +153,8 @@ pub(super) struct OutLink {
     acked: u64,
     /// Buckets the peer asked for, with the position reached and whether a frame went out.
     buckets: VecDeque<(u16, Cursor, bool)>,
+    /// Records to push to the peer on behalf of a lost origin, by bucket.
+    relay: VecDeque<(u16, Vec<Sid>)>,
 }
 
 impl OutLink {
@@ -163,6 +165,16 @@ impl OutLink {
             next: 0,
             acked: 0,
             buckets: VecDeque::new(),
+            relay: VecDeque::new(),
+        }
+    }
+
+    /// Queues the records of these sids (by bucket) to be pushed to the peer as repairs.
+    pub(super) fn queue_relay(&mut self, buckets: &std::collections::BTreeMap<u16, Vec<Sid>>) {
+        for (b, sids) in buckets {
+            for chunk in sids.chunks(MAX_RECORDS) {
+                self.relay.push_back((*b, chunk.to_vec()));
+            }
         }
     }
 
@@ -249,6 +261,27 @@ impl OutLink {
                 out.push_back(Msg::Bucket { bucket, records });
             }
             return LinkPoll::Sent;
+        }
+        if self.is_established() {
+            if let Some((bucket, sids)) = self.relay.pop_front() {
+                let pinned = store.pin();
+                let mut records = Vec::with_capacity(sids.len());
+                let mut bytes = 0;
+                let mut rest = Vec::new();
+                for sid in sids {
+                    if bytes >= FRAME_BUDGET {
+                        rest.push(sid);
+                    } else if let Some(r) = pinned.record(sid) {
+                        bytes += len_hint(&r);
+                        records.push((sid, r));
+                    }
+                }
+                if !rest.is_empty() {
+                    self.relay.push_front((bucket, rest));
+                }
+                out.push_back(Msg::Bucket { bucket, records });
+                return LinkPoll::Sent;
+            }
         }
         match &mut self.state {
             OutState::AwaitWelcome => LinkPoll::Idle,

@@ -15,6 +15,11 @@ impl ClusterNode {
     pub fn term(&self) -> u64 {
         self.membership.term()
     }
+    /// Whether roles are settled: every peer sent a heartbeat, or `down_after` passed since
+    /// start. Before that, the masters are this node's guess and must be reported as unknown.
+    pub fn roles_known(&self) -> bool {
+        self.roles_known
+    }
     /// The time master's id.
     pub fn time_master(&self) -> u16 {
         self.membership.master()
@@ -70,6 +75,10 @@ impl ClusterNode {
     /// Update numbers the backlog holds.
     pub fn backlog_len(&self) -> usize {
         self.backlog.len()
+    }
+    /// Sids remembered for relaying if their origin is lost (a memory report).
+    pub fn relay_recent(&self) -> usize {
+        self.relay.len()
     }
     /// Counters.
     pub fn stats(&self) -> Stats {

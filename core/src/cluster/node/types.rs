@@ -77,6 +77,12 @@ pub enum Event {
         /// Records merged that changed something.
         changed: u64,
     },
+    /// This node did not run for `gap_us` (paused, frozen, swapped out): peers got a fresh
+    /// down-detection period instead of being declared down.
+    Stalled {
+        /// The gap, µs.
+        gap_us: u64,
+    },
     /// The clock was corrected by the time master.
     ClockCorrected {
         /// The adjustment, µs.
@@ -99,6 +105,10 @@ pub struct Stats {
     pub elections: u64,
     /// Remote records merged.
     pub merged: u64,
+    /// Times this node noticed it had not run for a while (paused, frozen, swapped out).
+    pub stalls: u64,
+    /// Records relayed to peers on behalf of an origin that went down or restarted.
+    pub relayed: u64,
 }
 
 /// Why an inbound `HELLO` was refused.
