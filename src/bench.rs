@@ -6,7 +6,7 @@
 //! stdout is one JSON object holding the rates and latency percentiles in microseconds.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
+use presenced_client::ClientError;
 use presenced_core::model::{ClientType, Sid};
 use presenced_core::proto::{pool, query};
-use presenced_core::wire::split_frame;
 
 #[derive(Args, Debug)]
 pub(crate) struct BenchArgs {
@@ -231,20 +231,18 @@ fn connect(target: SocketAddr, hello: &[u8]) -> anyhow::Result<(TcpStream, Vec<u
     Ok((s, buf))
 }
 
-/// Reads one frame; returns its type and body.
+/// Reads one frame with the client library's reader; returns its type and body. Errors read as
+/// they always have in this tool: the end of the stream is "server closed the connection", I/O
+/// and decoding errors are reported as such.
 fn read_frame(s: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<(u8, Vec<u8>)> {
-    loop {
-        if let Some((ty, body, n)) = split_frame(buf, u32::MAX)? {
-            let r = (ty, body.to_vec());
-            buf.drain(..n);
-            return Ok(r);
+    match presenced_client::read_frame(s, buf, u32::MAX) {
+        Ok(frame) => Ok(frame),
+        Err(ClientError::Io(e)) if e.kind() == ErrorKind::UnexpectedEof => {
+            bail!("server closed the connection")
         }
-        let mut chunk = [0u8; 65536];
-        let n = s.read(&mut chunk)?;
-        if n == 0 {
-            bail!("server closed the connection");
-        }
-        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        Err(ClientError::Io(e)) => Err(e.into()),
+        Err(ClientError::Decode(e)) => Err(e.into()),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -1,5 +1,6 @@
 //! `presenced`: the command line. A thin layer: every subcommand parses its flags with clap and
-//! calls into `presenced-frontends` (serve, clients) or `presenced-config` (check-config).
+//! calls into `presenced-server` (serve), `presenced-client` (push, query, with
+//! `presenced-frontends` for the JSON output) or `presenced-config` (check-config).
 //!
 //! Errors are printed as one line on stderr (`error: ...`) with a non-zero exit code.
 
@@ -13,8 +14,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use presenced_client::QueryClient;
 use presenced_config::ClusterConfig;
-use presenced_frontends::client::QueryClient;
 
 /// mimalloc: the store replaces a record on every update (flurry values are immutable), so
 /// allocation is on the hot path; glibc's malloc spent about 30 % of ingest time in profiles
@@ -157,8 +158,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         .join(", ")
                 ),
             };
-            let opts = presenced_frontends::server::ServeOptions { clock_offset_ms };
-            presenced_frontends::server::run(cfg, node, opts)
+            let opts = presenced_server::ServeOptions { clock_offset_ms };
+            presenced_server::run(cfg, node, opts)
         }
         Command::Push {
             pool,

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
+use presenced_client::{PoolClient, PoolClientOptions};
 use presenced_core::model::{ClientType, Ext, ExtLimits, Sid};
 use presenced_core::proto::pool::Event;
-use presenced_frontends::client::{PoolClient, PoolClientOptions};
 
 /// Parses one event line; `Ok(None)` for blank lines and `#` comments.
 pub(crate) fn parse_line(line: &str, limits: &ExtLimits) -> anyhow::Result<Option<Event>> {

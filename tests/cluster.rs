@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{write_config, Node, Ports};
+use presenced_client::{PoolClient, PoolClientOptions, QueryClient};
 use presenced_core::model::{ClientType, Sid};
 use presenced_core::proto::pool::Event;
-use presenced_frontends::client::{PoolClient, PoolClientOptions, QueryClient};
 
 fn start_cluster(n: u16, extra: &str) -> (Vec<Node>, std::path::PathBuf) {
     let ports: Vec<Ports> = (1..=n).map(Ports::free).collect();

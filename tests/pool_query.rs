@@ -95,11 +95,8 @@ fn pipelined_queries_are_answered_in_order() {
 fn garbage_closes_only_that_connection() {
     let node = Node::start();
     // A long-lived, well-behaved query connection opened before the garbage.
-    let mut good = presenced_frontends::client::QueryClient::connect(
-        node.query_addr(),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let mut good =
+        presenced_client::QueryClient::connect(node.query_addr(), Duration::from_secs(5)).unwrap();
 
     for (addr, what) in [(node.pool_addr(), "pool"), (node.query_addr(), "query")] {
         let reply = exchange(
@@ -160,11 +157,8 @@ fn over_limit_batch_is_refused_per_request() {
     assert_eq!(&rest[..4], &9u32.to_be_bytes());
     assert_eq!(rest[4], 7, "TooManyIds");
     // The connection is still usable.
-    let mut c = presenced_frontends::client::QueryClient::connect(
-        node.query_addr(),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let mut c =
+        presenced_client::QueryClient::connect(node.query_addr(), Duration::from_secs(5)).unwrap();
     assert_eq!(
         c.query(&[1, 2, 3, 4, 5, 6, 7]).unwrap().len(),
         7,

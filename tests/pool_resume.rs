@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Node;
+use presenced_client::{PoolClient, PoolClientOptions, QueryClient};
 use presenced_core::model::{ClientType, Sid};
 use presenced_core::proto::pool::Event;
-use presenced_frontends::client::{PoolClient, PoolClientOptions, QueryClient};
 
 /// A TCP proxy to `upstream`. The first `cuts` connections are cut after `after` bytes from the
 /// client have been forwarded; later ones pass everything.

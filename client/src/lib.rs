@@ -1,21 +1,38 @@
 //! Blocking client libraries for presenced's binary protocols.
 //!
-//! - [`PoolClient`]: what a user status pool links to push events. It numbers every event, keeps
-//!   each one until it is acked, and after a broken connection reconnects (to the same node or
-//!   the next one in its list) and re-sends every un-acked event, so nothing acked is ever lost
-//!   and nothing un-acked is silently dropped.
-//! - [`QueryClient`]: pipelined batch queries over raw TCP.
+//! # Layout
+//!
+//! - [`PoolClient`] (`pool`): what a user status pool links to push events. It numbers every
+//!   event, keeps each one until it is acked, and after a broken connection reconnects (to the
+//!   same node or the next one in its list) and re-sends every un-acked event, so nothing acked
+//!   is ever lost and nothing un-acked is silently dropped.
+//! - [`QueryClient`] (`query`): pipelined batch queries over raw TCP.
+//! - [`read_frame`]: the one blocking frame reader, shared by both clients and by the load
+//!   generator of the `presenced` binary.
+//! - [`ClientError`]: why a call failed.
+//!
+//! # Threads
+//!
+//! ```text
+//!   caller's thread ──write_all──► TcpStream (blocking) ──read_frame──► caller's thread
+//! ```
+//!
+//! No thread is spawned: every call blocks the caller until it is answered, times out (the
+//! socket read timeout) or fails.
 //!
 //! These use `std::net` directly: they are drivers, not protocol code; the framing and messages
-//! come from `presenced_core::proto`.
+//! come from `presenced_core::proto`. Architecture Invariant: this crate does not depend on mio
+//! or on the server.
 
 mod pool;
 mod query;
 
-pub use pool::{PoolClient, PoolClientOptions};
-pub use query::QueryClient;
+use std::io::Read;
 
 use presenced_core::wire::DecodeError;
+
+pub use self::pool::{PoolClient, PoolClientOptions};
+pub use self::query::QueryClient;
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,13 +64,17 @@ pub enum ClientError {
     Protocol(&'static str),
 }
 
-/// Reads one whole frame from a blocking stream into `buf` (which keeps leftover bytes).
-fn read_frame(
-    stream: &mut std::net::TcpStream,
+/// Reads one whole frame (type and body) from a blocking stream.
+///
+/// `buf` holds bytes read earlier and not yet returned; bytes after the frame stay in it for the
+/// next call, so the same `buf` must be passed for every frame of a stream. Frames longer than
+/// `max_frame` are a [`ClientError::Decode`]; the end of the stream before a whole frame is
+/// [`ClientError::Io`] with [`std::io::ErrorKind::UnexpectedEof`].
+pub fn read_frame<R: Read + ?Sized>(
+    stream: &mut R,
     buf: &mut Vec<u8>,
     max_frame: u32,
 ) -> Result<(u8, Vec<u8>), ClientError> {
-    use std::io::Read;
     loop {
         if let Some((ty, body, n)) = presenced_core::wire::split_frame(buf, max_frame)? {
             let frame = (ty, body.to_vec());

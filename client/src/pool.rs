@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use presenced_core::proto::pool::{ClientFrame, Event, Hello, ServerFrame};
 use tracing::{debug, warn};
 
-use super::{read_frame, ClientError};
+use crate::{read_frame, ClientError};
 
 /// How a [`PoolClient`] connects.
 #[derive(Clone, Debug)]
@@ -50,7 +50,7 @@ struct Conn {
     rbuf: Vec<u8>,
 }
 
-/// A pool's connection to presenced. See the module docs of `client`.
+/// A pool's connection to presenced. See the crate docs.
 ///
 /// INVARIANT: `unacked` holds consecutive sequence numbers `acked+1 ..= acked+unacked.len()`,
 /// and `sent` is how many of them were written on the current connection.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use presenced_core::proto::query::{ClientFrame, ServerFrame};
 use presenced_core::Status;
 
-use super::{read_frame, ClientError};
+use crate::{read_frame, ClientError};
 
 /// A raw-TCP query connection.
 #[derive(Debug)]
@@ -96,28 +96,5 @@ impl QueryClient {
             }
         }
         Ok(all)
-    }
-
-    /// Sends raw pre-encoded `QUERY` frames and reads `count` answers, returning the number of
-    /// ids answered (for the load generator).
-    pub fn pipeline_raw(&mut self, frames: &[u8], count: usize) -> Result<u64, ClientError> {
-        self.stream.write_all(frames)?;
-        let mut ids = 0;
-        for _ in 0..count {
-            let (ty, body) = read_frame(&mut self.stream, &mut self.rbuf, u32::MAX)?;
-            match ServerFrame::decode(ty, &body)? {
-                ServerFrame::Result { statuses, .. } => ids += statuses.len() as u64,
-                ServerFrame::Reject { code, message, .. } => {
-                    return Err(ClientError::Rejected { code, message })
-                }
-                ServerFrame::Error { code, message } => {
-                    return Err(ClientError::Server { code, message })
-                }
-                ServerFrame::Welcome { .. } => {
-                    return Err(ClientError::Protocol("unexpected WELCOME"))
-                }
-            }
-        }
-        Ok(ids)
     }
 }

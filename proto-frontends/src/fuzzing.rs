@@ -18,6 +18,7 @@ use presenced_core::{Ext, Sid, Status};
 
 use crate::backend::{Backend, ClusterView, Frontend, MemberView};
 use crate::http::{HttpConn, HttpLimits};
+use crate::router::Router;
 use crate::soap::{self, SoapLimits, SoapVersion};
 
 /// A [`Backend`] over a fixed map of statuses that records what it was told.
@@ -182,9 +183,19 @@ pub fn small_limits() -> HttpLimits {
     }
 }
 
-/// Feeds `pieces` to a fresh connection the way a driver would (keeping unconsumed bytes,
-/// re-calling while `more`), checking the outcome invariants. Returns everything written.
-pub fn drive(conn: &mut HttpConn, now: Instant, pieces: &[&[u8]], budget: usize) -> Vec<u8> {
+/// A fresh connection with [`small_limits`], answered by a [`Router`] as the node runs it.
+pub fn small_conn() -> HttpConn<Router> {
+    HttpConn::new(small_limits(), Router::default())
+}
+
+/// Feeds `pieces` to a connection the way a driver would (keeping unconsumed bytes, re-calling
+/// while `more`), checking the outcome invariants. Returns everything written.
+pub fn drive(
+    conn: &mut HttpConn<Router>,
+    now: Instant,
+    pieces: &[&[u8]],
+    budget: usize,
+) -> Vec<u8> {
     let backend = FakeBackend::new();
     let wall = UNIX_EPOCH + Duration::from_millis(FAKE_NOW_MS);
     let mut buf = Vec::new();
@@ -220,7 +231,7 @@ pub fn http_request(data: &[u8]) {
     // The harness is the driver here: it owns the one clock read, everything else is offsets.
     let now = Instant::now();
     for budget in [1, 64] {
-        let mut conn = HttpConn::new(small_limits());
+        let mut conn = small_conn();
         let out = drive(&mut conn, now, &[data], budget);
         assert!(out.is_empty() || out.starts_with(b"HTTP/1.1 "));
         let late = now + Duration::from_secs(11);
@@ -232,7 +243,7 @@ pub fn http_request(data: &[u8]) {
     }
     if data.len() <= 2048 {
         let pieces: Vec<&[u8]> = data.chunks(1).collect();
-        let out = drive(&mut HttpConn::new(small_limits()), now, &pieces, 8);
+        let out = drive(&mut small_conn(), now, &pieces, 8);
         assert!(out.is_empty() || out.starts_with(b"HTTP/1.1 "));
     }
 }

@@ -1,19 +1,46 @@
-//! presenced front ends and drivers.
+//! presenced's front ends, as sans-IO code: HTTP/1.1, the JSON API, SOAP 1.1/1.2 and the WSDL.
+//! The drivers that run them over sockets are in `presenced-server`.
 //!
-//! - [`backend`]: the [`backend::Backend`] trait, all the request handlers know of the node.
-//! - [`http`]: the sans-IO HTTP/1.1 connection state machine (httparse) and the router.
-//! - [`api`]: the JSON API (`/v1/presence`, `/v1/cluster`).
-//! - [`soap`]: SOAP 1.1/1.2 `GetPresence` and the WSDL.
-//! - [`server`]: the mio drivers (the only modules here that touch sockets and clocks).
-//! - [`client`]: blocking client libraries for the pool and query protocols.
-//! - [`metrics`]: counters and histograms, rendered in the Prometheus text format.
+//! # Layout
+//!
+//! - [`http`]: the HTTP/1.1 connection state machine ([`http::HttpConn`], over httparse) and the
+//!   [`http::Handler`] trait through which it hands complete requests to the layer above.
+//! - [`router`]: [`router::Router`], the handler the node uses: matches paths and methods and
+//!   dispatches to [`api`] or [`soap`].
+//! - [`api`]: the JSON API (`/v1/presence`, `/v1/cluster`, health).
+//! - [`soap`]: SOAP 1.1/1.2 `GetPresence`, faults and the WSDL.
+//! - [`backend`]: the [`backend::Backend`] trait, all the handlers know of the node.
+//! - [`text`]: writers shared by all of them (integers, RFC 3339, JSON and XML escaping).
+//! - `fuzzing`: bodies of the `http_request` and `soap_envelope` fuzz targets.
+//!
+//! Module layering (each imports only from the ones below it):
+//!
+//! ```text
+//!   router ──► api ──┐
+//!     │  └───► soap ─┼──► http ──► text
+//!     │              └──► backend, text
+//!     └──► http, backend
+//! ```
+//!
+//! # Threads
+//!
+//! ```text
+//!   driver thread (presenced-server worker)
+//!     └─ HttpConn<Router>::handle_input(now, wall, bytes, budget, &backend, out)
+//!          └─ Router ──► api / soap ──► &dyn Backend (the node, shared with other threads)
+//! ```
+//!
+//! Nothing here spawns a thread, holds a lock across calls or blocks: every call runs to
+//! completion on the driver's thread.
+//!
+//! Architecture Invariant: nothing in this crate performs I/O or reads a clock; time is a
+//! parameter. It does not depend on mio, socket2, signal-hook or slab.
 
 pub mod api;
 pub mod backend;
-pub mod client;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
-pub mod metrics;
-pub mod server;
+pub mod router;
 pub mod soap;
+pub mod text;

@@ -7,6 +7,8 @@
 //!
 //! The exposition is written by hand rather than through a metrics crate: the format is a few
 //! lines per family, and none of the crates maps HDR histograms to summaries without copying.
+//! [`Metrics::render`] is the only place that writes it; the HTTP `/metrics` route gets the text
+//! through [`Backend::render_metrics`](presenced_frontends::backend::Backend::render_metrics).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -109,6 +111,8 @@ pub struct Metrics {
     pub full_resyncs: AtomicU64,
     /// Records changed by anti-entropy.
     pub digest_repairs: AtomicU64,
+    /// Replicated records merged that changed the local store.
+    pub merged: AtomicU64,
     /// Role changes seen by this node.
     pub elections: AtomicU64,
     /// Update numbers held in the replication backlog.
@@ -143,6 +147,7 @@ impl Metrics {
             resumes: AtomicU64::new(0),
             full_resyncs: AtomicU64::new(0),
             digest_repairs: AtomicU64::new(0),
+            merged: AtomicU64::new(0),
             elections: AtomicU64::new(0),
             backlog: AtomicU64::new(0),
             repl_pending: AtomicU64::new(0),
@@ -348,6 +353,12 @@ impl Metrics {
                 c(&self.full_resyncs),
             ),
             (
+                "presenced_replication_merged_total",
+                "counter",
+                "Replicated records merged that changed the local store.",
+                c(&self.merged),
+            ),
+            (
                 "presenced_antientropy_repairs_total",
                 "counter",
                 "Records changed by anti-entropy.",
@@ -427,6 +438,7 @@ mod tests {
     fn renders_counters_and_summaries() {
         let m = Metrics::new(2);
         m.updates.fetch_add(3, Ordering::Relaxed);
+        m.merged.store(5, Ordering::Relaxed);
         m.query(1, 0, 20, 150);
         m.query(1, 1, 20, 250);
         m.error("bad_json");
@@ -439,5 +451,7 @@ mod tests {
         assert!(s.contains("presenced_errors_total{kind=\"bad_json\"} 1\n"));
         assert!(s.contains("presenced_connections_open{protocol=\"http\"} 1\n"));
         assert!(s.contains("presenced_records 7\n"));
+        assert!(s.contains("# TYPE presenced_replication_merged_total counter\n"));
+        assert!(s.contains("presenced_replication_merged_total 5\n"));
     }
 }

@@ -1,10 +1,8 @@
 //! A worker thread: one mio `Poll`, a `Slab` of connections, and the protocol session of each.
 //!
 //! The worker only moves bytes: every protocol decision is made by the sans-IO sessions
-//! (`PoolSession`, `QuerySession`, `HttpConn`). Per connection it keeps the unconsumed input and
-//! the unsent output, and it follows mio's rules: readiness is drained until `WouldBlock`,
-//! `Interrupted` is retried, `Ok(0)` means the peer closed, unknown tokens are ignored, and
-//! observed readiness is kept apart from the registered interest.
+//! (`PoolSession`, `QuerySession`, `HttpConn<Router>`). Per connection it keeps a
+//! [`BufConn`] (unconsumed input, unsent output, mio's rules) and ignores unknown tokens.
 //!
 //! Work per wakeup is bounded: at most [`FRAME_BUDGET`] frames or requests per connection, and at
 //! most [`READ_CAP_SLACK`] bytes beyond one maximal frame buffered per connection. A connection
@@ -12,7 +10,8 @@
 //! A connection whose peer does not read its answers stops being read from once
 //! [`OUT_CAP`] bytes are waiting.
 
-use std::io::{ErrorKind, Read, Write};
+use std::collections::{BTreeSet, VecDeque};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,15 +19,17 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 use presenced_core::proto::pool_session::{PoolCtx, PoolSession};
 use presenced_core::proto::query::{QueryCtx, QuerySession};
+use presenced_frontends::http::HttpConn;
+use presenced_frontends::router::Router;
 use slab::Slab;
 use tracing::{debug, warn};
 
-use super::Shared;
-use crate::http::HttpConn;
+use crate::conn::BufConn;
 use crate::metrics::Proto;
+use crate::shared::Shared;
 
 /// Most frames or requests served per connection per wakeup.
 const FRAME_BUDGET: usize = 256;
@@ -50,42 +51,30 @@ pub(crate) struct Handle {
 }
 
 enum Session {
-    Pool(PoolSession),
+    Pool(Box<PoolSession>),
     Query(QuerySession),
-    Http(Box<HttpConn>),
+    Http(Box<HttpConn<Router>>),
 }
 
 struct Conn {
-    stream: TcpStream,
+    io: BufConn,
     peer: SocketAddr,
     proto: Proto,
     session: Session,
-    /// INVARIANT: `rbuf[rpos..]` is the input not consumed by the session yet.
-    rbuf: Vec<u8>,
-    rpos: usize,
-    /// INVARIANT: `wbuf[wpos..]` is the output not written to the socket yet.
-    wbuf: Vec<u8>,
-    wpos: usize,
-    /// Readiness observed and not yet drained to `WouldBlock`.
-    readable: bool,
-    /// Whether WRITABLE is part of the registered interest.
-    want_write: bool,
-    /// The peer closed its half.
-    eof: bool,
     /// Close as soon as the output is flushed.
     closing: bool,
+    /// The session's last call said work is left: call it again even without new input.
+    again: bool,
     last_active: Instant,
     /// Pool output held back until a peer has the updates it acks (`replica` policy): the local
     /// update number needed and the bytes, in order.
-    held: std::collections::VecDeque<(u64, Vec<u8>)>,
+    held: VecDeque<(u64, Vec<u8>)>,
 }
 
 impl Conn {
-    fn input_len(&self) -> usize {
-        self.rbuf.len() - self.rpos
-    }
+    /// Output not written yet, held output included.
     fn output_len(&self) -> usize {
-        self.wbuf.len() - self.wpos + self.held.iter().map(|h| h.1.len()).sum::<usize>()
+        self.io.unsent() + self.held.iter().map(|h| h.1.len()).sum::<usize>()
     }
 }
 
@@ -98,7 +87,7 @@ pub(crate) struct Worker {
     conns: Slab<Conn>,
     pending: Vec<usize>,
     /// Connections with held output, re-checked on every wakeup.
-    holding: std::collections::BTreeSet<usize>,
+    holding: BTreeSet<usize>,
     read_cap: usize,
 }
 
@@ -117,7 +106,7 @@ impl Worker {
             shared,
             conns: Slab::new(),
             pending: Vec::new(),
-            holding: std::collections::BTreeSet::new(),
+            holding: BTreeSet::new(),
             read_cap,
         };
         Ok((w, Handle { tx, waker }))
@@ -154,7 +143,7 @@ impl Worker {
                     continue;
                 };
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    c.readable = true;
+                    c.io.set_readable();
                 }
                 ready.push(key);
             }
@@ -171,41 +160,36 @@ impl Worker {
     }
 
     fn accept_new(&mut self) {
-        while let Ok((mut stream, proto, peer)) = self.rx.try_recv() {
+        while let Ok((stream, proto, peer)) = self.rx.try_recv() {
             let entry = self.conns.vacant_entry();
             let key = entry.key();
-            if let Err(e) =
-                self.poll
-                    .registry()
-                    .register(&mut stream, Token(key), Interest::READABLE)
-            {
+            // Data may have arrived before registration: the connection starts readable.
+            let mut io = BufConn::new(stream);
+            if let Err(e) = io.register(self.poll.registry(), Token(key), false) {
                 warn!(%peer, "cannot register connection: {e}");
                 self.shared.metrics.closed(proto);
                 continue;
             }
             let session = match proto {
-                Proto::Pool => Session::Pool(PoolSession::new(self.shared.pool_limits)),
+                Proto::Pool => Session::Pool(Box::new(
+                    PoolSession::new(self.shared.pool_limits)
+                        .with_max_snapshot(self.shared.config.limits().max_snapshot_users),
+                )),
                 Proto::Query => Session::Query(QuerySession::default()),
-                Proto::Http => {
-                    Session::Http(Box::new(HttpConn::new(self.shared.http_limits.clone())))
-                }
+                Proto::Http => Session::Http(Box::new(HttpConn::new(
+                    self.shared.http_limits.clone(),
+                    Router::default(),
+                ))),
             };
             entry.insert(Conn {
-                stream,
+                io,
                 peer,
                 proto,
                 session,
-                rbuf: Vec::new(),
-                rpos: 0,
-                wbuf: Vec::new(),
-                wpos: 0,
-                // Data may have arrived before registration: try reading once.
-                readable: true,
-                want_write: false,
-                eof: false,
                 closing: false,
+                again: false,
                 last_active: Instant::now(),
-                held: std::collections::VecDeque::new(),
+                held: VecDeque::new(),
             });
             self.service(key);
         }
@@ -217,17 +201,22 @@ impl Worker {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        if c.readable && !c.eof && !c.closing {
-            if let Err(e) = read_some(c, read_cap) {
-                debug!(peer = %c.peer, "read failed: {e}");
-                self.close(key);
-                return;
+        if c.io.readable() && !c.io.eof() && !c.closing {
+            match c.io.read(read_cap, usize::MAX) {
+                Ok((0, _)) => {}
+                Ok(_) => c.last_active = Instant::now(),
+                Err(e) => {
+                    debug!(peer = %c.peer, "read failed: {e}");
+                    self.close(key);
+                    return;
+                }
             }
         }
         let mut more = false;
         if let Some(c) = self.conns.get_mut(key) {
-            if !c.closing && c.output_len() < OUT_CAP && c.input_len() > 0 {
+            if !c.closing && c.output_len() < OUT_CAP && (c.io.input_len() > 0 || c.again) {
                 more = process(&self.shared, self.idx, c);
+                c.again = more;
             }
         }
         let Some(c) = self.conns.get_mut(key) else {
@@ -239,35 +228,24 @@ impl Worker {
         } else {
             self.holding.insert(key);
         }
-        if let Err(e) = flush(c) {
+        if let Err(e) = c.io.flush() {
             debug!(peer = %c.peer, "write failed: {e}");
             self.close(key);
             return;
         }
         let flushed = c.output_len() == 0 && c.held.is_empty();
-        if flushed && (c.closing || (c.eof && !more)) {
+        if flushed && (c.closing || (c.io.eof() && !more)) {
             self.close(key);
             return;
         }
-        let want_write = c.wpos < c.wbuf.len();
-        let interest = if want_write {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
-        if want_write != c.want_write {
-            c.want_write = want_write;
-            if self
-                .poll
-                .registry()
-                .reregister(&mut c.stream, Token(key), interest)
-                .is_err()
-            {
-                self.close(key);
-                return;
-            }
+        if c.io
+            .update_interest(self.poll.registry(), Token(key))
+            .is_err()
+        {
+            self.close(key);
+            return;
         }
-        let input_left = c.readable && !c.eof && c.input_len() < read_cap;
+        let input_left = c.io.readable() && !c.io.eof() && c.io.input_len() < read_cap;
         if more || (input_left && c.output_len() < OUT_CAP && !c.closing) {
             self.pending.push(key);
         }
@@ -277,7 +255,7 @@ impl Worker {
         self.holding.remove(&key);
         if self.conns.contains(key) {
             let mut c = self.conns.remove(key);
-            let _ = self.poll.registry().deregister(&mut c.stream);
+            c.io.deregister(self.poll.registry());
             self.shared.metrics.closed(c.proto);
             debug!(peer = %c.peer, "connection closed");
         }
@@ -292,7 +270,7 @@ impl Worker {
             if let Session::Http(h) = &mut c.session {
                 if h.poll_timeout().is_some_and(|d| d <= now) {
                     let wall = self.shared.clock.now_system();
-                    if h.handle_timeout(now, wall, &mut c.wbuf) {
+                    if h.handle_timeout(now, wall, c.io.output()) {
                         debug!(peer = %c.peer, "http request timed out");
                         self.shared.metrics.error("timeout");
                         c.closing = true;
@@ -319,7 +297,7 @@ impl Worker {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             if let Some(c) = self.conns.get_mut(key) {
-                let _ = flush(c);
+                let _ = c.io.flush();
             }
             self.close(key);
         }
@@ -339,65 +317,15 @@ fn release_held(shared: &Shared, c: &mut Conn) {
         .is_some_and(|(need, _)| *need <= replicated || alone)
     {
         if let Some((_, bytes)) = c.held.pop_front() {
-            c.wbuf.extend_from_slice(&bytes);
+            c.io.output().extend_from_slice(&bytes);
         }
     }
 }
 
-/// Reads until `WouldBlock`, end of stream, or `cap` bytes of unconsumed input.
-fn read_some(c: &mut Conn, cap: usize) -> std::io::Result<()> {
-    if c.rpos > 0 && c.rpos * 2 >= c.rbuf.len() {
-        c.rbuf.drain(..c.rpos);
-        c.rpos = 0;
-    }
-    let mut chunk = [0u8; 64 * 1024];
-    while c.input_len() < cap {
-        let want = chunk.len().min(cap - c.input_len());
-        let Some(buf) = chunk.get_mut(..want) else {
-            break;
-        };
-        match c.stream.read(buf) {
-            Ok(0) => {
-                c.eof = true;
-                c.readable = false;
-                break;
-            }
-            Ok(n) => {
-                c.rbuf.extend_from_slice(buf.get(..n).unwrap_or_default());
-                c.last_active = Instant::now();
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                c.readable = false;
-                break;
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Writes until `WouldBlock` or all of `wbuf` is gone (held output stays held).
-fn flush(c: &mut Conn) -> std::io::Result<()> {
-    while c.wpos < c.wbuf.len() {
-        match c.stream.write(c.wbuf.get(c.wpos..).unwrap_or_default()) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => c.wpos += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if c.wpos >= c.wbuf.len() {
-        c.wbuf.clear();
-        c.wpos = 0;
-    }
-    Ok(())
-}
-
-/// Feeds the unconsumed input to the session. Returns whether whole frames are left.
+/// Feeds the unconsumed input to the session. Returns whether the session has work left (whole
+/// frames beyond the budget, or work it asks to be called again for even without new input).
 fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
-    let input = c.rbuf.get(c.rpos..).unwrap_or_default();
+    let (input, wbuf) = c.io.input_and_output();
     let start = Instant::now();
     let m = &shared.metrics;
     let (consumed, more, error) = match &mut c.session {
@@ -418,8 +346,8 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
                 token,
                 changed: &mut changed,
             };
-            let out_start = c.wbuf.len();
-            let r = s.handle_input(input, FRAME_BUDGET, &mut ctx, &mut c.wbuf);
+            let out_start = wbuf.len();
+            let r = s.handle_input(input, FRAME_BUDGET, &mut ctx, wbuf);
             drop(pinned);
             // Hand the changed users to replication; under the `replica` policy, hold this
             // call's output (its acks) until a peer has them.
@@ -430,12 +358,13 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
                 c.held.back().map_or(0, |h| h.0)
             };
             if shared.ack_replica && need > 0 && shared.repl.peers_alive() {
-                let bytes = c.wbuf.split_off(out_start);
+                let bytes = wbuf.split_off(out_start);
                 c.held.push_back((need, bytes));
             }
             match r {
                 Ok(o) => {
                     m.updates.fetch_add(o.events, Ordering::Relaxed);
+                    m.duplicates.fetch_add(o.duplicates, Ordering::Relaxed);
                     if o.consumed > 0 {
                         m.pool_batches.fetch_add(1, Ordering::Relaxed);
                         m.ingest_latency
@@ -454,7 +383,7 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
                 node: shared.me.id,
                 now_ms: shared.clock.now_ms(),
             };
-            let r = s.handle_input(input, FRAME_BUDGET, &ctx, &mut c.wbuf);
+            let r = s.handle_input(input, FRAME_BUDGET, &ctx, wbuf);
             match r {
                 Ok(o) => {
                     if let Some(micros) =
@@ -473,14 +402,14 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
         Session::Http(h) => {
             let backend = shared.backend(worker, start);
             let wall = shared.clock.now_system();
-            let o = h.handle_input(start, wall, input, FRAME_BUDGET, &backend, &mut c.wbuf);
+            let o = h.handle_input(start, wall, input, FRAME_BUDGET, &backend, wbuf);
             if o.close {
                 c.closing = true;
             }
             (o.consumed, o.more, None)
         }
     };
-    c.rpos += consumed.min(c.input_len());
+    c.io.consume(consumed);
     if let Some(reason) = error {
         let proto = match c.proto {
             Proto::Pool => "pool",

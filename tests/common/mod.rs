@@ -209,6 +209,11 @@ impl Node {
             .collect()
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Sends SIGKILL and waits.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

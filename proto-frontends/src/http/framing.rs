@@ -25,7 +25,8 @@
 
 use std::borrow::Cow;
 
-use super::{HttpError, HttpLimits};
+use super::limits::HttpLimits;
+use super::response::HttpError;
 
 /// Longest chunk-size line (size, extensions and CRLF) accepted, in bytes.
 pub(super) const MAX_CHUNK_LINE: usize = 4096;
@@ -136,7 +137,7 @@ pub(super) fn parse_head<'a>(
     if target.len() > limits.max_uri {
         return Err(uri_too_long(limits));
     }
-    if super::split_target(target).is_none() {
+    if split_target(target).is_none() {
         return Err(HttpError::bad_request(
             "request target must be origin-form or absolute-form",
         ));
@@ -452,6 +453,39 @@ impl Chunked {
 
 fn bad_chunk() -> HttpError {
     HttpError::bad_request("malformed chunked body")
+}
+
+/// Splits a request target into path and query. Accepts origin-form (`/p?q`), absolute-form
+/// (`http://host/p?q`, RFC 9112 §3.2.2: a server must accept it) and asterisk-form (`*`).
+/// `None` for anything else.
+pub(crate) fn split_target(target: &str) -> Option<(&str, Option<&str>)> {
+    let origin = if target.starts_with('/') || target == "*" {
+        target
+    } else {
+        let scheme_len = if target
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+        {
+            7
+        } else if target
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        {
+            8
+        } else {
+            return None;
+        };
+        let after = target.get(scheme_len..)?;
+        match after.find(['/', '?']) {
+            Some(i) if after.get(i..)?.starts_with('/') => after.get(i..)?,
+            Some(i) => return Some(("/", after.get(i + 1..))),
+            None => "/",
+        }
+    };
+    Some(match origin.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (origin, None),
+    })
 }
 
 #[cfg(test)]

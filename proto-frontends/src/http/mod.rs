@@ -1,12 +1,12 @@
 //! The sans-IO HTTP/1.1 server side of one connection: request framing with `httparse`, limits,
 //! timeouts, `Expect: 100-continue`, keep-alive and pipelining, and writing responses in request
-//! order. What a request *means* is decided by [`crate::api`] (JSON, health, metrics) and
-//! [`crate::soap`]; this module only hands them a complete [`Request`].
+//! order. What a request *means* is decided by a [`Handler`] (in this crate, [`crate::router`]);
+//! this module only hands it a complete [`Request`] and imports nothing from the layers above.
 //!
 //! ```text
-//!   driver (mio)                         HttpConn
-//!   ────────────                         ────────
-//!   bytes arrive ── handle_input(now, wall, unconsumed, budget, backend, out) ──► HttpOutcome
+//!   driver (mio)                         HttpConn<H: Handler<C>>
+//!   ────────────                         ───────────────────────
+//!   bytes arrive ── handle_input(now, wall, unconsumed, budget, ctx, out) ──────► HttpOutcome
 //!                   (drop `consumed` bytes, write `out`, close if `close`, re-wake if `more`)
 //!   timer fires ─── handle_timeout(now, wall, out) ─────────────────────────────► close?
 //!   before sleep ── poll_timeout() ──────────────────────────────────────────────► deadline
@@ -26,63 +26,20 @@
 //!
 //! This module does no I/O and reads no clock: `now` (monotonic) and `wall` (for the `Date`
 //! header) are parameters. The framing rules are in `framing`, response rendering in
-//! `response`.
+//! `response`, the limits in `limits`.
 
 mod framing;
+mod limits;
 mod response;
-#[cfg(test)]
-mod tests;
 
-use std::time::{Duration, Instant, SystemTime};
-
-use crate::api;
-use crate::backend::Backend;
+use std::time::{Instant, SystemTime};
 
 use self::framing::{Chunked, Framing, Head, HeadStatus};
 use self::response::{Connection, DateCache, ResponseHead};
 
-pub(crate) use self::response::push_u64;
+pub(crate) use self::framing::split_target;
+pub use self::limits::HttpLimits;
 pub use self::response::HttpError;
-
-/// Everything a peer can make the HTTP front end allocate or wait for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpLimits {
-    /// Largest request head (request line and headers), in bytes.
-    pub max_head: usize,
-    /// Most request headers (and most trailer fields).
-    pub max_headers: usize,
-    /// Longest request target, in bytes.
-    pub max_uri: usize,
-    /// Largest request body (after chunked decoding), in bytes.
-    pub max_body: usize,
-    /// Time allowed for a whole head once its first byte arrived.
-    pub head_timeout: Duration,
-    /// Time allowed for a whole body once its head arrived.
-    pub body_timeout: Duration,
-    /// Deepest XML nesting accepted in a SOAP request.
-    pub xml_max_depth: usize,
-}
-
-impl HttpLimits {
-    /// The HTTP limits of a `<limits>` section.
-    pub fn from_config(l: &presenced_config::Limits) -> Self {
-        Self {
-            max_head: l.http_max_head_bytes,
-            max_headers: l.http_max_headers,
-            max_uri: l.http_max_uri_bytes,
-            max_body: l.http_max_body_bytes,
-            head_timeout: Duration::from_millis(l.http_head_timeout_ms),
-            body_timeout: Duration::from_millis(l.http_body_timeout_ms),
-            xml_max_depth: l.xml_max_depth,
-        }
-    }
-}
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        Self::from_config(&presenced_config::Limits::default())
-    }
-}
 
 /// What [`HttpConn::handle_input`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +77,28 @@ pub struct Reply {
     pub status: u16,
     /// The `Content-Type` of the body.
     pub content_type: &'static str,
+}
+
+/// What answers the requests of an [`HttpConn`]: the layer above this module.
+///
+/// The handler is per-connection state (buffers it reuses from one request to the next); `C` is
+/// what the driver passes with each input, e.g. its view of the node for this wakeup. Both
+/// methods are called only from [`HttpConn::handle_input`], in request order.
+pub trait Handler<C: ?Sized> {
+    /// Answers one complete, well-framed request, appending the response body to `body` (empty
+    /// on entry). An `Err` is answered in the JSON error format of [`HttpError`] (the connection
+    /// stays open) and counted through [`record_error`](Self::record_error).
+    fn handle(
+        &mut self,
+        ctx: &C,
+        req: &Request<'_>,
+        limits: &HttpLimits,
+        body: &mut Vec<u8>,
+    ) -> Result<Reply, HttpError>;
+
+    /// Counts one refused request by its error code (a handler's `Err`, or a framing error after
+    /// which the connection closes). Timeouts are not reported here: the driver sees them.
+    fn record_error(&mut self, ctx: &C, code: &'static str);
 }
 
 /// A request whose head arrived and whose body is still arriving.
@@ -168,9 +147,12 @@ impl Pending {
 /// After each input the driver flushes `out` (it may hold a `100 Continue` even when no request
 /// completed), drops `consumed` bytes, closes if told to, and re-arms its timer from
 /// `poll_timeout`.
+///
+/// Complete requests go to the handler `H`, which decides what they mean.
 #[derive(Debug)]
-pub struct HttpConn {
+pub struct HttpConn<H> {
     limits: HttpLimits,
+    handler: H,
     /// The request whose body is arriving, if any.
     pending: Option<Box<Pending>>,
     /// When the partial head at the start of the input times out.
@@ -183,25 +165,25 @@ pub struct HttpConn {
     /// A response asked to close: input is no longer read.
     closing: bool,
     date: DateCache,
-    scratch: api::Scratch,
+    /// The body of the response being written.
     body: Vec<u8>,
 }
 
 /// Response bodies above this capacity are not kept between requests.
 const KEEP_BODY_CAPACITY: usize = 64 * 1024;
 
-impl HttpConn {
-    /// A fresh connection.
-    pub fn new(limits: HttpLimits) -> Self {
+impl<H> HttpConn<H> {
+    /// A fresh connection whose requests `handler` answers.
+    pub fn new(limits: HttpLimits, handler: H) -> Self {
         Self {
             limits,
+            handler,
             pending: None,
             head_deadline: None,
             body_deadline: None,
             head_scanned: 0,
             closing: false,
             date: DateCache::default(),
-            scratch: api::Scratch::default(),
             body: Vec::new(),
         }
     }
@@ -210,16 +192,20 @@ impl HttpConn {
     ///
     /// `input` is all unconsumed bytes received on the connection; the driver drops `consumed`
     /// bytes afterwards and calls again when more arrive. At most `max_requests` whole requests
-    /// are answered, their responses appended to `out` in order.
-    pub fn handle_input(
+    /// are answered by the handler, which is given `ctx`; their responses are appended to `out`
+    /// in order.
+    pub fn handle_input<C: ?Sized>(
         &mut self,
         now: Instant,
         wall: SystemTime,
         input: &[u8],
         max_requests: usize,
-        backend: &dyn Backend,
+        ctx: &C,
         out: &mut Vec<u8>,
-    ) -> HttpOutcome {
+    ) -> HttpOutcome
+    where
+        H: Handler<C>,
+    {
         if self.closing {
             return HttpOutcome {
                 consumed: input.len(),
@@ -242,7 +228,7 @@ impl HttpConn {
                         pos += n;
                         self.body_deadline = None;
                         if let Some(p) = self.pending.take() {
-                            self.respond(wall, &p.head, &p.body, backend, out);
+                            self.respond(wall, &p.head, &p.body, ctx, out);
                         }
                         handled += 1;
                         if self.closing {
@@ -265,7 +251,7 @@ impl HttpConn {
                         break;
                     }
                     Err(e) => {
-                        self.fail(wall, &e, backend, out);
+                        self.fail(wall, &e, ctx, out);
                         break;
                     }
                 }
@@ -315,7 +301,7 @@ impl HttpConn {
                     let body = rest.get(n..).unwrap_or_default();
                     match head.framing {
                         Framing::None => {
-                            self.respond(wall, &head, &[], backend, out);
+                            self.respond(wall, &head, &[], ctx, out);
                             handled += 1;
                         }
                         Framing::Length(len) if body.len() >= len => {
@@ -325,7 +311,7 @@ impl HttpConn {
                                 wall,
                                 &head,
                                 body.get(..len).unwrap_or_default(),
-                                backend,
+                                ctx,
                                 out,
                             );
                             handled += 1;
@@ -342,7 +328,7 @@ impl HttpConn {
                     }
                 }
                 Err(e) => {
-                    self.fail(wall, &e, backend, out);
+                    self.fail(wall, &e, ctx, out);
                     break;
                 }
             }
@@ -402,15 +388,17 @@ impl HttpConn {
         self.body_deadline = Some(now + self.limits.body_timeout);
     }
 
-    /// Routes one complete request and appends its response.
-    fn respond(
+    /// Hands one complete request to the handler and appends its response.
+    fn respond<C: ?Sized>(
         &mut self,
         wall: SystemTime,
         head: &Head<'_>,
         body: &[u8],
-        backend: &dyn Backend,
+        ctx: &C,
         out: &mut Vec<u8>,
-    ) {
+    ) where
+        H: Handler<C>,
+    {
         // `parse_head` already refused targets that do not split.
         let (path, query) = split_target(&head.target).unwrap_or(("", None));
         let req = Request {
@@ -422,16 +410,10 @@ impl HttpConn {
             body,
         };
         self.body.clear();
-        let reply = match api::handle(
-            &req,
-            backend,
-            &self.limits,
-            &mut self.scratch,
-            &mut self.body,
-        ) {
+        let reply = match self.handler.handle(ctx, &req, &self.limits, &mut self.body) {
             Ok(r) => Ok(r),
             Err(e) => {
-                backend.record_error(e.code);
+                self.handler.record_error(ctx, e.code);
                 self.body.clear();
                 e.write_body(&mut self.body);
                 Err(e)
@@ -462,9 +444,12 @@ impl HttpConn {
     }
 
     /// Answers a framing error and stops reading.
-    fn fail(&mut self, wall: SystemTime, e: &HttpError, backend: &dyn Backend, out: &mut Vec<u8>) {
+    fn fail<C: ?Sized>(&mut self, wall: SystemTime, e: &HttpError, ctx: &C, out: &mut Vec<u8>)
+    where
+        H: Handler<C>,
+    {
         tracing::debug!(status = e.status, code = e.code, message = %e.message, "refused request");
-        backend.record_error(e.code);
+        self.handler.record_error(ctx, e.code);
         self.body.clear();
         e.write_body(&mut self.body);
         self.write(wall, e.status, JSON, e.allow, Connection::Close, false, out);
@@ -530,42 +515,8 @@ impl HttpConn {
         if self.body.capacity() > KEEP_BODY_CAPACITY {
             self.body = Vec::new();
         }
-        self.scratch.trim();
     }
 }
 
 /// The media type of every JSON response.
 pub(crate) const JSON: &str = "application/json";
-
-/// Splits a request target into path and query. Accepts origin-form (`/p?q`), absolute-form
-/// (`http://host/p?q`, RFC 9112 §3.2.2: a server must accept it) and asterisk-form (`*`).
-/// `None` for anything else.
-pub(crate) fn split_target(target: &str) -> Option<(&str, Option<&str>)> {
-    let origin = if target.starts_with('/') || target == "*" {
-        target
-    } else {
-        let scheme_len = if target
-            .get(..7)
-            .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
-        {
-            7
-        } else if target
-            .get(..8)
-            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-        {
-            8
-        } else {
-            return None;
-        };
-        let after = target.get(scheme_len..)?;
-        match after.find(['/', '?']) {
-            Some(i) if after.get(i..)?.starts_with('/') => after.get(i..)?,
-            Some(i) => return Some(("/", after.get(i + 1..))),
-            None => "/",
-        }
-    };
-    Some(match origin.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (origin, None),
-    })
-}

@@ -7,7 +7,8 @@
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::HttpLimits;
+use super::limits::HttpLimits;
+use crate::text::push_u64;
 
 /// A refused request, answered as `{"error":{"code":..,"message":..,"value":..}}`.
 ///
@@ -141,23 +142,6 @@ pub(super) fn write_head(out: &mut Vec<u8>, date: &str, h: &ResponseHead<'_>) {
 /// The interim response to `Expect: 100-continue`.
 pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// Appends `n` in decimal.
-pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        if let Some(d) = digits.get_mut(i) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(digits.get(i..).unwrap_or_default());
-}
-
 /// The reason phrase of every status this server sends.
 fn reason(status: u16) -> &'static str {
     match status {
@@ -200,5 +184,18 @@ impl DateCache {
             self.text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
         }
         &self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        let mut d = DateCache::default();
+        assert_eq!(d.format(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
+        let far = UNIX_EPOCH + Duration::from_secs(300_000_000_000);
+        assert_eq!(d.format(far), "Fri, 31 Dec 9999 23:59:59 GMT");
     }
 }

@@ -1,4 +1,5 @@
-//! Unit tests of the HTTP connection state machine and the JSON API, in memory with a simulated
+//! Unit tests of the HTTP front end as the node runs it: the connection state machine
+//! ([`HttpConn`]) with the [`Router`], the JSON API and SOAP behind it, in memory with a simulated
 //! clock. Most cases go through [`check`], which summarises what a connection answered to some
 //! bytes as `"<status>[:<error code>] ... [close]"`.
 
@@ -9,6 +10,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::backend::Frontend;
 use crate::fuzzing::{self, FakeBackend, FAKE_NOW_MS};
+use crate::http::{split_target, HttpConn, HttpOutcome};
 
 /// One parsed response.
 #[derive(Debug)]
@@ -70,6 +72,11 @@ fn parse_responses(mut out: &[u8], head_only: bool) -> Vec<Resp> {
     v
 }
 
+/// A fresh connection answered by a [`Router`], as the node runs it.
+fn new_conn(limits: HttpLimits) -> HttpConn<Router> {
+    HttpConn::new(limits, Router::default())
+}
+
 fn wall() -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(FAKE_NOW_MS)
 }
@@ -79,9 +86,9 @@ fn run_with(
     backend: &FakeBackend,
     limits: HttpLimits,
     pieces: &[&[u8]],
-) -> (Vec<u8>, bool, HttpConn) {
+) -> (Vec<u8>, bool, HttpConn<Router>) {
     let now = Instant::now();
-    let mut conn = HttpConn::new(limits);
+    let mut conn = new_conn(limits);
     let mut buf = Vec::new();
     let mut out = Vec::new();
     for p in pieces {
@@ -529,7 +536,7 @@ fn request_budget_leaves_the_rest_for_later() {
     let now = Instant::now();
     let one = get("/healthz/live");
     let input = [one.clone(), one.clone(), one.clone()].concat();
-    let mut conn = HttpConn::new(HttpLimits::default());
+    let mut conn = new_conn(HttpLimits::default());
     let mut out = Vec::new();
     let o = conn.handle_input(now, wall(), input.as_bytes(), 1, &b, &mut out);
     assert_eq!(
@@ -603,7 +610,7 @@ fn chunked_bodies_with_extensions_and_trailers() {
 fn expect_100_continue() {
     let b = FakeBackend::new();
     let now = Instant::now();
-    let mut conn = HttpConn::new(HttpLimits::default());
+    let mut conn = new_conn(HttpLimits::default());
     let head = "POST /v1/presence HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\
                 Content-Type: application/json\r\nContent-Length: 11\r\n\r\n";
     let mut out = Vec::new();
@@ -843,7 +850,7 @@ fn slow_heads_time_out_from_their_first_byte() {
         head_timeout: Duration::from_millis(300),
         ..HttpLimits::default()
     };
-    let mut conn = HttpConn::new(limits);
+    let mut conn = new_conn(limits);
     let mut out = Vec::new();
     assert_eq!(conn.poll_timeout(), None);
     let mut input = Vec::new();
@@ -877,7 +884,7 @@ fn slow_heads_time_out_from_their_first_byte() {
 fn late_input_on_an_expired_head_is_a_timeout() {
     let b = FakeBackend::new();
     let t0 = Instant::now();
-    let mut conn = HttpConn::new(HttpLimits::default());
+    let mut conn = new_conn(HttpLimits::default());
     let mut out = Vec::new();
     conn.handle_input(t0, wall(), b"GET / HT", 8, &b, &mut out);
     let o = conn.handle_input(
@@ -900,7 +907,7 @@ fn slow_bodies_time_out() {
         body_timeout: Duration::from_millis(500),
         ..HttpLimits::default()
     };
-    let mut conn = HttpConn::new(limits);
+    let mut conn = new_conn(limits);
     let mut out = Vec::new();
     let head = "POST /v1/presence HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n{";
     let o = conn.handle_input(t0, wall(), head.as_bytes(), 8, &b, &mut out);
@@ -924,7 +931,7 @@ fn slow_bodies_time_out() {
 #[test]
 fn idle_connections_have_no_deadline() {
     let b = FakeBackend::new();
-    let mut conn = HttpConn::new(HttpLimits::default());
+    let mut conn = new_conn(HttpLimits::default());
     let mut out = Vec::new();
     let now = Instant::now();
     conn.handle_input(
@@ -971,9 +978,9 @@ fn metrics_are_recorded() {
 #[test]
 fn soap_over_http() {
     let mut env = Vec::new();
-    crate::soap::write_request(
-        crate::soap::SoapVersion::V12,
-        &[presenced_core::Sid::new(10086).unwrap()],
+    soap::write_request(
+        soap::SoapVersion::V12,
+        &[Sid::new(10086).unwrap()],
         &mut env,
     );
     let env = String::from_utf8(env).unwrap();
@@ -996,17 +1003,11 @@ fn soap_over_http() {
 }
 
 #[test]
-fn response_helpers() {
-    let mut v = Vec::new();
-    for n in [0, 7, 10, 1234567890, u64::MAX] {
-        v.clear();
-        push_u64(&mut v, n);
-        assert_eq!(v, n.to_string().as_bytes());
-    }
-    let mut d = DateCache::default();
-    assert_eq!(d.format(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
-    let far = UNIX_EPOCH + Duration::from_secs(300_000_000_000);
-    assert_eq!(d.format(far), "Fri, 31 Dec 9999 23:59:59 GMT");
+fn query_flags() {
+    assert!(query_has_flag(Some("x=1&WSDL"), "wsdl"));
+    assert!(query_has_flag(Some("wsdl="), "wsdl"));
+    assert!(!query_has_flag(Some("wsdlx"), "wsdl"));
+    assert!(!query_has_flag(None, "wsdl"));
 }
 
 proptest! {

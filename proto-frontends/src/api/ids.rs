@@ -1,0 +1,399 @@
+//! Request parsing of the JSON API: ids from the path, from `?ids=1,2,3` and from a
+//! `{"ids":[...]}` body, and the `Content-Type` check of `POST /v1/presence`.
+//!
+//! Invariants:
+//! - Ids are decimal integers from 1 to 2^64−1, given as JSON numbers or strings; anything else
+//!   is `invalid_id` with the offending value echoed in `value`.
+//! - No more than the batch limit of ids is ever collected: the POST body is streamed through a
+//!   serde visitor that stops at the limit instead of building a `Vec<Value>`.
+//!
+//! This module writes nothing and asks the node nothing.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use presenced_core::Sid;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::http::HttpError;
+
+/// 400 `invalid_id`, echoing `value`.
+pub(super) fn invalid_id(value: serde_json::Value) -> HttpError {
+    HttpError::new(
+        400,
+        "invalid_id",
+        "ids are decimal integers from 1 to 18446744073709551615",
+    )
+    .with_value(value)
+}
+
+/// 400 `too_many_ids`.
+fn too_many_ids(limit: usize) -> HttpError {
+    HttpError::new(
+        400,
+        "too_many_ids",
+        format!("at most {limit} ids per request"),
+    )
+}
+
+/// Parses an id as the JSON API and the URL path accept it: 1 to 20 ASCII digits (leading zeros
+/// allowed, no sign), from 1 to 2^64−1.
+pub fn parse_id(s: &str) -> Option<Sid> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse::<u64>().ok().and_then(Sid::new)
+}
+
+/// Collects the ids of `?ids=1,2,3` (the parameter may be repeated; its values are
+/// percent-decoded). `ids=` alone is an empty batch.
+pub(super) fn ids_from_query(
+    query: Option<&str>,
+    limit: usize,
+    out: &mut Vec<Sid>,
+) -> Result<(), HttpError> {
+    let mut seen = false;
+    for (name, value) in query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+    {
+        if name != "ids" {
+            continue;
+        }
+        seen = true;
+        let value = percent_decode(value)
+            .ok_or_else(|| HttpError::bad_request("malformed percent-encoding in ids"))?;
+        if value.is_empty() {
+            continue;
+        }
+        for raw in value.split(',') {
+            if out.len() >= limit {
+                return Err(too_many_ids(limit));
+            }
+            out.push(parse_id(raw).ok_or_else(|| invalid_id(raw.into()))?);
+        }
+    }
+    if !seen {
+        return Err(HttpError::bad_request(
+            "missing query parameter ids (?ids=1,2,3)",
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes `%XX` escapes and `+` (form encoding for a space). `None` on a bad escape or a
+/// result that is not UTF-8.
+fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains(['%', '+']) {
+        return Some(Cow::Borrowed(s));
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hi = char::from(bytes.next()?).to_digit(16)?;
+                let lo = char::from(bytes.next()?).to_digit(16)?;
+                out.push(u8::try_from(hi * 16 + lo).ok()?);
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
+}
+
+/// Refuses a `Content-Type` that is present and not `application/json` or `*/*+json`.
+pub(super) fn check_json_type(content_type: Option<&str>) -> Result<(), HttpError> {
+    let Some(ct) = content_type else {
+        return Ok(());
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
+        return Ok(());
+    }
+    Err(HttpError::new(
+        415,
+        "unsupported_media_type",
+        "POST /v1/presence takes application/json",
+    )
+    .with_value(ct.into()))
+}
+
+/// Parses `{"ids":[...]}` into `out`, stopping at the first bad id or at `limit`.
+pub(super) fn ids_from_json(
+    body: &[u8],
+    limit: usize,
+    out: &mut Vec<Sid>,
+) -> Result<(), HttpError> {
+    let mut refusal = None;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = BodySeed {
+        limit,
+        out,
+        refusal: &mut refusal,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    match (parsed, refusal) {
+        (_, Some(e)) => Err(e),
+        (Ok(()), None) => Ok(()),
+        (Err(e), None) => Err(HttpError::new(
+            400,
+            "bad_json",
+            format!("invalid JSON body: {e}"),
+        )),
+    }
+}
+
+/// Deserializes the top-level object; `refusal` receives API errors (serde's own error type
+/// cannot carry them) and the visitor then aborts with a placeholder serde error.
+struct BodySeed<'a> {
+    limit: usize,
+    out: &'a mut Vec<Sid>,
+    refusal: &'a mut Option<HttpError>,
+}
+
+impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BodySeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(r#"an object {"ids":[...]}"#)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = false;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key != "ids" {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            if seen {
+                return Err(de::Error::duplicate_field("ids"));
+            }
+            seen = true;
+            map.next_value_seed(IdsSeed {
+                limit: self.limit,
+                out: &mut *self.out,
+                refusal: &mut *self.refusal,
+            })?;
+        }
+        if !seen {
+            *self.refusal = Some(HttpError::bad_request(
+                r#"missing "ids" (expected {"ids":[...]})"#,
+            ));
+            return Err(de::Error::missing_field("ids"));
+        }
+        Ok(())
+    }
+}
+
+/// Deserializes the `ids` array.
+struct IdsSeed<'a> {
+    limit: usize,
+    out: &'a mut Vec<Sid>,
+    refusal: &'a mut Option<HttpError>,
+}
+
+impl<'de> DeserializeSeed<'de> for IdsSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for IdsSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of ids")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element::<IdItem>()? {
+            if self.out.len() >= self.limit {
+                *self.refusal = Some(too_many_ids(self.limit));
+                return Err(de::Error::custom("too many ids"));
+            }
+            match item {
+                IdItem::Ok(sid) => self.out.push(sid),
+                IdItem::Bad(v) => {
+                    *self.refusal = Some(invalid_id(v));
+                    return Err(de::Error::custom("invalid id"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One element of `ids`: a valid id, or the value to echo in `invalid_id`.
+enum IdItem {
+    Ok(Sid),
+    Bad(serde_json::Value),
+}
+
+impl<'de> de::Deserialize<'de> for IdItem {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(IdItemVisitor)
+    }
+}
+
+struct IdItemVisitor;
+
+impl<'de> Visitor<'de> for IdItemVisitor {
+    type Value = IdItem;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an id (a number or a string of digits)")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<IdItem, E> {
+        Ok(Sid::new(v).map_or(IdItem::Bad(v.into()), IdItem::Ok))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<IdItem, E> {
+        match u64::try_from(v) {
+            Ok(u) => self.visit_u64(u),
+            Err(_) => Ok(IdItem::Bad(v.into())),
+        }
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<IdItem, E> {
+        Ok(IdItem::Bad(v.into()))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<IdItem, E> {
+        Ok(parse_id(v).map_or_else(|| IdItem::Bad(v.into()), IdItem::Ok))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<IdItem, E> {
+        Ok(IdItem::Bad(v.into()))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<IdItem, E> {
+        Ok(IdItem::Bad(serde_json::Value::Null))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<IdItem, A::Error> {
+        let v = de::Deserialize::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+        Ok(IdItem::Bad(v))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<IdItem, A::Error> {
+        let v = de::Deserialize::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(IdItem::Bad(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `ids_from_json` with a limit of 3 and summarises: `"ok 1,2"` or `"<code> <value>"`.
+    fn check(body: &str, expected: &str) {
+        let mut out = Vec::new();
+        let got = match ids_from_json(body.as_bytes(), 3, &mut out) {
+            Ok(()) => {
+                let ids: Vec<String> = out.iter().map(|s| s.get().to_string()).collect();
+                format!("ok {}", ids.join(","))
+            }
+            Err(e) => match e.value {
+                Some(v) => format!("{} {v}", e.code),
+                None => e.code.to_owned(),
+            },
+        };
+        assert_eq!(got, expected, "body: {body}");
+    }
+
+    #[test]
+    fn json_ids() {
+        check(
+            r#"{"ids":[1,"2",18446744073709551615]}"#,
+            "ok 1,2,18446744073709551615",
+        );
+        check(r#" { "x" : {"ids":[0]}, "ids" : [ "0003" ] } "#, "ok 3");
+        check(r#"{"ids":[]}"#, "ok ");
+        check(r#"{"ids":[1,2,3,4]}"#, "too_many_ids");
+        check(r#"{"ids":[1,2,3,"x"]}"#, "too_many_ids");
+        check(r#"{"ids":[1,"x",3,4]}"#, r#"invalid_id "x""#);
+        check(r#"{"ids":[1e3]}"#, "invalid_id 1000.0");
+        check(r#"{"ids":["+1"]}"#, r#"invalid_id "+1""#);
+        check(r#"{"ids":[""]}"#, r#"invalid_id """#);
+        check(r#"{"ids":["\u0031"]}"#, "ok 1");
+        check(r#"{}"#, "bad_request");
+        check(r#"{"ids":null}"#, "bad_json");
+        check(r#"{"ids":[1]"#, "bad_json");
+        check(r#"{"ids":[1]}{}"#, "bad_json");
+        check("\u{FEFF}{\"ids\":[1]}", "bad_json");
+    }
+
+    #[test]
+    fn path_and_query_ids() {
+        assert_eq!(
+            parse_id("18446744073709551615").map(Sid::get),
+            Some(u64::MAX)
+        );
+        assert_eq!(parse_id("007").map(Sid::get), Some(7));
+        for bad in [
+            "",
+            "0",
+            "+1",
+            "-1",
+            " 1",
+            "1 ",
+            "1.0",
+            "18446744073709551616",
+            "１",
+        ] {
+            assert_eq!(parse_id(bad), None, "{bad:?}");
+        }
+        let mut out = Vec::new();
+        assert!(ids_from_query(Some("a=1&ids=1%2C2&ids=3"), 3, &mut out).is_ok());
+        assert_eq!(out.iter().map(|s| s.get()).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(percent_decode("a%41+b").as_deref(), Some("aA b"));
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%ff"), None);
+    }
+
+    #[test]
+    fn json_content_types() {
+        for ok in [
+            None,
+            Some("application/json"),
+            Some("application/json;charset=UTF-8"),
+            Some("application/problem+json"),
+        ] {
+            assert!(check_json_type(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "text/plain",
+            "text/json",
+            "multipart/form-data; boundary=x",
+            "",
+        ] {
+            assert_eq!(
+                check_json_type(Some(bad)).map_err(|e| e.status),
+                Err(415),
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The HTTP router: the [`Handler`] of every [`HttpConn`](crate::http::HttpConn) the node
+//! serves. It matches the path and method of a complete request and dispatches to
+//! [`crate::api`] (JSON, health) or [`crate::soap`], or renders `/metrics` from the [`Backend`].
+//!
+//! | method          | path                 | answer                                            |
+//! |-----------------|----------------------|---------------------------------------------------|
+//! | GET, HEAD       | `/v1/presence?ids=…` | `{"as_of":…,"node":N,"statuses":[…]}`             |
+//! | POST            | `/v1/presence`       | the same, for `{"ids":[1,"2",3]}`                 |
+//! | GET, HEAD       | `/v1/presence/{id}`  | one status object                                 |
+//! | GET, HEAD       | `/v1/cluster`        | [`ClusterView`](crate::backend::ClusterView)     |
+//! | GET, HEAD       | `/healthz/live`      | `{"status":"live"}`                               |
+//! | GET, HEAD       | `/healthz/ready`     | 200 `{"status":"ready"}` or 503 `not_ready`       |
+//! | GET, HEAD       | `/metrics`           | Prometheus text format 0.0.4                      |
+//! | GET, HEAD       | `/soap?wsdl`         | the WSDL                                          |
+//! | POST            | `/soap`              | SOAP 1.1 / 1.2 `GetPresence`                      |
+//!
+//! Any other path is 404 `not_found`; a known path with another method is 405 with `Allow`.
+//!
+//! The router keeps per-connection buffers ([`Router`]) and nothing else: it does not decide
+//! framing, limits or connection handling (that is [`crate::http`]) and never measures time.
+
+#[cfg(test)]
+mod tests;
+
+use presenced_core::{Sid, Status};
+
+use crate::backend::Backend;
+use crate::http::{Handler, HttpError, HttpLimits, Reply, Request};
+use crate::{api, soap};
+
+/// The media type of `/metrics`.
+const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The handler of one HTTP connection: the buffers it reuses from one request to the next.
+///
+/// It answers requests for any [`Backend`] the driver passes with the input (see
+/// [`HttpConn::handle_input`](crate::http::HttpConn::handle_input)).
+#[derive(Debug, Default)]
+pub struct Router {
+    ids: Vec<Sid>,
+    statuses: Vec<Status>,
+}
+
+impl Router {
+    /// Empties the buffers, and frees them if a large batch left them big.
+    fn trim(&mut self) {
+        const KEEP: usize = 1024;
+        self.ids.clear();
+        self.statuses.clear();
+        if self.ids.capacity() > KEEP {
+            self.ids = Vec::new();
+        }
+        if self.statuses.capacity() > KEEP {
+            self.statuses = Vec::new();
+        }
+    }
+
+    /// Routes one request; the response body goes to `body`.
+    fn route(
+        &mut self,
+        req: &Request<'_>,
+        backend: &dyn Backend,
+        limits: &HttpLimits,
+        body: &mut Vec<u8>,
+    ) -> Result<Reply, HttpError> {
+        const GET: &str = "GET, HEAD";
+        const GET_POST: &str = "GET, HEAD, POST";
+        let get = matches!(req.method, "GET" | "HEAD");
+        let (ids, statuses) = (&mut self.ids, &mut self.statuses);
+        match req.path {
+            "/v1/presence" if get => api::presence_query(req.query, backend, ids, statuses, body),
+            "/v1/presence" if req.method == "POST" => {
+                api::presence_post(req, backend, ids, statuses, body)
+            }
+            "/v1/presence" => Err(HttpError::method_not_allowed(GET_POST)),
+            p if p.starts_with("/v1/presence/") => {
+                let raw = p.get("/v1/presence/".len()..).unwrap_or_default();
+                if raw.is_empty() || raw.contains('/') {
+                    return Err(api::not_found());
+                }
+                if !get {
+                    return Err(HttpError::method_not_allowed(GET));
+                }
+                api::presence_one(raw, backend, ids, statuses, body)
+            }
+            "/v1/cluster" | "/healthz/live" | "/healthz/ready" | "/metrics" if !get => {
+                Err(HttpError::method_not_allowed(GET))
+            }
+            "/v1/cluster" => api::cluster(backend, body),
+            "/healthz/live" => api::live(body),
+            "/healthz/ready" => api::ready(backend, body),
+            "/metrics" => {
+                let mut text = String::new();
+                backend.render_metrics(&mut text);
+                body.extend_from_slice(text.as_bytes());
+                Ok(Reply {
+                    status: 200,
+                    content_type: PROMETHEUS,
+                })
+            }
+            "/soap" if get => {
+                if !query_has_flag(req.query, "wsdl") {
+                    return Err(HttpError::bad_request(
+                        "SOAP requests are POSTed to /soap; the WSDL is at GET /soap?wsdl",
+                    ));
+                }
+                soap::write_wsdl(req.host, body);
+                Ok(Reply {
+                    status: 200,
+                    content_type: soap::WSDL_CONTENT_TYPE,
+                })
+            }
+            "/soap" if req.method == "POST" => Ok(soap::handle_post(
+                req,
+                backend,
+                limits.xml_max_depth,
+                ids,
+                statuses,
+                body,
+            )),
+            "/soap" => Err(HttpError::method_not_allowed(GET_POST)),
+            _ => Err(api::not_found()),
+        }
+    }
+}
+
+impl<B: Backend> Handler<B> for Router {
+    fn handle(
+        &mut self,
+        backend: &B,
+        req: &Request<'_>,
+        limits: &HttpLimits,
+        body: &mut Vec<u8>,
+    ) -> Result<Reply, HttpError> {
+        let reply = self.route(req, backend, limits, body);
+        self.trim();
+        reply
+    }
+
+    fn record_error(&mut self, backend: &B, code: &'static str) {
+        backend.record_error(code);
+    }
+}
+
+/// Whether the query has a parameter named `flag` (any case, with or without a value).
+fn query_has_flag(query: Option<&str>, flag: &str) -> bool {
+    query.unwrap_or_default().split('&').any(|kv| {
+        let name = kv.split_once('=').map_or(kv, |(k, _)| k);
+        name.eq_ignore_ascii_case(flag)
+    })
+}

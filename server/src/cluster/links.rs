@@ -1,0 +1,323 @@
+//! Replication links: the TCP connections between this node and its peers, one outbound per peer
+//! (dialled by this node) and one inbound per peer (accepted on the sync port).
+//!
+//! Each link is a [`BufConn`] plus its direction, its peer once known, and liveness. Whole frames
+//! are decoded here and handed to the [`ClusterNode`](presenced_core::cluster::node::ClusterNode);
+//! what the node wants sent is encoded by the driver loop (`after_input`) into the links' output.
+//!
+//! The first frame on an inbound link must be `HELLO` ([`ClusterDriver::inbound_hello`]); the
+//! numeric codes of the `ERROR` frames this module sends are [`ERROR_MALFORMED`] and
+//! [`ERROR_HELLO_REFUSED`].
+//!
+//! A malformed frame closes only the link it arrived on (after an `ERROR` frame); the peer then
+//! reconnects and resumes.
+
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::Token;
+use presenced_core::cluster::node::{Ctx, Dir, Now};
+use presenced_core::cluster::repl::Msg;
+use presenced_core::wire::split_frame;
+use tracing::{debug, warn};
+
+use super::{ClusterDriver, CONN_BASE};
+use crate::conn::{BufConn, ReadStop};
+
+/// Bytes read from one connection before the others (and the timers) get a turn.
+const READ_BUDGET: usize = 4 << 20;
+
+/// `ERROR` code sent on a replication frame that does not decode.
+const ERROR_MALFORMED: u8 = 1;
+/// `ERROR` code sent when an inbound `HELLO` is refused (wrong cluster, this node's own id).
+const ERROR_HELLO_REFUSED: u8 = 5;
+
+/// One replication connection.
+#[derive(Debug)]
+pub(super) struct Link {
+    pub(super) io: BufConn,
+    pub(super) dir: Dir,
+    /// For `Out`, the peer dialled; for `In`, known after `HELLO`.
+    pub(super) peer: Option<u16>,
+    /// An outbound connection whose connect has not completed yet.
+    connecting: bool,
+    /// Close once the output is flushed.
+    closing: bool,
+    /// When the last whole frame arrived (or the connection was set up).
+    last_frame: Instant,
+}
+
+/// Appends an `ERROR` frame to a link's output.
+fn send_error(link: &mut Link, code: u8, message: String) {
+    Msg::Error { code, message }.encode(link.io.output());
+}
+
+impl ClusterDriver {
+    /// Accepts every pending inbound link.
+    pub(super) fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    debug!(%peer, "replication connection accepted");
+                    self.add_conn(stream, Dir::In, None, false);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    warn!("replication accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_conn(
+        &mut self,
+        stream: TcpStream,
+        dir: Dir,
+        peer: Option<u16>,
+        connecting: bool,
+    ) -> Option<usize> {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let mut io = BufConn::new(stream);
+        if io
+            .register(self.poll.registry(), Token(CONN_BASE + key), connecting)
+            .is_err()
+        {
+            return None;
+        }
+        entry.insert(Link {
+            io,
+            dir,
+            peer,
+            connecting,
+            closing: false,
+            last_frame: Instant::now(),
+        });
+        Some(key)
+    }
+
+    /// Closes inbound connections that delivered no whole frame for `down-after-ms`: the peer
+    /// sends heartbeats far more often, so such a link is broken (a black hole, or a stream that
+    /// lost bytes and now waits for a frame that never ends). Closing it makes the peer
+    /// reconnect and resume.
+    pub(super) fn close_silent(&mut self) {
+        let limit = Duration::from_millis(self.shared.config.timing().down_after_ms);
+        let silent: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.dir == Dir::In && c.last_frame.elapsed() > limit)
+            .map(|(k, _)| k)
+            .collect();
+        for k in silent {
+            debug!("closing a silent replication connection");
+            self.close(k);
+        }
+    }
+
+    /// Dials every peer that has no outbound link.
+    pub(super) fn reconnect(&mut self) {
+        for info in self.node.peers() {
+            if self.out_conn.contains_key(&info.id) {
+                continue;
+            }
+            let addr = SocketAddr::new(info.host, info.sync_port);
+            match TcpStream::connect(addr) {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    if let Some(key) = self.add_conn(stream, Dir::Out, Some(info.id), true) {
+                        self.out_conn.insert(info.id, key);
+                    }
+                }
+                Err(e) => debug!(peer = info.id, "connect to {addr} failed: {e}"),
+            }
+        }
+    }
+
+    /// A readiness event on link `key`.
+    pub(super) fn conn_event(&mut self, key: usize, writable: bool) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.connecting && writable {
+            match (c.io.stream().take_error(), c.io.stream().peer_addr()) {
+                (Ok(None), Ok(_)) => {
+                    c.connecting = false;
+                    if let Some(peer) = c.peer {
+                        debug!(peer, "replication link up");
+                        self.node.handle_out_connected(peer);
+                    }
+                }
+                _ => {
+                    self.close(key);
+                    return;
+                }
+            }
+        }
+        self.read(key);
+        self.flush(key);
+    }
+
+    /// Reads up to [`READ_BUDGET`] bytes from link `key` (queueing it in `more` if that was not
+    /// all) and hands the whole frames to the node.
+    pub(super) fn read(&mut self, key: usize) {
+        let mut closed = false;
+        if let Some(c) = self.conns.get_mut(key) {
+            if c.connecting {
+                return;
+            }
+            match c.io.read(usize::MAX, READ_BUDGET) {
+                // Edge-triggered: nothing will wake us for the rest, so come back to it.
+                Ok((_, ReadStop::Budget)) => self.more.push(key),
+                Ok((_, ReadStop::Eof)) | Err(_) => closed = true,
+                Ok((_, ReadStop::Drained | ReadStop::Full)) => {}
+            }
+        }
+        self.dispatch(key);
+        if closed {
+            self.close(key);
+        }
+    }
+
+    /// Decodes and hands every whole frame of a connection to the node.
+    fn dispatch(&mut self, key: usize) {
+        loop {
+            let Some(c) = self.conns.get_mut(key) else {
+                return;
+            };
+            let limits = &self.repl_limits;
+            let frame = match split_frame(c.io.input(), limits.max_frame) {
+                Ok(Some((ty, body, n))) => {
+                    Msg::decode_with_limits(ty, body, limits).map(|m| (m, n))
+                }
+                Ok(None) => return,
+                Err(e) => Err(e),
+            };
+            let msg = match frame {
+                Ok((msg, n)) => {
+                    c.io.consume(n);
+                    msg
+                }
+                Err(e) => {
+                    warn!(peer = ?c.peer, "closing replication connection: malformed frame: {e}");
+                    self.shared.metrics.error("repl_protocol");
+                    send_error(c, ERROR_MALFORMED, format!("malformed frame: {e}"));
+                    c.closing = true;
+                    c.io.clear_input();
+                    self.flush(key);
+                    return;
+                }
+            };
+            c.last_frame = Instant::now();
+            let (dir, peer) = (c.dir, c.peer);
+            let now = self.now();
+            let ctx = Ctx {
+                store: &self.shared.store,
+                hlc: &self.shared.hlc,
+            };
+            match (dir, peer, msg) {
+                (Dir::In, None, msg) => {
+                    if !self.inbound_hello(key, now, msg) {
+                        return;
+                    }
+                }
+                (Dir::In, Some(p), m) => self.node.handle_in_msg(now, p, m, &ctx),
+                (Dir::Out, Some(p), Msg::Error { message, .. }) => {
+                    warn!(peer = p, "peer refused replication: {message}");
+                    self.close(key);
+                    return;
+                }
+                (Dir::Out, Some(p), m) => self.node.handle_out_msg(now, p, m, &ctx),
+                (Dir::Out, None, _) => {}
+            }
+        }
+    }
+
+    /// The first frame on inbound link `key`, which must be `HELLO`. An accepted `HELLO` makes
+    /// the link that peer's inbound link (closing any older one) and answers the node's
+    /// `WELCOME`; a refused one is answered with an [`ERROR_HELLO_REFUSED`] error and the link
+    /// closes once it is flushed. Any other frame closes the link at once. Returns false when the
+    /// link is gone.
+    fn inbound_hello(&mut self, key: usize, now: Now, msg: Msg) -> bool {
+        let Msg::Hello {
+            cluster,
+            from,
+            incarnation,
+        } = msg
+        else {
+            warn!("closing replication connection: expected HELLO");
+            self.close(key);
+            return false;
+        };
+        match self.node.handle_hello(now, &cluster, from, incarnation) {
+            Ok(welcome) => {
+                if let Some(old) = self.in_conn.insert(from.id, key) {
+                    if old != key {
+                        self.close(old);
+                    }
+                }
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.peer = Some(from.id);
+                    welcome.encode(c.io.output());
+                }
+            }
+            Err(e) => {
+                warn!(peer = from.id, "refusing replication peer: {e}");
+                if let Some(c) = self.conns.get_mut(key) {
+                    send_error(c, ERROR_HELLO_REFUSED, e.to_string());
+                    c.closing = true;
+                }
+            }
+        }
+        true
+    }
+
+    /// Writes what link `key` can take now, updates its interest, and closes it if writing
+    /// failed or it was closing and is now flushed.
+    pub(super) fn flush(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.connecting {
+            return;
+        }
+        let failed = c.io.flush().is_err();
+        if !failed {
+            let _ =
+                c.io.update_interest(self.poll.registry(), Token(CONN_BASE + key));
+        }
+        if failed || (c.closing && c.io.unsent() == 0) {
+            self.close(key);
+        }
+    }
+
+    /// Closes link `key` and tells the node if it was a peer's current link.
+    pub(super) fn close(&mut self, key: usize) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        let mut c = self.conns.remove(key);
+        c.io.deregister(self.poll.registry());
+        if let Some(peer) = c.peer {
+            match c.dir {
+                Dir::Out => {
+                    if self.out_conn.get(&peer) == Some(&key) {
+                        self.out_conn.remove(&peer);
+                        self.node.handle_out_closed(peer);
+                        debug!(peer, "replication link down");
+                    }
+                }
+                Dir::In => {
+                    if self.in_conn.get(&peer) == Some(&key) {
+                        self.in_conn.remove(&peer);
+                        self.node.handle_in_closed(peer);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Time sync over UDP: the datagrams of the node's time-sync protocol (probes from the time
+//! master, answers and corrections) on the `time-port` socket.
+//!
+//! Datagrams are decoded here and handed to the node, and the node's outgoing datagrams are sent
+//! to each member's time port. A datagram that does not decode is counted and dropped; a send
+//! that fails is dropped too (time sync retries on its own schedule).
+
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+
+use presenced_core::cluster::timesync::Packet;
+use tracing::debug;
+
+use super::ClusterDriver;
+
+impl ClusterDriver {
+    /// Receives every pending datagram and hands each to the node.
+    pub(super) fn recv_datagrams(&mut self) {
+        let mut buf = [0u8; 512];
+        loop {
+            match self.udp.recv_from(&mut buf) {
+                Ok((n, from)) => match Packet::decode(buf.get(..n).unwrap_or_default()) {
+                    Ok(p) => {
+                        let now = self.now();
+                        self.node.handle_datagram(now, p);
+                    }
+                    Err(e) => {
+                        debug!(%from, "bad time-sync datagram: {e}");
+                        self.shared.metrics.error("timesync_protocol");
+                    }
+                },
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("time-sync receive failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends every datagram the node has queued.
+    pub(super) fn send_datagrams(&mut self) {
+        while let Some((peer, p)) = self.node.poll_datagram() {
+            if let Some(info) = self.node.member_info(peer) {
+                self.scratch.clear();
+                p.encode(&mut self.scratch);
+                let _ = self
+                    .udp
+                    .send_to(&self.scratch, SocketAddr::new(info.host, info.time_port));
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The state every thread of a node shares ([`Shared`]), the options of `presenced serve`
+//! ([`ServeOptions`]), and [`NodeBackend`], the [`Backend`] the HTTP handlers see.
+//!
+//! Everything in [`Shared`] is either immutable after start-up or safe to use from any thread
+//! without a lock held across calls: the store and the HLC are lock-free, metrics are atomics,
+//! the cluster thread's state is reached only through [`Repl`].
+//!
+//! This module spawns nothing and touches no socket; [`NodeBackend`] reads the clock only to
+//! measure query latency.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use presenced_config::{ClusterConfig, NodeConfig};
+use presenced_core::model::ExtLimits;
+use presenced_core::proto::pool::PoolLimits;
+use presenced_core::proto::pool_session::Streams;
+use presenced_core::proto::query::QueryLimits;
+use presenced_core::{Hlc, Sid, Status, Store};
+use presenced_frontends::backend::{Backend, ClusterView, Frontend, MemberView};
+use presenced_frontends::http::HttpLimits;
+
+use crate::clock::ClusterClock;
+use crate::metrics::Metrics;
+use crate::repl::Repl;
+
+/// Options of `presenced serve` beyond the cluster file.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    /// Shift of this node's clock, ms (`--clock-offset-ms`).
+    pub clock_offset_ms: i64,
+}
+
+/// State shared by every thread of a node.
+#[derive(Debug)]
+pub struct Shared {
+    /// The whole cluster file.
+    pub config: ClusterConfig,
+    /// This node's entry of it.
+    pub me: NodeConfig,
+    /// Every user's status.
+    pub store: Store,
+    /// The node's HLC.
+    pub hlc: Hlc,
+    /// Pool stream high-water marks.
+    pub streams: Streams,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Cluster time.
+    pub clock: ClusterClock,
+    /// Set once to stop every thread.
+    pub shutdown: AtomicBool,
+    /// When the node started.
+    pub started: Instant,
+    /// Number of worker threads.
+    pub workers: usize,
+    /// Pool protocol limits.
+    pub pool_limits: PoolLimits,
+    /// Query protocol limits.
+    pub query_limits: QueryLimits,
+    /// HTTP limits.
+    pub http_limits: HttpLimits,
+    /// The cluster thread's shared end.
+    pub repl: Repl,
+    /// Whether pool acks wait for a replica (`<replication ack="replica">`).
+    pub ack_replica: bool,
+}
+
+impl Shared {
+    /// Builds the shared state of node `me` of `config`.
+    pub fn new(config: ClusterConfig, me: NodeConfig, opts: &ServeOptions, repl: Repl) -> Self {
+        let l = *config.limits();
+        let workers = if l.workers == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            l.workers
+        };
+        let ext = ExtLimits {
+            max_entries: l.max_ext_entries,
+            max_key: l.max_ext_key_bytes,
+            max_value: l.max_ext_value_bytes,
+        };
+        Self {
+            hlc: Hlc::new(me.id),
+            me,
+            // Sized for a million users up front (8 MiB of bins): growing the table under load
+            // stalls ingest while it is copied.
+            store: Store::with_capacity(1 << 20),
+            streams: Streams::default(),
+            metrics: Metrics::new(workers),
+            clock: ClusterClock::new(opts.clock_offset_ms),
+            shutdown: AtomicBool::new(false),
+            started: Instant::now(),
+            workers,
+            pool_limits: PoolLimits {
+                max_frame: l.max_frame_bytes,
+                max_batch: l.max_events_per_frame,
+                ext,
+            },
+            query_limits: QueryLimits {
+                max_frame: l.max_frame_bytes,
+                max_batch: l.batch_limit,
+            },
+            http_limits: HttpLimits::from_config(&l),
+            ack_replica: config.replication().ack == presenced_config::AckPolicy::Replica,
+            repl,
+            config,
+        }
+    }
+
+    /// The [`Backend`] view that worker `worker` gives its HTTP handlers for input that
+    /// started being handled at `started` (query latency is measured from there).
+    pub fn backend(&self, worker: usize, started: Instant) -> NodeBackend<'_> {
+        NodeBackend {
+            shared: self,
+            worker,
+            started,
+        }
+    }
+}
+
+/// [`Backend`] over [`Shared`].
+#[derive(Debug)]
+pub struct NodeBackend<'a> {
+    shared: &'a Shared,
+    worker: usize,
+    started: Instant,
+}
+
+impl Backend for NodeBackend<'_> {
+    fn node_id(&self) -> u16 {
+        self.shared.me.id
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
+    }
+
+    fn batch_limit(&self) -> usize {
+        usize::from(self.shared.query_limits.max_batch)
+    }
+
+    fn statuses(&self, ids: &[Sid], out: &mut Vec<Status>) {
+        self.shared.store.pin().statuses(ids, out);
+    }
+
+    fn not_ready_reason(&self) -> Option<String> {
+        if self.shared.shutdown.load(Ordering::Relaxed) {
+            return Some("draining".to_owned());
+        }
+        self.shared.repl.snapshot().not_ready.map(str::to_owned)
+    }
+
+    fn cluster(&self) -> ClusterView {
+        let s = self.shared;
+        let snap = s.repl.snapshot();
+        let ready = self.not_ready_reason().is_none();
+        let members = if snap.members.is_empty() {
+            vec![MemberView {
+                id: s.me.id,
+                alive: true,
+                ready,
+            }]
+        } else {
+            snap.members
+        };
+        ClusterView {
+            node: s.me.id,
+            term: snap.term,
+            time_master: snap.time_master,
+            data_master: snap.data_master,
+            ready,
+            cluster_time_ms: s.clock.now_ms(),
+            clock_offset_us: s.clock.correction_us(),
+            records: s.store.len() as u64,
+            digest: format!("{:032x}", s.store.digest()),
+            members,
+        }
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        let s = self.shared;
+        s.metrics
+            .render(out, s.store.len() as u64, s.started.elapsed().as_secs_f64());
+    }
+
+    fn record_query(&self, f: Frontend, ids: usize, micros: u64) {
+        let idx = match f {
+            Frontend::Json => 1,
+            Frontend::Soap => 2,
+        };
+        // Handlers do not read clocks; the driver measures from when it started this input.
+        let micros = if micros == 0 {
+            self.started.elapsed().as_micros() as u64
+        } else {
+            micros
+        };
+        self.shared
+            .metrics
+            .query(idx, self.worker, ids as u64, micros);
+    }
+
+    fn record_error(&self, code: &'static str) {
+        self.shared.metrics.error(code);
+    }
+}
