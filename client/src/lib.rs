@@ -64,6 +64,21 @@ pub enum ClientError {
     Protocol(&'static str),
 }
 
+impl ClientError {
+    /// Whether another attempt (on this node later, or on another node) may succeed: a broken
+    /// connection, or a server that said it is unavailable (not ready yet, draining). A server
+    /// that refuses the bytes themselves (bad token, bad event) would refuse them again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Io(_) => true,
+            Self::Server { code, .. } => {
+                *code == presenced_core::proto::ErrorCode::Unavailable as u8
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Reads one whole frame (type and body) from a blocking stream.
 ///
 /// `buf` holds bytes read earlier and not yet returned; bytes after the frame stay in it for the

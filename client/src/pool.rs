@@ -92,7 +92,8 @@ impl PoolClient {
             reconnects: 0,
             out: Vec::new(),
         };
-        c.reconnect()?;
+        let deadline = Instant::now() + c.opts.retry_for;
+        c.reconnect_until(deadline)?;
         c.reconnects = 0;
         Ok(c)
     }
@@ -135,7 +136,7 @@ impl PoolClient {
                 Ok(()) => return Ok(()),
                 // A broken connection is retried; a server that refuses us (bad token, bad
                 // event) would refuse the same bytes again, so that error is final.
-                Err(ClientError::Io(e)) if Instant::now() < deadline => {
+                Err(e) if e.is_retryable() && Instant::now() < deadline => {
                     warn!("pool connection failed ({e}); reconnecting");
                     self.conn = None;
                     self.reconnect_until(deadline)?;
@@ -215,7 +216,7 @@ impl PoolClient {
         loop {
             match self.reconnect() {
                 Ok(()) => return Ok(()),
-                Err(e) if Instant::now() + backoff < deadline => {
+                Err(e) if e.is_retryable() && Instant::now() + backoff < deadline => {
                     debug!("reconnect failed: {e}");
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_millis(500));

@@ -318,9 +318,7 @@ impl Parser<'_> {
                 other => {
                     return Err(self.err(
                         x.pos,
-                        format!(
-                            "bad `ack` {other:?}: expected local, replica or replica-or-local"
-                        ),
+                        format!("bad `ack` {other:?}: expected local, replica or replica-or-local"),
                     ))
                 }
             },

@@ -23,10 +23,11 @@ pub struct ClusterView {
     pub node: u16,
     /// The election term.
     pub term: u64,
-    /// The standard-time server (lowest live id).
-    pub time_master: u16,
-    /// The reference data master (lowest live id).
-    pub data_master: u16,
+    /// The standard-time server (lowest live ready id); `None` (JSON `null`) until this node
+    /// heard from every peer or `down-after-ms` passed since it started.
+    pub time_master: Option<u16>,
+    /// The reference data master (lowest live ready id); `None` as long as `time_master` is.
+    pub data_master: Option<u16>,
     /// Whether this node serves (synced, clock within tolerance, not draining).
     pub ready: bool,
     /// Cluster time now, ms since the Unix epoch.

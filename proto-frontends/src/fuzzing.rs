@@ -142,8 +142,8 @@ impl Backend for FakeBackend {
         ClusterView {
             node: self.node,
             term: 3,
-            time_master: 1,
-            data_master: 1,
+            time_master: Some(1),
+            data_master: Some(1),
             ready: self.not_ready.is_none(),
             cluster_time_ms: self.now_ms,
             clock_offset_us: -12,

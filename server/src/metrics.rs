@@ -115,6 +115,14 @@ pub struct Metrics {
     pub merged: AtomicU64,
     /// Role changes seen by this node.
     pub elections: AtomicU64,
+    /// Times this node noticed it had not run for a while (paused, frozen, swapped out).
+    pub stalls: AtomicU64,
+    /// Records relayed to peers on behalf of an origin that went down or restarted.
+    pub relayed: AtomicU64,
+    /// Pool replies (acks) held by the ack gates, waiting for a peer to have their updates.
+    pub acks_held: AtomicI64,
+    /// Pool connections closed unread because the worker stalled or the client had closed.
+    pub pool_abandoned: AtomicU64,
     /// Update numbers held in the replication backlog.
     pub backlog: AtomicU64,
     /// Local updates not yet acked by any peer.
@@ -149,6 +157,10 @@ impl Metrics {
             digest_repairs: AtomicU64::new(0),
             merged: AtomicU64::new(0),
             elections: AtomicU64::new(0),
+            stalls: AtomicU64::new(0),
+            relayed: AtomicU64::new(0),
+            acks_held: AtomicI64::new(0),
+            pool_abandoned: AtomicU64::new(0),
             backlog: AtomicU64::new(0),
             repl_pending: AtomicU64::new(0),
             clock_offset_us: AtomicI64::new(0),
@@ -369,6 +381,30 @@ impl Metrics {
                 "counter",
                 "Role changes seen by this node.",
                 c(&self.elections),
+            ),
+            (
+                "presenced_stalls_total",
+                "counter",
+                "Times this node noticed it had not run for a while (paused, frozen, swapped out).",
+                c(&self.stalls),
+            ),
+            (
+                "presenced_replication_relayed_total",
+                "counter",
+                "Records relayed to peers for an origin that went down or restarted.",
+                c(&self.relayed),
+            ),
+            (
+                "presenced_pool_acks_held",
+                "gauge",
+                "Pool acks held until a peer has their updates (replica policy).",
+                self.acks_held.load(Ordering::Relaxed).max(0) as u64,
+            ),
+            (
+                "presenced_pool_abandoned_total",
+                "counter",
+                "Pool connections closed unread after a stall or the client's close.",
+                c(&self.pool_abandoned),
             ),
             (
                 "presenced_replication_backlog",

@@ -1,17 +1,18 @@
 //! [`Repl`]: the cluster thread's shared end, what the other threads see of it. Workers hand it
-//! the sids their pool sessions changed ([`Repl::submit`], numbered from one shared counter) and
-//! read the replication watermark ([`Repl::replicated`]) and peer liveness that the `replica` ack
-//! policy waits on; HTTP handlers read the published [`ClusterSnapshot`]. The cluster thread
-//! alone publishes (`publish_progress`, `publish_snapshot`).
+//! the sids their pool sessions changed ([`Repl::submit`], numbered by the core
+//! [`Watermark`]) and give their acks to an [`presenced_core::ack_gate::AckGate`] that reads the
+//! same watermark ([`Repl::watermark`]); HTTP handlers read the published [`ClusterSnapshot`].
+//! The cluster thread alone publishes (`publish_progress`, `publish_snapshot`).
 //!
 //! Everything here is an atomic, a channel or a read-mostly lock: no caller blocks on the
 //! cluster thread, and no lock is held across a call.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
+use presenced_core::ack_gate::Watermark;
 use presenced_core::Sid;
 use presenced_frontends::backend::MemberView;
 
@@ -20,10 +21,10 @@ use presenced_frontends::backend::MemberView;
 pub struct ClusterSnapshot {
     /// Election term.
     pub term: u64,
-    /// Time master.
-    pub time_master: u16,
-    /// Data master.
-    pub data_master: u16,
+    /// Time master (`None` until every peer was heard from or `down-after-ms` passed).
+    pub time_master: Option<u16>,
+    /// Data master (`None` as long as the time master is).
+    pub data_master: Option<u16>,
     /// `None` when ready, else why not.
     pub not_ready: Option<&'static str>,
     /// Every member, this node included.
@@ -35,12 +36,11 @@ pub struct ClusterSnapshot {
 pub struct Repl {
     tx: Sender<(u64, Vec<Sid>)>,
     waker: Arc<Waker>,
-    /// Next local update number.
-    next_seq: AtomicU64,
-    /// Highest local update number some peer acked.
-    replicated: AtomicU64,
-    /// Whether any peer is alive (the `replica` ack policy only waits then).
-    peers_alive: AtomicBool,
+    /// Local update numbers and the replicated watermark.
+    watermark: Watermark,
+    /// Whether the node is ready (a copy of `snapshot.not_ready.is_none()` that workers read
+    /// on every pool call without the lock).
+    ready: AtomicBool,
     snapshot: RwLock<ClusterSnapshot>,
     workers: OnceLock<Vec<Arc<Waker>>>,
 }
@@ -49,25 +49,23 @@ impl Repl {
     /// Numbers `sids` as the next local updates and hands them to the cluster thread. Returns
     /// the number of the last one (0 for none).
     pub fn submit(&self, sids: Vec<Sid>) -> u64 {
-        if sids.is_empty() {
+        let Some((first, last)) = self.watermark.allocate(sids.len() as u64) else {
             return 0;
-        }
-        let n = sids.len() as u64;
-        let first = self.next_seq.fetch_add(n, Ordering::AcqRel);
+        };
         if self.tx.send((first, sids)).is_ok() {
             let _ = self.waker.wake();
         }
-        first + n - 1
+        last
     }
 
-    /// Highest local update number acked by at least one peer.
-    pub fn replicated(&self) -> u64 {
-        self.replicated.load(Ordering::Acquire)
+    /// Whether the node is ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
     }
 
-    /// Whether any peer is alive.
-    pub fn peers_alive(&self) -> bool {
-        self.peers_alive.load(Ordering::Acquire)
+    /// Local update numbers and what peers have (the ack gates read it).
+    pub fn watermark(&self) -> &Watermark {
+        &self.watermark
     }
 
     /// The latest published cluster state.
@@ -89,9 +87,9 @@ impl Repl {
     /// peer is alive, and wakes every worker if the former moved (acks held under the `replica`
     /// policy may go out).
     pub(crate) fn publish_progress(&self, replicated: u64, peers_alive: bool) {
-        let before = self.replicated.swap(replicated, Ordering::AcqRel);
-        self.peers_alive.store(peers_alive, Ordering::Release);
-        if before != replicated {
+        let before = self.watermark.replicated();
+        self.watermark.publish(replicated, peers_alive);
+        if before != self.watermark.replicated() {
             for w in self.workers.get().into_iter().flatten() {
                 let _ = w.wake();
             }
@@ -101,6 +99,8 @@ impl Repl {
     /// Cluster thread: publishes the cluster state. Readers (every HTTP request) take the read
     /// lock; the write lock is taken only when something changed.
     pub(crate) fn publish_snapshot(&self, snap: ClusterSnapshot) {
+        self.ready
+            .store(snap.not_ready.is_none(), Ordering::Release);
         let changed = self.snapshot.read().map_or(true, |s| *s != snap);
         if changed {
             if let Ok(mut s) = self.snapshot.write() {
@@ -116,10 +116,13 @@ pub(crate) fn repl_pair(waker: Arc<Waker>) -> (Repl, Receiver<(u64, Vec<Sid>)>) 
     let repl = Repl {
         tx,
         waker,
-        next_seq: AtomicU64::new(1),
-        replicated: AtomicU64::new(0),
-        peers_alive: AtomicBool::new(false),
-        snapshot: RwLock::new(ClusterSnapshot::default()),
+        watermark: Watermark::default(),
+        ready: AtomicBool::new(false),
+        // Not ready until the cluster thread published its first view.
+        snapshot: RwLock::new(ClusterSnapshot {
+            not_ready: Some("starting"),
+            ..ClusterSnapshot::default()
+        }),
         workers: OnceLock::new(),
     };
     (repl, rx)

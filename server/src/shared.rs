@@ -9,9 +9,10 @@
 //! measure query latency.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use presenced_config::{ClusterConfig, NodeConfig};
+use presenced_config::{AckPolicy, ClusterConfig, NodeConfig};
+use presenced_core::ack_gate::AckMode;
 use presenced_core::model::ExtLimits;
 use presenced_core::proto::pool::PoolLimits;
 use presenced_core::proto::pool_session::Streams;
@@ -62,8 +63,12 @@ pub struct Shared {
     pub http_limits: HttpLimits,
     /// The cluster thread's shared end.
     pub repl: Repl,
-    /// Whether pool acks wait for a replica (`<replication ack="replica">`).
-    pub ack_replica: bool,
+    /// When pool acks may leave (`<replication ack>`; `Local` when the file names no other
+    /// node).
+    pub ack_mode: AckMode,
+    /// A worker loop gap beyond this means the process did not run (see
+    /// `Worker::abandon_pool_conns`): half of `down-after-ms`.
+    pub stall_after: Duration,
 }
 
 impl Shared {
@@ -102,9 +107,19 @@ impl Shared {
                 max_batch: l.batch_limit,
             },
             http_limits: HttpLimits::from_config(&l),
-            ack_replica: config.replication().ack == presenced_config::AckPolicy::Replica,
+            ack_mode: ack_mode(&config),
+            stall_after: Duration::from_millis((config.timing().down_after_ms / 2).max(50)),
             repl,
             config,
+        }
+    }
+
+    /// Why this node does not serve yet (`None` when ready): pool input is refused meanwhile.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if self.repl.is_ready() {
+            None
+        } else {
+            Some(self.repl.snapshot().not_ready.unwrap_or("starting"))
         }
     }
 
@@ -202,5 +217,18 @@ impl Backend for NodeBackend<'_> {
 
     fn record_error(&self, code: &'static str) {
         self.shared.metrics.error(code);
+    }
+}
+
+/// The ack policy in force: the configured one, except that a node whose file names no other
+/// node has no replica to wait for and acks locally.
+fn ack_mode(config: &ClusterConfig) -> AckMode {
+    if config.nodes().len() <= 1 {
+        return AckMode::Local;
+    }
+    match config.replication().ack {
+        AckPolicy::Local => AckMode::Local,
+        AckPolicy::Replica => AckMode::Replica,
+        AckPolicy::ReplicaOrLocal => AckMode::ReplicaOrLocal,
     }
 }

@@ -10,7 +10,7 @@
 //! A connection whose peer does not read its answers stops being read from once
 //! [`OUT_CAP`] bytes are waiting.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpStream;
 use mio::{Events, Poll, Token, Waker};
-use presenced_core::proto::pool_session::{PoolCtx, PoolSession};
+use presenced_core::ack_gate::{AckGate, Need};
+use presenced_core::proto::pool_session::{PoolCtx, PoolSession, Reply};
 use presenced_core::proto::query::{QueryCtx, QuerySession};
+use presenced_core::proto::{put_error, ErrorCode};
 use presenced_frontends::http::HttpConn;
 use presenced_frontends::router::Router;
 use slab::Slab;
@@ -66,15 +68,15 @@ struct Conn {
     /// The session's last call said work is left: call it again even without new input.
     again: bool,
     last_active: Instant,
-    /// Pool output held back until a peer has the updates it acks (`replica` policy): the local
-    /// update number needed and the bytes, in order.
-    held: VecDeque<(u64, Vec<u8>)>,
+    /// Pool replies, released in order once the updates they ack are on a peer (the policy
+    /// decides; see `presenced_core::ack_gate`).
+    gate: AckGate,
 }
 
 impl Conn {
     /// Output not written yet, held output included.
     fn output_len(&self) -> usize {
-        self.io.unsent() + self.held.iter().map(|h| h.1.len()).sum::<usize>()
+        self.io.unsent() + self.gate.held_bytes()
     }
 }
 
@@ -121,11 +123,16 @@ impl Worker {
             } else {
                 Duration::ZERO
             };
+            let before = Instant::now();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != ErrorKind::Interrupted {
                     warn!(worker = self.idx, "poll failed: {e}");
                     return;
                 }
+            }
+            let gap = before.elapsed().saturating_sub(timeout);
+            if gap > self.shared.stall_after {
+                self.abandon_pool_conns(gap);
             }
             if self.shared.shutdown.load(Ordering::Acquire) {
                 self.close_all();
@@ -159,6 +166,34 @@ impl Worker {
         }
     }
 
+    /// This worker did not run for `gap` (the process was paused, frozen or swapped out): its
+    /// pool clients may have given up on these connections and re-sent their events elsewhere,
+    /// so what is still unread on them is stale. They are closed without reading it; every
+    /// event not acked is re-sent by its client on a new connection.
+    fn abandon_pool_conns(&mut self, gap: Duration) {
+        let stale: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.proto == Proto::Pool)
+            .map(|(k, _)| k)
+            .collect();
+        if !stale.is_empty() {
+            warn!(
+                worker = self.idx,
+                gap_ms = gap.as_millis() as u64,
+                connections = stale.len(),
+                "stalled: closing pool connections without reading them"
+            );
+        }
+        for key in stale {
+            self.shared
+                .metrics
+                .pool_abandoned
+                .fetch_add(1, Ordering::Relaxed);
+            self.close(key);
+        }
+    }
+
     fn accept_new(&mut self) {
         while let Ok((stream, proto, peer)) = self.rx.try_recv() {
             let entry = self.conns.vacant_entry();
@@ -189,7 +224,7 @@ impl Worker {
                 closing: false,
                 again: false,
                 last_active: Instant::now(),
-                held: VecDeque::new(),
+                gate: AckGate::new(self.shared.ack_mode),
             });
             self.service(key);
         }
@@ -214,6 +249,30 @@ impl Worker {
         }
         let mut more = false;
         if let Some(c) = self.conns.get_mut(key) {
+            if c.proto == Proto::Pool && c.io.eof() && c.io.input_len() > 0 {
+                // The client closed: it gave up on this connection and re-sends what was not
+                // acked elsewhere, so what is still unread here is stale (docs/protocols/pool.md,
+                // "Ordering"). Nothing more is applied from it.
+                c.io.clear_input();
+                c.again = false;
+                self.shared
+                    .metrics
+                    .pool_abandoned
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            if c.proto == Proto::Pool && !c.closing && c.io.input_len() > 0 {
+                if let Some(reason) = self.shared.not_ready() {
+                    // Neither applied nor acked before the node is ready: the client retries
+                    // or fails over.
+                    c.io.clear_input();
+                    put_error(
+                        c.io.output(),
+                        ErrorCode::Unavailable,
+                        &format!("not ready: {reason}"),
+                    );
+                    c.closing = true;
+                }
+            }
             if !c.closing && c.output_len() < OUT_CAP && (c.io.input_len() > 0 || c.again) {
                 more = process(&self.shared, self.idx, c);
                 c.again = more;
@@ -222,8 +281,14 @@ impl Worker {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        release_held(&self.shared, c);
-        if c.held.is_empty() {
+        let held_before = c.gate.held();
+        c.gate.release(self.shared.repl.watermark(), c.io.output());
+        let held = c.gate.held();
+        self.shared
+            .metrics
+            .acks_held
+            .fetch_add(held as i64 - held_before as i64, Ordering::Relaxed);
+        if held == 0 {
             self.holding.remove(&key);
         } else {
             self.holding.insert(key);
@@ -233,7 +298,7 @@ impl Worker {
             self.close(key);
             return;
         }
-        let flushed = c.output_len() == 0 && c.held.is_empty();
+        let flushed = c.output_len() == 0;
         if flushed && (c.closing || (c.io.eof() && !more)) {
             self.close(key);
             return;
@@ -255,6 +320,10 @@ impl Worker {
         self.holding.remove(&key);
         if self.conns.contains(key) {
             let mut c = self.conns.remove(key);
+            self.shared
+                .metrics
+                .acks_held
+                .fetch_sub(c.gate.held() as i64, Ordering::Relaxed);
             c.io.deregister(self.poll.registry());
             self.shared.metrics.closed(c.proto);
             debug!(peer = %c.peer, "connection closed");
@@ -304,24 +373,6 @@ impl Worker {
     }
 }
 
-/// Moves held pool output whose updates a peer now has (or that no peer can take) to `wbuf`.
-fn release_held(shared: &Shared, c: &mut Conn) {
-    if c.held.is_empty() {
-        return;
-    }
-    let replicated = shared.repl.replicated();
-    let alone = !shared.repl.peers_alive();
-    while c
-        .held
-        .front()
-        .is_some_and(|(need, _)| *need <= replicated || alone)
-    {
-        if let Some((_, bytes)) = c.held.pop_front() {
-            c.io.output().extend_from_slice(&bytes);
-        }
-    }
-}
-
 /// Feeds the unconsumed input to the session. Returns whether the session has work left (whole
 /// frames beyond the budget, or work it asks to be called again for even without new input).
 fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
@@ -349,18 +400,33 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
             let out_start = wbuf.len();
             let r = s.handle_input(input, FRAME_BUDGET, &mut ctx, wbuf);
             drop(pinned);
-            // Hand the changed users to replication; under the `replica` policy, hold this
-            // call's output (its acks) until a peer has them.
-            let last = shared.repl.submit(changed);
-            let need = if last > 0 {
-                last
-            } else {
-                c.held.back().map_or(0, |h| h.0)
-            };
-            if shared.ack_replica && need > 0 && shared.repl.peers_alive() {
-                let bytes = wbuf.split_off(out_start);
-                c.held.push_back((need, bytes));
+            // Hand the changed users to replication, then give the replies to the ack gate: a
+            // durable reply (ACK, WELCOME) waits until everything this node numbered so far,
+            // this call's changes included, is on a peer.
+            shared.repl.submit(changed);
+            let water = shared.repl.watermark();
+            let durable = Need::Update(water.allocated());
+            let bytes = wbuf.split_off(out_start);
+            let held_before = c.gate.held();
+            let mut from = 0;
+            for (end, reply) in s.take_replies() {
+                let end = end.saturating_sub(out_start).min(bytes.len());
+                let need = match reply {
+                    Reply::Durable => durable,
+                    Reply::Plain => Need::Nothing,
+                };
+                c.gate
+                    .submit(need, bytes.get(from..end).unwrap_or_default(), water, wbuf);
+                from = end;
             }
+            c.gate.submit(
+                Need::Nothing,
+                bytes.get(from..).unwrap_or_default(),
+                water,
+                wbuf,
+            );
+            m.acks_held
+                .fetch_add(c.gate.held() as i64 - held_before as i64, Ordering::Relaxed);
             match r {
                 Ok(o) => {
                     m.updates.fetch_add(o.events, Ordering::Relaxed);

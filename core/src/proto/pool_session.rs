@@ -130,6 +130,20 @@ pub struct PoolSession {
     snapshot_open: bool,
     /// An `EVENTS` frame whose processing waits for a snapshot sweep.
     parked: Option<Job>,
+    /// The replies written since the last [`PoolSession::take_replies`]: where each ends in
+    /// `out`, and what it promises.
+    replies: Vec<(usize, Reply)>,
+}
+
+/// What a reply frame promises, so that the driver's ack gate knows what it must wait for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// `ACK` or `WELCOME`: events are durable here (`applied` in a `WELCOME` covers events of
+    /// earlier connections too). Under the `replica` policy it may leave only once every update
+    /// this node applied so far has reached a peer.
+    Durable,
+    /// `PONG` or `ERROR`: promises nothing about data; it only keeps its place in the order.
+    Plain,
 }
 
 /// The events of one `EVENTS` frame being applied.
@@ -163,6 +177,7 @@ impl PoolSession {
             max_snapshot: DEFAULT_MAX_SNAPSHOT,
             snapshot_open: false,
             parked: None,
+            replies: Vec::new(),
         }
     }
 
@@ -225,12 +240,19 @@ impl PoolSession {
         Ok(o)
     }
 
+    /// The replies written since the last call, in order: `(end offset in out, kind)`. A reply
+    /// starts where the previous one ended (the first where `out` stood before the call).
+    pub fn take_replies(&mut self) -> std::vec::Drain<'_, (usize, Reply)> {
+        self.replies.drain(..)
+    }
+
     fn fail(&mut self, e: SessionError, out: &mut Vec<u8>) -> SessionError {
         ServerFrame::Error {
             code: e.code() as u8,
             message: e.to_string(),
         }
         .encode(out);
+        self.replies.push((out.len(), Reply::Plain));
         e
     }
 
@@ -270,6 +292,7 @@ impl PoolSession {
                     applied,
                 }
                 .encode(out);
+                self.replies.push((out.len(), Reply::Durable));
                 Ok((0, 0))
             }
             (State::AwaitHello, _) => Err(SessionError::Protocol("expected HELLO")),
@@ -278,6 +301,7 @@ impl PoolSession {
             }
             (State::Open { .. }, ClientFrame::Ping(n)) => {
                 ServerFrame::Pong(n).encode(out);
+                self.replies.push((out.len(), Reply::Plain));
                 Ok((0, 0))
             }
             (
@@ -365,6 +389,7 @@ impl PoolSession {
         }
         ctx.streams.advance(job.pool, job.stream, job.last);
         ServerFrame::Ack(job.last).encode(out);
+        self.replies.push((out.len(), Reply::Durable));
         Ok(true)
     }
 

@@ -5,9 +5,11 @@
 //! are decoded here and handed to the [`ClusterNode`](presenced_core::cluster::node::ClusterNode);
 //! what the node wants sent is encoded by the driver loop (`after_input`) into the links' output.
 //!
-//! The first frame on an inbound link must be `HELLO` ([`ClusterDriver::inbound_hello`]); the
-//! numeric codes of the `ERROR` frames this module sends are [`ERROR_MALFORMED`] and
-//! [`ERROR_HELLO_REFUSED`].
+//! The protocol decisions are the node's: every decoded frame goes to
+//! [`ClusterNode::handle_frame`](presenced_core::cluster::node::ClusterNode::handle_frame) with
+//! what the driver knows of the link ([`Conn`]), which enforces the `HELLO` handshake and answers
+//! a [`Verdict`] (continue, accepted, refuse with a named error code, close); this module only
+//! carries it out.
 //!
 //! A malformed frame closes only the link it arrived on (after an `ERROR` frame); the peer then
 //! reconnects and resumes.
@@ -18,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::Token;
-use presenced_core::cluster::node::{Ctx, Dir, Now};
+use presenced_core::cluster::node::{Conn, Ctx, Dir, Verdict};
 use presenced_core::cluster::repl::Msg;
+use presenced_core::proto::ErrorCode;
 use presenced_core::wire::split_frame;
 use tracing::{debug, warn};
 
@@ -28,11 +31,6 @@ use crate::conn::{BufConn, ReadStop};
 
 /// Bytes read from one connection before the others (and the timers) get a turn.
 const READ_BUDGET: usize = 4 << 20;
-
-/// `ERROR` code sent on a replication frame that does not decode.
-const ERROR_MALFORMED: u8 = 1;
-/// `ERROR` code sent when an inbound `HELLO` is refused (wrong cluster, this node's own id).
-const ERROR_HELLO_REFUSED: u8 = 5;
 
 /// One replication connection.
 #[derive(Debug)]
@@ -50,10 +48,6 @@ pub(super) struct Link {
 }
 
 /// Appends an `ERROR` frame to a link's output.
-fn send_error(link: &mut Link, code: u8, message: String) {
-    Msg::Error { code, message }.encode(link.io.output());
-}
-
 impl ClusterDriver {
     /// Accepts every pending inbound link.
     pub(super) fn accept(&mut self) {
@@ -205,75 +199,68 @@ impl ClusterDriver {
                 Err(e) => {
                     warn!(peer = ?c.peer, "closing replication connection: malformed frame: {e}");
                     self.shared.metrics.error("repl_protocol");
-                    send_error(c, ERROR_MALFORMED, format!("malformed frame: {e}"));
-                    c.closing = true;
-                    c.io.clear_input();
-                    self.flush(key);
+                    self.apply_verdict(key, Verdict::malformed(e));
                     return;
                 }
             };
             c.last_frame = Instant::now();
-            let (dir, peer) = (c.dir, c.peer);
+            let conn = match (c.dir, c.peer) {
+                (Dir::In, None) => Conn::AwaitHello,
+                (Dir::In, Some(p)) => Conn::In(p),
+                (Dir::Out, Some(p)) => Conn::Out(p),
+                (Dir::Out, None) => continue,
+            };
             let now = self.now();
             let ctx = Ctx {
                 store: &self.shared.store,
                 hlc: &self.shared.hlc,
             };
-            match (dir, peer, msg) {
-                (Dir::In, None, msg) => {
-                    if !self.inbound_hello(key, now, msg) {
-                        return;
-                    }
-                }
-                (Dir::In, Some(p), m) => self.node.handle_in_msg(now, p, m, &ctx),
-                (Dir::Out, Some(p), Msg::Error { message, .. }) => {
-                    warn!(peer = p, "peer refused replication: {message}");
-                    self.close(key);
-                    return;
-                }
-                (Dir::Out, Some(p), m) => self.node.handle_out_msg(now, p, m, &ctx),
-                (Dir::Out, None, _) => {}
+            let verdict = self.node.handle_frame(now, conn, msg, &ctx);
+            if !self.apply_verdict(key, verdict) {
+                return;
             }
         }
     }
 
-    /// The first frame on inbound link `key`, which must be `HELLO`. An accepted `HELLO` makes
-    /// the link that peer's inbound link (closing any older one) and answers the node's
-    /// `WELCOME`; a refused one is answered with an [`ERROR_HELLO_REFUSED`] error and the link
-    /// closes once it is flushed. Any other frame closes the link at once. Returns false when the
-    /// link is gone.
-    fn inbound_hello(&mut self, key: usize, now: Now, msg: Msg) -> bool {
-        let Msg::Hello {
-            cluster,
-            from,
-            incarnation,
-        } = msg
-        else {
-            warn!("closing replication connection: expected HELLO");
-            self.close(key);
-            return false;
-        };
-        match self.node.handle_hello(now, &cluster, from, incarnation) {
-            Ok(welcome) => {
-                if let Some(old) = self.in_conn.insert(from.id, key) {
+    /// Does what the node decided for link `key` after a frame. Returns false when the link is
+    /// closing or gone (stop reading it).
+    fn apply_verdict(&mut self, key: usize, verdict: Verdict) -> bool {
+        match verdict {
+            Verdict::Continue => true,
+            Verdict::Accepted { peer, welcome } => {
+                if let Some(old) = self.in_conn.insert(peer, key) {
                     if old != key {
                         self.close(old);
                     }
                 }
                 if let Some(c) = self.conns.get_mut(key) {
-                    c.peer = Some(from.id);
+                    c.peer = Some(peer);
                     welcome.encode(c.io.output());
                 }
+                true
             }
-            Err(e) => {
-                warn!(peer = from.id, "refusing replication peer: {e}");
+            Verdict::Refuse { code, message } => {
                 if let Some(c) = self.conns.get_mut(key) {
-                    send_error(c, ERROR_HELLO_REFUSED, e.to_string());
+                    if code != ErrorCode::Malformed {
+                        warn!(peer = ?c.peer, "refusing replication peer: {message}");
+                    }
+                    Msg::Error {
+                        code: code as u8,
+                        message,
+                    }
+                    .encode(c.io.output());
                     c.closing = true;
+                    c.io.clear_input();
                 }
+                self.flush(key);
+                false
+            }
+            Verdict::Close { reason } => {
+                warn!("closing replication connection: {reason}");
+                self.close(key);
+                false
             }
         }
-        true
     }
 
     /// Writes what link `key` can take now, updates its interest, and closes it if writing

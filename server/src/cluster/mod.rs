@@ -17,7 +17,7 @@
 mod links;
 mod udp;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
+use presenced_core::ack_gate::Sequencer;
 use presenced_core::cluster::node::{ClusterNode, Ctx, Dir, Event, Now, Timing};
 use presenced_core::cluster::repl::{NodeInfo, ReplLimits};
 use presenced_core::Sid;
@@ -58,8 +59,8 @@ pub(crate) struct ClusterDriver {
     conns: Slab<Link>,
     out_conn: HashMap<u16, usize>,
     in_conn: HashMap<u16, usize>,
-    pending: BTreeMap<u64, Vec<Sid>>,
-    next_local: u64,
+    /// Workers' numbered batches, given back in number order.
+    sequencer: Sequencer,
     start: Instant,
     last_reconnect: Instant,
     shared: Arc<Shared>,
@@ -150,8 +151,7 @@ impl ClusterDriver {
             conns: Slab::new(),
             out_conn: HashMap::new(),
             in_conn: HashMap::new(),
-            pending: BTreeMap::new(),
-            next_local: 1,
+            sequencer: Sequencer::default(),
             start,
             last_reconnect: start - RECONNECT_EVERY,
             shared,
@@ -240,11 +240,10 @@ impl ClusterDriver {
 
     fn drain_local(&mut self) {
         while let Ok((first, sids)) = self.rx.try_recv() {
-            self.pending.insert(first, sids);
+            self.sequencer.push(first, sids);
         }
-        while let Some(sids) = self.pending.remove(&self.next_local) {
+        while let Some(sids) = self.sequencer.pop() {
             let now = self.now();
-            self.next_local += sids.len() as u64;
             self.node.handle_local_updates(now, &sids);
         }
     }
@@ -345,6 +344,8 @@ impl ClusterDriver {
             .store(stats.digest_repairs, Ordering::Relaxed);
         m.merged.store(stats.merged, Ordering::Relaxed);
         m.elections.store(stats.elections, Ordering::Relaxed);
+        m.stalls.store(stats.stalls, Ordering::Relaxed);
+        m.relayed.store(stats.relayed, Ordering::Relaxed);
         m.backlog
             .store(self.node.backlog_len() as u64, Ordering::Relaxed);
         m.clock_offset_us
@@ -376,10 +377,11 @@ impl ClusterDriver {
             ready: self.node.ready(),
         });
         members.sort_by_key(|m| m.id);
+        let known = self.node.roles_known();
         let snap = ClusterSnapshot {
             term: self.node.term(),
-            time_master: self.node.time_master(),
-            data_master: self.node.data_master(),
+            time_master: known.then(|| self.node.time_master()),
+            data_master: known.then(|| self.node.data_master()),
             not_ready: self.node.not_ready_reason(),
             members,
         };

@@ -590,10 +590,12 @@ impl ClusterNode {
         let alone = self.membership.is_empty();
         let master = self.membership.master();
         if !self.joined {
-            let from_master = self
-                .links
-                .get(&master)
-                .is_some_and(|l| l.inbound.snapshot_done());
+            // The master counts only once roles are known (its readiness was heard).
+            let from_master = self.roles_known
+                && self
+                    .links
+                    .get(&master)
+                    .is_some_and(|l| l.inbound.snapshot_done());
             // A node joins by taking a snapshot from the data master; the first nodes of a
             // cluster (nobody ready after the grace period), and a node alone in its file, start
             // from an empty store.
@@ -606,7 +608,7 @@ impl ClusterNode {
         if self.roles_known && master == self.me.id && (alone || (grace_over && !ready_peer)) {
             self.clock.confirm();
         }
-        let ready = self.joined && self.clock.confirmed() && !self.draining;
+        let ready = self.roles_known && self.joined && self.clock.confirmed() && !self.draining;
         if ready != self.ready {
             self.ready = ready;
             self.events.push_back(Event::Ready(ready));
