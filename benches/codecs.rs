@@ -2,6 +2,8 @@
 //!
 //! `cargo bench --bench codecs`. Every group reports a `Throughput` (elements = events or ids).
 
+// `criterion_group!` generates public functions that cannot carry docs.
+#![allow(missing_docs)]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

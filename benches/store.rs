@@ -4,6 +4,8 @@
 //!
 //! `cargo bench --bench store`. Set `PRESENCED_BENCH_USERS=10000000` for the 10M-user figures.
 
+// `criterion_group!` generates public functions that cannot carry docs.
+#![allow(missing_docs)]
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

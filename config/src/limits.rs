@@ -51,6 +51,14 @@ pub struct Limits {
     pub xml_max_depth: usize,
     /// Worker threads (0: one per core).
     pub workers: usize,
+    /// Unsent output bytes per client connection after which the node stops reading that
+    /// connection (a peer that sends requests and never reads the answers).
+    pub max_output_bytes: usize,
+    /// Output bytes buffered for one replication peer after which the node generates no more
+    /// data frames for it (a slow or stopped peer).
+    pub repl_congestion_bytes: usize,
+    /// Users the store is sized for at start (it grows beyond; a memory/speed trade-off).
+    pub initial_users: usize,
 }
 
 impl Default for Limits {
@@ -78,6 +86,9 @@ impl Default for Limits {
             http_body_timeout_ms: 30_000,
             xml_max_depth: 32,
             workers: 0,
+            max_output_bytes: 4 << 20,
+            repl_congestion_bytes: 8 << 20,
+            initial_users: 1 << 20,
         }
     }
 }

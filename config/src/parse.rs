@@ -304,6 +304,15 @@ impl Parser<'_> {
                 .num(self, "xml-max-depth", 4, 256)?
                 .map_or(d.xml_max_depth, u),
             workers: a.num(self, "workers", 0, 256)?.map_or(d.workers, u),
+            max_output_bytes: a
+                .num(self, "max-output-bytes", 64 << 10, 1 << 30)?
+                .map_or(d.max_output_bytes, u),
+            repl_congestion_bytes: a
+                .num(self, "repl-congestion-bytes", 1 << 20, 1 << 32)?
+                .map_or(d.repl_congestion_bytes, u),
+            initial_users: a
+                .num(self, "initial-users", 0, 1 << 32)?
+                .map_or(d.initial_users, u),
         })
     }
 
@@ -375,7 +384,8 @@ fn expected(element: &str) -> &'static str {
                      repl-max-frame-bytes, max-gossip-members, max-connections, idle-timeout-ms, \
                      http-max-head-bytes, http-max-headers, http-max-uri-bytes, \
                      http-max-body-bytes, http-head-timeout-ms, http-body-timeout-ms, \
-                     xml-max-depth, workers"
+                     xml-max-depth, workers, max-output-bytes, repl-congestion-bytes, \
+                     initial-users"
         }
         "security" => "pool-token",
         "replication" => "ack, backlog, flush-ms",

@@ -90,7 +90,7 @@ impl Shared {
             me,
             // Sized for a million users up front (8 MiB of bins): growing the table under load
             // stalls ingest while it is copied.
-            store: Store::with_capacity(1 << 20),
+            store: Store::with_capacity(l.initial_users),
             streams: Streams::default(),
             metrics: Metrics::new(workers),
             clock: ClusterClock::new(opts.clock_offset_ms),

@@ -8,7 +8,7 @@
 //! most [`READ_CAP_SLACK`] bytes beyond one maximal frame buffered per connection. A connection
 //! with work left goes on the `pending` list and is served again before the next blocking poll.
 //! A connection whose peer does not read its answers stops being read from once
-//! [`OUT_CAP`] bytes are waiting.
+//! `<limits max-output-bytes>` bytes are waiting.
 
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
@@ -35,8 +35,6 @@ use crate::shared::Shared;
 
 /// Most frames or requests served per connection per wakeup.
 const FRAME_BUDGET: usize = 256;
-/// Output bytes waiting after which a connection's input is left unread.
-const OUT_CAP: usize = 4 << 20;
 /// Input buffered beyond one maximal frame or request.
 const READ_CAP_SLACK: usize = 256 << 10;
 /// How often idle connections and HTTP deadlines are checked.
@@ -91,6 +89,8 @@ pub(crate) struct Worker {
     /// Connections with held output, re-checked on every wakeup.
     holding: BTreeSet<usize>,
     read_cap: usize,
+    /// `<limits max-output-bytes>`.
+    out_cap: usize,
 }
 
 impl Worker {
@@ -101,6 +101,7 @@ impl Worker {
         let max_frame = shared.pool_limits.max_frame as usize;
         let max_http = shared.http_limits.max_head + shared.http_limits.max_body;
         let read_cap = max_frame.max(max_http) + READ_CAP_SLACK;
+        let out_cap = shared.config.limits().max_output_bytes;
         let w = Self {
             idx,
             poll,
@@ -110,6 +111,7 @@ impl Worker {
             pending: Vec::new(),
             holding: BTreeSet::new(),
             read_cap,
+            out_cap,
         };
         Ok((w, Handle { tx, waker }))
     }
@@ -273,7 +275,7 @@ impl Worker {
                     c.closing = true;
                 }
             }
-            if !c.closing && c.output_len() < OUT_CAP && (c.io.input_len() > 0 || c.again) {
+            if !c.closing && c.output_len() < self.out_cap && (c.io.input_len() > 0 || c.again) {
                 more = process(&self.shared, self.idx, c);
                 c.again = more;
             }
@@ -311,7 +313,7 @@ impl Worker {
             return;
         }
         let input_left = c.io.readable() && !c.io.eof() && c.io.input_len() < read_cap;
-        if more || (input_left && c.output_len() < OUT_CAP && !c.closing) {
+        if more || (input_left && c.output_len() < self.out_cap && !c.closing) {
             self.pending.push(key);
         }
     }

@@ -16,9 +16,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The binary under test.
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_presenced")
+/// The binary under test (`PRESENCED_BIN` overrides it, e.g. for long chaos runs against a
+/// copy that later builds do not replace).
+pub fn bin() -> String {
+    std::env::var("PRESENCED_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_presenced").to_owned())
 }
 
 /// A free TCP port on 127.0.0.1 (also free for UDP in practice: tests only use it for time-sync).

@@ -25,6 +25,11 @@ use crate::wire::{DecodeError, Reader};
 pub const MAGIC: [u8; 4] = *b"PRST";
 /// The protocol version this build speaks.
 pub const VERSION: u8 = 1;
+/// Receive buffer for one datagram. Every valid packet is far smaller (at most 44 bytes); a
+/// longer datagram is truncated to this and then refused by the decoder (trailing or missing
+/// bytes), so a peer cannot make a node allocate for a datagram. A protocol constant, not a
+/// tunable: it is not in `config::Limits`.
+pub const MAX_DATAGRAM: usize = 512;
 
 /// A time-sync datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

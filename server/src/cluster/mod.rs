@@ -4,7 +4,7 @@
 //!
 //! Workers hand it the sids their pool sessions changed, numbered from a shared counter
 //! ([`Repl::submit`]); it feeds them to the node in number order. It publishes what the HTTP
-//! handlers and the pool ack policy need ([`Repl::snapshot`], [`Repl::replicated`]) and wakes
+//! handlers and the pool ack policy need ([`Repl::snapshot`], [`Repl::watermark`]) and wakes
 //! the workers when replication advances, so that acks held under the `replica` policy go out.
 //!
 //! Layout: this module holds the driver loop (`run`, draining the node's outputs, publishing
@@ -43,8 +43,6 @@ const LISTENER: Token = Token(0);
 const UDP: Token = Token(1);
 const WAKER: Token = Token(2);
 const CONN_BASE: usize = 16;
-/// Output buffered for one peer beyond which the node stops generating frames for it.
-const CONGESTED: usize = 8 << 20;
 const RECONNECT_EVERY: Duration = Duration::from_millis(100);
 
 /// The cluster thread, ready to run.
@@ -61,6 +59,9 @@ pub(crate) struct ClusterDriver {
     in_conn: HashMap<u16, usize>,
     /// Workers' numbered batches, given back in number order.
     sequencer: Sequencer,
+    /// Output buffered for one peer beyond which the node stops generating data frames for it
+    /// (`<limits repl-congestion-bytes>`).
+    congested_at: usize,
     start: Instant,
     last_reconnect: Instant,
     shared: Arc<Shared>,
@@ -152,6 +153,7 @@ impl ClusterDriver {
             out_conn: HashMap::new(),
             in_conn: HashMap::new(),
             sequencer: Sequencer::default(),
+            congested_at: shared.config.limits().repl_congestion_bytes,
             start,
             last_reconnect: start - RECONNECT_EVERY,
             shared,
@@ -265,7 +267,7 @@ impl ClusterDriver {
             };
             if let Some(c) = key.copied().and_then(|k| self.conns.get_mut(k)) {
                 msg.encode(c.io.output());
-                if dir == Dir::Out && c.io.unsent() > CONGESTED {
+                if dir == Dir::Out && c.io.unsent() > self.congested_at {
                     self.node.set_congested(peer, true);
                 }
             }
@@ -282,7 +284,7 @@ impl ClusterDriver {
             .filter(|(_, k)| {
                 self.conns
                     .get(**k)
-                    .is_some_and(|c| c.io.unsent() <= CONGESTED / 2)
+                    .is_some_and(|c| c.io.unsent() <= self.congested_at / 2)
             })
             .map(|(p, _)| *p)
             .collect();

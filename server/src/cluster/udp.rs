@@ -8,7 +8,7 @@
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 
-use presenced_core::cluster::timesync::Packet;
+use presenced_core::cluster::timesync::{Packet, MAX_DATAGRAM};
 use tracing::debug;
 
 use super::ClusterDriver;
@@ -16,7 +16,7 @@ use super::ClusterDriver;
 impl ClusterDriver {
     /// Receives every pending datagram and hands each to the node.
     pub(super) fn recv_datagrams(&mut self) {
-        let mut buf = [0u8; 512];
+        let mut buf = [0u8; MAX_DATAGRAM];
         loop {
             match self.udp.recv_from(&mut buf) {
                 Ok((n, from)) => match Packet::decode(buf.get(..n).unwrap_or_default()) {

@@ -1,14 +1,18 @@
 //! [`ClusterNode`]: one node's view of the cluster as a sans-IO state machine, composed of
-//! smaller state machines that each own one concern and are tested on their own:
+//! smaller state machines (private submodules) that each own one concern and are tested on their
+//! own:
 //!
-//! - [`membership`]: peers, liveness, readiness, the term and the masters (elections);
-//! - [`outbound`]: this node's numbered updates (the backlog) and, per peer, the link this node
-//!   dialed: resume, full snapshot, streaming, window, buckets asked for;
-//! - [`inbound`]: per peer, the link it dialed to this node: resume point, applying updates and
+//! - `membership`: peers, liveness, readiness, the term and the masters (elections);
+//! - `outbound`: this node's numbered updates (the backlog) and, per peer, the link this node
+//!   dialed: resume, full snapshot, streaming, window, buckets asked for, relays;
+//! - `inbound`: per peer, the link it dialed to this node: resume point, applying updates and
 //!   snapshots, acks;
-//! - [`anti_entropy`]: digest comparison in quiet intervals;
-//! - [`clock`]: time sync, as master (probes, estimators, corrections) and follower (replies,
-//!   applying corrections, confirmation).
+//! - `anti_entropy`: digest comparison in quiet intervals;
+//! - `clock`: time sync, as master (probes, estimators, corrections) and follower (replies,
+//!   applying corrections, confirmation);
+//! - `relay`: what each origin sent recently, relayed to the others when it is lost;
+//! - `liveness`: stalls, hearing from peers, elections and readiness;
+//! - `transmit` and `reports`: the outputs and the read-only reports; `types`: the vocabulary.
 //!
 //! `ClusterNode` routes inputs to them, keeps what spans several (readiness, the flush timer,
 //! draining) and queues their outputs.
@@ -46,6 +50,7 @@ use crate::proto::ErrorCode;
 mod anti_entropy;
 mod clock;
 mod inbound;
+mod liveness;
 mod membership;
 mod outbound;
 mod relay;
@@ -56,7 +61,8 @@ mod types;
 use anti_entropy::AntiEntropy;
 use clock::{Corrected, TimeFollower, TimeMaster};
 use inbound::{merge_records, InLink};
-use membership::{Membership, Roles};
+use liveness::stall_after;
+use membership::Membership;
 use outbound::{Backlog, OutLink, Welcome};
 use relay::Relay;
 pub use types::{Conn, Ctx, Dir, Event, HelloError, Now, Stats, Timing, Verdict};
@@ -523,98 +529,6 @@ impl ClusterNode {
     }
 
     // ----- internals -----
-
-    /// Notes that this node runs at `now`. A gap longer than `stall_us` since the previous
-    /// input means it did not run: every peer's timer ran meanwhile, so each alive peer gets a
-    /// fresh `down_after` period before it can be called down, instead of being declared down
-    /// from frames this node simply did not read yet.
-    fn observe(&mut self, now: Now) {
-        let gap = now.mono_us.saturating_sub(self.last_input_us);
-        self.last_input_us = self.last_input_us.max(now.mono_us);
-        if gap > self.stall_us {
-            self.membership.refresh_alive(now.mono_us);
-            self.stats.stalls += 1;
-            self.events.push_back(Event::Stalled { gap_us: gap });
-        }
-    }
-
-    /// Sends what `origin` sent here recently to every other peer (see [`relay`]).
-    fn relay_from(&mut self, origin: u16) {
-        let buckets = self.relay.take(origin);
-        if buckets.is_empty() {
-            return;
-        }
-        let sids: u64 = buckets.values().map(|v| v.len() as u64).sum();
-        for (id, l) in &mut self.links {
-            if *id == origin {
-                continue;
-            }
-            if let Some(o) = l.out.as_mut() {
-                o.queue_relay(&buckets);
-                self.stats.relayed += sids;
-            }
-        }
-    }
-
-    fn admit(&mut self, info: NodeInfo) {
-        if self.membership.admit(info) {
-            self.links.entry(info.id).or_default();
-            self.events.push_back(Event::MemberJoined(info));
-        }
-    }
-
-    fn heard(&mut self, peer: u16, now: Now) {
-        if self.membership.heard(peer, now.mono_us) {
-            self.events.push_back(Event::MemberUp(peer));
-            self.update_roles();
-        }
-    }
-
-    fn update_roles(&mut self) {
-        if let Some(Roles { term, master }) = self.membership.elect(self.ready) {
-            self.stats.elections += 1;
-            self.events.push_back(Event::RoleChange {
-                term,
-                time_master: master,
-                data_master: master,
-            });
-        }
-    }
-
-    fn update_ready(&mut self, now: Now) {
-        let grace_over = now.mono_us.saturating_sub(self.started_us) >= self.timing.down_after_us;
-        if !self.roles_known && (grace_over || self.membership.all_heard()) {
-            self.roles_known = true;
-        }
-        let ready_peer = self.membership.any_ready_alive();
-        let alone = self.membership.is_empty();
-        let master = self.membership.master();
-        if !self.joined {
-            // The master counts only once roles are known (its readiness was heard).
-            let from_master = self.roles_known
-                && self
-                    .links
-                    .get(&master)
-                    .is_some_and(|l| l.inbound.snapshot_done());
-            // A node joins by taking a snapshot from the data master; the first nodes of a
-            // cluster (nobody ready after the grace period), and a node alone in its file, start
-            // from an empty store.
-            if from_master || (grace_over && !ready_peer) || alone {
-                self.joined = true;
-            }
-        }
-        // The time master is the reference, but only once it is sure nobody else is: a node
-        // that restarts into a running cluster must be confirmed by that cluster's master.
-        if self.roles_known && master == self.me.id && (alone || (grace_over && !ready_peer)) {
-            self.clock.confirm();
-        }
-        let ready = self.roles_known && self.joined && self.clock.confirmed() && !self.draining;
-        if ready != self.ready {
-            self.ready = ready;
-            self.events.push_back(Event::Ready(ready));
-            self.update_roles();
-        }
-    }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -625,14 +539,3 @@ impl ClusterNode {
     clippy::indexing_slicing
 )]
 mod tests;
-
-/// The gap between two inputs that counts as a stall: shorter than any gap that could make a
-/// live peer look down (a peer heard a heartbeat ago is down after `down_after - heartbeat`).
-fn stall_after(t: &Timing) -> u64 {
-    (t.down_after_us / 2)
-        .min(
-            t.down_after_us
-                .saturating_sub(t.heartbeat_us.saturating_mul(2)),
-        )
-        .max(1)
-}

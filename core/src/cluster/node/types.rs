@@ -133,7 +133,7 @@ pub enum Conn {
     Out(u16),
 }
 
-/// What the driver does with a connection after [`ClusterNode::handle_frame`].
+/// What the driver does with a connection after [`super::ClusterNode::handle_frame`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Keep reading.
