@@ -242,6 +242,7 @@ impl Parser<'_> {
             time_tolerance_us: a
                 .num(self, "time-tolerance-us", 1, 60_000_000)?
                 .unwrap_or(d.time_tolerance_us),
+            drain_ms: a.num(self, "drain-ms", 0, 600_000)?.unwrap_or(d.drain_ms),
         })
     }
 
@@ -377,7 +378,9 @@ fn once(p: &Parser<'_>, seen: bool, pos: usize, name: &str) -> Result<(), Config
 fn expected(element: &str) -> &'static str {
     match element {
         "cluster" => "`name`",
-        "timing" => "heartbeat-ms, down-after-ms, time-sync-interval-ms, time-tolerance-us",
+        "timing" => {
+            "heartbeat-ms, down-after-ms, time-sync-interval-ms, time-tolerance-us, drain-ms"
+        }
         "limits" => {
             "max-frame-bytes, max-events-per-frame, batch-limit, max-ext-entries, \
                      max-ext-key-bytes, max-ext-value-bytes, max-snapshot-users, \

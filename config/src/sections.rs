@@ -18,6 +18,9 @@ pub struct Timing {
     pub time_sync_interval_ms: u64,
     /// A follower is corrected only when its offset error exceeds this.
     pub time_tolerance_us: u64,
+    /// On SIGTERM (or a first SIGINT), how long the node keeps serving every listener while it
+    /// reports not ready, so load balancers stop sending before it stops accepting.
+    pub drain_ms: u64,
 }
 
 impl Default for Timing {
@@ -27,6 +30,7 @@ impl Default for Timing {
             down_after_ms: 1000,
             time_sync_interval_ms: 1000,
             time_tolerance_us: 1000,
+            drain_ms: 5000,
         }
     }
 }

@@ -104,7 +104,7 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
 
     let mut events = Events::with_capacity(64);
     let mut next = 0usize;
-    while !shared.shutdown.load(Ordering::Acquire) {
+    while !shared.stopping.load(Ordering::Acquire) {
         // The waker ends the wait on shutdown; the timeout is a second line of defence.
         if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(250))) {
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -151,21 +151,28 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
             }
         }
     }
-    info!("shutting down");
+    // Draining is over: no new connection; the workers finish what is in flight, then the
+    // cluster thread flushes replication and says goodbye.
+    info!("drained: closing listeners and client connections");
     drop(listeners);
     for h in &handles {
         let _ = h.waker.wake();
     }
-    shared.repl.wake();
     for w in workers {
         let _ = w.join();
     }
+    shared.shutdown.store(true, Ordering::Release);
+    shared.repl.wake();
     let _ = cluster.join();
     drop(signals);
     info!("stopped");
     Ok(())
 }
 
+/// The signal thread. The first SIGTERM or SIGINT starts draining: the node reports not ready
+/// at once (`/healthz/ready` 503, peers re-elect without it) but keeps serving every listener for
+/// `drain-ms`; then it sets `stopping` and wakes the acceptor and the workers. A second signal
+/// exits at once.
 fn spawn_signal_thread(
     mut signals: signal_hook::iterator::Signals,
     shared: Arc<Shared>,
@@ -173,17 +180,36 @@ fn spawn_signal_thread(
     workers: Vec<Arc<Waker>>,
 ) -> anyhow::Result<signal_hook::iterator::Handle> {
     let handle = signals.handle();
+    let drain = Duration::from_millis(shared.config.timing().drain_ms);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                info!(signal = sig, "signal received");
-                shared.shutdown.store(true, Ordering::Release);
-                shared.repl.wake();
-                let _ = acceptor.wake();
-                for w in &workers {
-                    let _ = w.wake();
+            let Some(sig) = signals.forever().next() else {
+                return;
+            };
+            info!(
+                signal = sig,
+                drain_ms = drain.as_millis() as u64,
+                "signal received: draining (not ready, still serving)"
+            );
+            shared.draining.store(true, Ordering::Release);
+            shared.repl.wake();
+            let until = std::time::Instant::now() + drain;
+            loop {
+                if signals.pending().next().is_some() {
+                    warn!("second signal: exiting at once");
+                    std::process::exit(0);
                 }
+                let now = std::time::Instant::now();
+                if now >= until && !shared.stopping.load(Ordering::Acquire) {
+                    shared.stopping.store(true, Ordering::Release);
+                    let _ = acceptor.wake();
+                    for w in &workers {
+                        let _ = w.wake();
+                    }
+                }
+                // Keep watching for a second signal until the process exits.
+                std::thread::sleep(Duration::from_millis(10));
             }
         })
         .context("cannot spawn signal thread")?;

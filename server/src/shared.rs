@@ -49,7 +49,13 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Cluster time.
     pub clock: ClusterClock,
-    /// Set once to stop every thread.
+    /// Set at the first SIGTERM/SIGINT: the node reports not ready (health checks fail, peers
+    /// re-elect) but keeps serving every listener for `drain-ms`.
+    pub draining: AtomicBool,
+    /// Set when `drain-ms` is over: listeners close, client connections finish what they have
+    /// in flight and close with a "reconnect elsewhere" signal.
+    pub stopping: AtomicBool,
+    /// Set once the workers are done: the cluster thread flushes, says goodbye and stops.
     pub shutdown: AtomicBool,
     /// When the node started.
     pub started: Instant,
@@ -94,6 +100,8 @@ impl Shared {
             streams: Streams::default(),
             metrics: Metrics::new(workers),
             clock: ClusterClock::new(opts.clock_offset_ms),
+            draining: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             started: Instant::now(),
             workers,
@@ -114,9 +122,11 @@ impl Shared {
         }
     }
 
-    /// Why this node does not serve yet (`None` when ready): pool input is refused meanwhile.
+    /// Why this node does not take pool input yet (`None` when it does): pool input is refused
+    /// meanwhile. A draining node still takes it (it was ready; pools move away as the load
+    /// balancer stops sending).
     pub fn not_ready(&self) -> Option<&'static str> {
-        if self.repl.is_ready() {
+        if self.repl.is_ready() || self.draining.load(Ordering::Acquire) {
             None
         } else {
             Some(self.repl.snapshot().not_ready.unwrap_or("starting"))
@@ -160,7 +170,7 @@ impl Backend for NodeBackend<'_> {
     }
 
     fn not_ready_reason(&self) -> Option<String> {
-        if self.shared.shutdown.load(Ordering::Relaxed) {
+        if self.shared.draining.load(Ordering::Relaxed) {
             return Some("draining".to_owned());
         }
         self.shared.repl.snapshot().not_ready.map(str::to_owned)

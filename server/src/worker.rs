@@ -40,6 +40,8 @@ const READ_CAP_SLACK: usize = 256 << 10;
 /// How often idle connections and HTTP deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 const WAKER: Token = Token(usize::MAX);
+/// Longest a stopping worker waits for its connections to flush (held acks included).
+const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// What the acceptor hands a worker.
 pub(crate) type NewConn = (TcpStream, Proto, SocketAddr);
@@ -136,8 +138,8 @@ impl Worker {
             if gap > self.shared.stall_after {
                 self.abandon_pool_conns(gap);
             }
-            if self.shared.shutdown.load(Ordering::Acquire) {
-                self.close_all();
+            if self.shared.stopping.load(Ordering::Acquire) {
+                self.stop();
                 return;
             }
             let mut ready = std::mem::take(&mut self.pending);
@@ -364,12 +366,47 @@ impl Worker {
         }
     }
 
-    fn close_all(&mut self) {
+    /// The end of draining: no new connection arrives any more. Each connection handles what
+    /// it already received, pool and query connections then get `ERROR` 8 ("reconnect
+    /// elsewhere") after their held acks, HTTP connections close after their answers; the
+    /// worker returns once every connection is closed or after [`STOP_GRACE`].
+    fn stop(&mut self) {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             if let Some(c) = self.conns.get_mut(key) {
-                let _ = c.io.flush();
+                if c.closing {
+                    continue;
+                }
+                if c.io.input_len() > 0 && !c.io.eof() {
+                    process(&self.shared, self.idx, c);
+                }
+                let water = self.shared.repl.watermark();
+                match c.proto {
+                    Proto::Pool | Proto::Query => {
+                        let mut frame = Vec::new();
+                        put_error(
+                            &mut frame,
+                            ErrorCode::Unavailable,
+                            "shutting down: reconnect elsewhere",
+                        );
+                        c.gate.submit(Need::Nothing, &frame, water, c.io.output());
+                    }
+                    Proto::Http => {}
+                }
+                c.closing = true;
             }
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        let mut events = Events::with_capacity(256);
+        while !self.conns.is_empty() && Instant::now() < deadline {
+            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for key in keys {
+                self.service(key);
+            }
+            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(10)));
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
             self.close(key);
         }
     }

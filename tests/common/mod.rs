@@ -84,7 +84,7 @@ pub fn write_config(nodes: &[Ports], extra: &str) -> PathBuf {
     let path = dir.join("cluster.xml");
     let body: Vec<String> = nodes.iter().map(Ports::xml).collect();
     let xml = format!(
-        "<cluster name=\"test\">\n  <timing heartbeat-ms=\"50\" down-after-ms=\"500\" time-sync-interval-ms=\"200\" time-tolerance-us=\"2000\"/>\n{extra}\n{}\n</cluster>\n",
+        "<cluster name=\"test\">\n  <timing heartbeat-ms=\"50\" down-after-ms=\"500\" time-sync-interval-ms=\"200\" time-tolerance-us=\"2000\" drain-ms=\"200\"/>\n{extra}\n{}\n</cluster>\n",
         body.join("\n")
     );
     std::fs::write(&path, xml).unwrap();
@@ -221,6 +221,12 @@ impl Node {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Waits for the process to exit (after a signal sent by the test) and returns its status.
+    pub fn terminate_wait(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        c.wait().unwrap()
     }
 
     /// Sends SIGTERM and waits for the exit status.

@@ -62,6 +62,8 @@ pub(crate) struct ClusterDriver {
     /// Output buffered for one peer beyond which the node stops generating data frames for it
     /// (`<limits repl-congestion-bytes>`).
     congested_at: usize,
+    /// The node was told to drain.
+    draining: bool,
     start: Instant,
     last_reconnect: Instant,
     shared: Arc<Shared>,
@@ -154,6 +156,7 @@ impl ClusterDriver {
             in_conn: HashMap::new(),
             sequencer: Sequencer::default(),
             congested_at: shared.config.limits().repl_congestion_bytes,
+            draining: false,
             start,
             last_reconnect: start - RECONNECT_EVERY,
             shared,
@@ -189,6 +192,13 @@ impl ClusterDriver {
             if self.shared.shutdown.load(Ordering::Acquire) {
                 self.leave();
                 return;
+            }
+            if !self.draining && self.shared.draining.load(Ordering::Acquire) {
+                // Not ready from now on (heartbeats say so, peers re-elect); everything else as
+                // usual until the workers are done.
+                self.draining = true;
+                let now = self.now();
+                self.node.handle_drain(now);
             }
             for ev in events.iter() {
                 match ev.token() {
@@ -227,7 +237,7 @@ impl ClusterDriver {
         // Updates the workers handed over last go out before the goodbye.
         self.drain_local();
         let now = self.now();
-        self.node.handle_drain(now);
+        self.node.handle_leave(now);
         self.after_input();
         let deadline = Instant::now() + Duration::from_millis(300);
         while Instant::now() < deadline && self.conns.iter().any(|(_, c)| c.io.unsent() > 0) {

@@ -101,6 +101,8 @@ pub struct ClusterNode {
     joined: bool,
     ready: bool,
     draining: bool,
+    /// Leaving the cluster: everything pending goes out at once, then `GOODBYE`.
+    leaving: bool,
     goodbye_sent: bool,
     time_master: TimeMaster,
     clock: TimeFollower,
@@ -159,6 +161,7 @@ impl ClusterNode {
             joined: false,
             ready: false,
             draining: false,
+            leaving: false,
             goodbye_sent: false,
             time_master: TimeMaster::default(),
             clock: TimeFollower::default(),
@@ -478,12 +481,20 @@ impl ClusterNode {
         self.last_seq()
     }
 
-    /// Starts draining: not ready from now on; pending updates are sent at once, and then
-    /// (as the last frame on each link) `GOODBYE`.
+    /// Starts draining: not ready from now on (peers re-elect without this node and load
+    /// balancers stop sending), while the node keeps serving and replicating as usual until
+    /// [`ClusterNode::handle_leave`].
     pub fn handle_drain(&mut self, now: Now) {
         self.observe(now);
         self.draining = true;
         self.update_ready(now);
+    }
+
+    /// Leaves the cluster (after draining): pending updates are sent at once, and then (as the
+    /// last frame on each link) `GOODBYE`.
+    pub fn handle_leave(&mut self, now: Now) {
+        self.leaving = true;
+        self.handle_drain(now);
     }
 
     /// Timers: heartbeats, down detection, probes and digests.

@@ -17,7 +17,7 @@ impl ClusterNode {
         if let Some(m) = self.out.pop_front() {
             return Some(m);
         }
-        let flush_due = self.draining
+        let flush_due = self.leaving
             || self
                 .oldest_unflushed_us
                 .is_some_and(|t| now.mono_us.saturating_sub(t) >= self.timing.flush_us);
@@ -58,7 +58,7 @@ impl ClusterNode {
         if all_sent {
             self.oldest_unflushed_us = None;
             // Draining: everything is sent, so `GOODBYE` goes out as the last frame.
-            if self.draining && !self.goodbye_sent {
+            if self.leaving && !self.goodbye_sent {
                 self.goodbye_sent = true;
                 self.send_on_established(|_, _| true, &Msg::Goodbye);
                 return self.out.pop_front();
