@@ -116,7 +116,18 @@ impl Parser<'_> {
                     match a.element {
                         "timing" => {
                             once(self, timing.is_some(), pos, "timing")?;
-                            timing = Some(self.timing(&mut a)?);
+                            let t = self.timing(&mut a)?;
+                            if t.heartbeat_ms >= t.down_after_ms {
+                                return Err(self.err(
+                                    pos,
+                                    format!(
+                                        "`heartbeat-ms` {} must be below `down-after-ms` {}: \
+                                         every peer would look down between two heartbeats",
+                                        t.heartbeat_ms, t.down_after_ms
+                                    ),
+                                ));
+                            }
+                            timing = Some(t);
                         }
                         "limits" => {
                             once(self, limits.is_some(), pos, "limits")?;

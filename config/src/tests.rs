@@ -218,3 +218,53 @@ fn peer_limit_errors() {
         "max-snapshot-users",
     );
 }
+
+#[test]
+fn nonsense_that_parses_is_refused() {
+    let node = |id: u16, host: &str, base: u16| {
+        format!(
+            "<node id=\"{id}\" host=\"{host}\" pool-port=\"{base}\" query-port=\"{}\" sync-port=\"{}\" time-port=\"{}\" http-port=\"{}\"/>",
+            base + 1,
+            base + 2,
+            base + 3,
+            base + 4
+        )
+    };
+    let err = ClusterConfig::parse(
+        &format!(
+            "<cluster name=\"a\"><timing heartbeat-ms=\"1000\" down-after-ms=\"500\"/>{}</cluster>",
+            node(1, "127.0.0.1", 7400)
+        ),
+        "t.xml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("`heartbeat-ms` 1000 must be below `down-after-ms` 500"),
+        "{err}"
+    );
+    let err = ClusterConfig::parse(
+        &format!(
+            "<cluster name=\"a\">{}{}</cluster>",
+            node(1, "0.0.0.0", 7400),
+            node(2, "127.0.0.1", 7400)
+        ),
+        "t.xml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("TCP port 7400 on 127.0.0.1 is already used on 0.0.0.0"),
+        "{err}"
+    );
+    // Different specific hosts may use the same ports (one node per machine).
+    ClusterConfig::parse(
+        &format!(
+            "<cluster name=\"a\">{}{}</cluster>",
+            node(1, "10.0.0.1", 7400),
+            node(2, "10.0.0.2", 7400)
+        ),
+        "t.xml",
+    )
+    .unwrap();
+}

@@ -6,6 +6,7 @@
 //! that breaks the rule (the second `<node>` using an id or port, or `<limits>`).
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 
 use crate::parse::Parser;
 use crate::{ConfigError, Limits, NodeConfig};
@@ -26,16 +27,24 @@ pub(crate) fn check(
             return Err(p.err(*pos, format!("duplicate node id {}", n.id)));
         }
         for port in [n.pool_port, n.query_port, n.sync_port, n.http_port] {
-            if !tcp.insert((n.host, port)) {
-                return Err(p.err(*pos, format!("TCP port {port} on {} is used twice", n.host)));
+            if let Some(other) = clash(&tcp, n.host, port) {
+                return Err(p.err(
+                    *pos,
+                    format!("TCP port {port} on {} is already used on {other}", n.host),
+                ));
             }
+            tcp.insert((n.host, port));
         }
-        if !udp.insert((n.host, n.time_port)) {
+        if let Some(other) = clash(&udp, n.host, n.time_port) {
             return Err(p.err(
                 *pos,
-                format!("UDP port {} on {} is used twice", n.time_port, n.host),
+                format!(
+                    "UDP port {} on {} is already used on {other}",
+                    n.time_port, n.host
+                ),
             ));
         }
+        udp.insert((n.host, n.time_port));
     }
     // A `HEARTBEAT` lists every member the sender knows but itself.
     let peers = nodes.len().saturating_sub(1);
@@ -50,4 +59,12 @@ pub(crate) fn check(
         ));
     }
     Ok(())
+}
+
+/// The address already using `port` that `host` would clash with: the same address, or any
+/// address when either is unspecified (`0.0.0.0`/`::` binds every address of the machine).
+fn clash(used: &HashSet<(IpAddr, u16)>, host: IpAddr, port: u16) -> Option<IpAddr> {
+    used.iter()
+        .find(|(h, p)| *p == port && (*h == host || h.is_unspecified() || host.is_unspecified()))
+        .map(|(h, _)| *h)
 }

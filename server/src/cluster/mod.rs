@@ -320,7 +320,11 @@ impl ClusterDriver {
                 Event::MemberJoined(n) => {
                     info!(peer = n.id, host = %n.host, "node joined the cluster")
                 }
-                Event::Ready(r) => info!(ready = r, "readiness changed"),
+                Event::Ready(true) => info!("presenced ready"),
+                Event::Ready(false) => info!(
+                    reason = self.node.not_ready_reason().unwrap_or("unknown"),
+                    "presenced not ready"
+                ),
                 Event::SnapshotReceived { from, records } => {
                     info!(peer = from, records, "full snapshot received")
                 }
