@@ -7,15 +7,15 @@
 mod bench;
 mod push;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use presenced_client::QueryClient;
+use presenced_client::{QueryClient, QueryClientOptions, ServerAddr};
 use presenced_config::ClusterConfig;
+use presenced_core::Status;
 
 /// mimalloc: the store replaces a record on every update (flurry values are immutable), so
 /// allocation is on the hot path; glibc's malloc spent about 30 % of ingest time in profiles
@@ -52,13 +52,36 @@ enum Command {
     },
     /// Pool simulator: read events from stdin, push them, wait for every ack.
     ///
-    /// One event per line: `login <sid> <uid> <client> [key=value ...]`,
-    /// `logout <sid> <uid> <client> [key=value ...]`, `permission <sid> <uid> allow|deny`,
-    /// `snapshot-begin`, `snapshot-end`. client is one of pc mobile web pad sms other.
+    /// One event per line (blank lines and lines starting with # are skipped):
+    ///
+    ///   login <sid> <uid> <client> [key=value ...]
+    ///   logout <sid> <uid> <client> [key=value ...]
+    ///   permission <sid> <uid> allow|deny [key=value ...]
+    ///   snapshot-begin
+    ///   snapshot-end
+    ///
+    /// <sid> is the public IM id (1 to 2^64-1) that web platforms query. <uid> is the pool's own
+    /// user id (0 to 2^64-1), stored with the user and printed by `presenced query` as "uid".
+    /// <client> is one of pc mobile web pad sms other; allow|deny says whether strangers may
+    /// start a chat with the user.
+    ///
+    /// key=value pairs (e.g. nick=alice) are extension data, shown as "ext": an event with pairs
+    /// replaces the user's extension data, one without keeps it.
+    ///
+    /// snapshot-begin ... snapshot-end wrap a full snapshot: at snapshot-end, every online user
+    /// last reported by this --pool-id and not listed between the two markers is logged out. A
+    /// node that did not see the snapshot-begin (after a fail-over) ignores the snapshot-end.
+    ///
+    /// Every line is checked before anything is sent. --pool may be repeated: the addresses are
+    /// tried in order at connect and after a failure, and un-acked events are re-sent.
+    #[command(
+        verbatim_doc_comment,
+        about = "Pool simulator: read events from stdin, push them, wait for every ack"
+    )]
     Push {
-        /// Pool port of a node; repeat to give fail-over nodes.
+        /// Pool port of a node (HOST may be a name); repeat to give fail-over nodes.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7400")]
-        pool: Vec<SocketAddr>,
+        pool: Vec<ServerAddr>,
         /// This pool's id.
         #[arg(long, default_value_t = 1)]
         pool_id: u32,
@@ -70,10 +93,15 @@ enum Command {
         batch: usize,
     },
     /// Batch query over raw TCP; prints one JSON status per line.
+    ///
+    /// Each line is the status object of the HTTP API (docs/api.md) with one more member, `uid`:
+    /// the pool's own user id from the user's last event, as a string (like `id`), or null when
+    /// the id is not known. --server may be repeated: the addresses are tried in order until one
+    /// answers.
     Query {
-        /// Query port of a node.
+        /// Query port of a node (HOST may be a name); repeat to give fail-over nodes.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7401")]
-        server: SocketAddr,
+        server: Vec<ServerAddr>,
         /// IM ids to look up.
         #[arg(required = true, value_name = "SID")]
         ids: Vec<String>,
@@ -101,12 +129,7 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            let msg = e.to_string();
-            let first = msg
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("bad arguments");
-            eprintln!("{} (see --help)", first.trim());
+            eprintln!("{} (see --help)", one_line(&e));
             return ExitCode::from(2);
         }
     };
@@ -118,6 +141,36 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Handshake and connect timeouts of `push` and `query`: short, because an address that does
+/// not answer within them is left for the next `--pool`/`--server` given.
+const CLI_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// See [`CLI_CONNECT_TIMEOUT`].
+const CLI_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `query` keeps trying its servers (`push` keeps the pool client's 10 s: its events
+/// are worth waiting for a restarting node).
+const CLI_QUERY_RETRY: Duration = Duration::from_secs(3);
+
+/// A clap error as one line: its first paragraph, with the lines clap puts under the message
+/// (e.g. the names of missing arguments) joined to it, without the usage and the tips.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let mut parts = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with("Usage:") || line.starts_with("For more information")
+        {
+            if parts.is_empty() {
+                continue;
+            }
+            break;
+        }
+        parts.push(line);
+    }
+    if parts.is_empty() {
+        return "error: bad arguments".to_owned();
+    }
+    parts.join(" ")
 }
 
 fn init_logging() {
@@ -167,36 +220,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             token,
             batch,
         } => push::run(
-            pool,
-            pool_id,
-            token,
-            batch,
+            push::PushArgs {
+                pool,
+                pool_id,
+                token,
+                batch,
+                connect_timeout: CLI_CONNECT_TIMEOUT,
+                handshake_timeout: CLI_HANDSHAKE_TIMEOUT,
+            },
             std::io::stdin().lock(),
             &mut std::io::stdout(),
         ),
-        Command::Query { server, ids } => {
-            let mut parsed = Vec::with_capacity(ids.len());
-            for id in &ids {
-                match id.parse::<u64>() {
-                    Ok(n) if n > 0 => parsed.push(n),
-                    _ => anyhow::bail!(
-                        "invalid id {id:?}: expected an integer from 1 to 18446744073709551615"
-                    ),
-                }
-            }
-            let mut c = QueryClient::connect(server, Duration::from_secs(5))
-                .with_context(|| format!("cannot query {server}"))?;
-            let statuses = c
-                .query(&parsed)
-                .with_context(|| format!("query to {server} failed"))?;
-            let mut line = Vec::new();
-            for s in &statuses {
-                line.clear();
-                presenced_frontends::api::write_status(&mut line, s);
-                println!("{}", String::from_utf8_lossy(&line));
-            }
-            Ok(())
-        }
+        Command::Query { server, ids } => query(server, &ids),
         Command::CheckConfig { file } => {
             let cfg = ClusterConfig::load(&file)?;
             println!(
@@ -210,4 +245,61 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => bench::run(args),
     }
+}
+
+/// `presenced query`: parses the ids, queries the first server that answers, prints one JSON line
+/// per id.
+fn query(servers: Vec<ServerAddr>, ids: &[String]) -> anyhow::Result<()> {
+    let mut parsed = Vec::with_capacity(ids.len());
+    for id in ids {
+        match id.parse::<u64>() {
+            Ok(n) if n > 0 => parsed.push(n),
+            _ => anyhow::bail!(
+                "invalid id {id:?}: expected an integer from 1 to 18446744073709551615"
+            ),
+        }
+    }
+    let list = addr_list(&servers);
+    let mut opts = QueryClientOptions::new(servers.first().cloned().context("no --server")?);
+    opts.addrs = servers;
+    opts.connect_timeout = CLI_CONNECT_TIMEOUT;
+    opts.handshake_timeout = CLI_HANDSHAKE_TIMEOUT;
+    opts.retry_for = CLI_QUERY_RETRY;
+    let mut c = QueryClient::connect_with(opts).with_context(|| format!("cannot query {list}"))?;
+    let statuses = c
+        .query(&parsed)
+        .with_context(|| format!("query to {list} failed"))?;
+    let mut line = Vec::new();
+    for s in &statuses {
+        line.clear();
+        write_status_line(&mut line, s);
+        println!("{}", String::from_utf8_lossy(&line));
+    }
+    Ok(())
+}
+
+/// One status as the HTTP API writes it, plus `"uid"` (a string like `id`, or `null` when the id
+/// is not known) as its last member.
+fn write_status_line(out: &mut Vec<u8>, s: &Status) {
+    presenced_frontends::api::write_status(out, s);
+    if out.last() == Some(&b'}') {
+        out.pop();
+        match s.uid {
+            Some(uid) => {
+                out.extend_from_slice(br#","uid":""#);
+                out.extend_from_slice(uid.to_string().as_bytes());
+                out.extend_from_slice(br#""}"#);
+            }
+            None => out.extend_from_slice(br#","uid":null}"#),
+        }
+    }
+}
+
+/// The addresses as the user gave them, for error messages: `a, b`.
+fn addr_list(addrs: &[ServerAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

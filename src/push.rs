@@ -1,12 +1,11 @@
 //! `presenced push`: a pool simulator that reads events from text lines.
 
 use std::io::{BufRead, Write};
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use presenced_client::{PoolClient, PoolClientOptions};
+use presenced_client::{PoolClient, PoolClientOptions, ServerAddr};
 use presenced_core::model::{ClientType, Ext, ExtLimits, Sid};
 use presenced_core::proto::pool::Event;
 
@@ -92,15 +91,26 @@ pub(crate) fn parse_line(line: &str, limits: &ExtLimits) -> anyhow::Result<Optio
     }))
 }
 
+/// What `presenced push` was given. `pool` lists the nodes to try, in order, at connect and after
+/// a failure; `connect_timeout` and `handshake_timeout` bound each attempt (see
+/// `PoolClientOptions`).
+pub(crate) struct PushArgs {
+    /// Pool addresses, in the order given.
+    pub(crate) pool: Vec<ServerAddr>,
+    /// This pool's id.
+    pub(crate) pool_id: u32,
+    /// The token, if the cluster requires one.
+    pub(crate) token: Option<String>,
+    /// Events per frame.
+    pub(crate) batch: usize,
+    /// Per resolved address.
+    pub(crate) connect_timeout: Duration,
+    /// `HELLO` to `WELCOME`, in all.
+    pub(crate) handshake_timeout: Duration,
+}
+
 /// Reads every line first (so a typo sends nothing), then pushes and waits for all acks.
-pub(crate) fn run(
-    pool: Vec<SocketAddr>,
-    pool_id: u32,
-    token: Option<String>,
-    batch: usize,
-    input: impl BufRead,
-    out: &mut impl Write,
-) -> anyhow::Result<()> {
+pub(crate) fn run(args: PushArgs, input: impl BufRead, out: &mut impl Write) -> anyhow::Result<()> {
     let limits = ExtLimits::default();
     let mut events = Vec::new();
     for (i, line) in input.lines().enumerate() {
@@ -110,22 +120,33 @@ pub(crate) fn run(
         }
     }
     let started = Instant::now();
-    let first = *pool.first().context("no --pool address")?;
+    let list = args
+        .pool
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let first = args.pool.first().cloned().context("no --pool address")?;
     let mut opts = PoolClientOptions::new(first);
-    opts.addrs = pool;
-    opts.pool = pool_id;
-    opts.token = token.unwrap_or_default().into_bytes();
-    opts.batch = batch.clamp(1, 4096);
-    let mut client = PoolClient::connect(opts)
-        .with_context(|| format!("cannot connect to pool port {first}"))?;
+    opts.addrs = args.pool;
+    opts.pool = args.pool_id;
+    opts.token = args.token.unwrap_or_default().into_bytes();
+    opts.batch = args.batch.clamp(1, 4096);
+    opts.connect_timeout = args.connect_timeout;
+    opts.handshake_timeout = args.handshake_timeout;
+    let mut client =
+        PoolClient::connect(opts).with_context(|| format!("cannot connect to pool port {list}"))?;
     let n = events.len();
     for e in events {
         client.send(e)?;
     }
     client.flush().context("push failed")?;
+    let to = client
+        .peer()
+        .map_or_else(|| list.clone(), |a| a.to_string());
     writeln!(
         out,
-        "pushed {n} events to {first}: {} acked, {} reconnects, {} ms",
+        "pushed {n} events to {to}: {} acked, {} reconnects, {} ms",
         client.acked(),
         client.reconnects(),
         started.elapsed().as_millis()

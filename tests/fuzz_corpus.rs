@@ -52,3 +52,8 @@ fn repl_message_corpus() {
 fn timesync_packet_corpus() {
     replay("timesync_packet", presenced_core::fuzzing::timesync_packet);
 }
+
+#[test]
+fn proxy_header_corpus() {
+    replay("proxy_header", presenced_core::fuzzing::proxy_header);
+}

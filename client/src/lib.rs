@@ -4,9 +4,18 @@
 //!
 //! - [`PoolClient`] (`pool`): what a user status pool links to push events. It numbers every
 //!   event, keeps each one until it is acked, and after a broken connection reconnects (to the
-//!   same node or the next one in its list) and re-sends every un-acked event, so nothing acked
-//!   is ever lost and nothing un-acked is silently dropped.
-//! - [`QueryClient`] (`query`): pipelined batch queries over raw TCP.
+//!   next node in its list first) and re-sends every un-acked event, so nothing acked is ever
+//!   lost and nothing un-acked is silently dropped.
+//! - [`QueryClient`] (`query`): pipelined batch queries over raw TCP; a query that fails on a
+//!   broken connection is sent again on the next node that answers.
+//! - [`ServerAddr`] (`addr`): a node's `HOST:PORT`, with the host kept as a name and resolved
+//!   again at every connection attempt.
+//! - `dial`: the fail-over both clients share. Each client takes a list of addresses; to
+//!   (re)connect it tries every address once in a round (starting after the one it used last),
+//!   then sleeps a backoff (20 ms doubling to 500 ms) before the next round, until `retry_for`
+//!   passes (the first round always runs to its end). An attempt is bounded by the connect
+//!   timeout and then by the handshake timeout, so an address that accepts connections but never
+//!   answers (a stopped process) costs one handshake timeout, not a hang.
 //! - [`read_frame`]: the one blocking frame reader, shared by both clients and by the load
 //!   generator of the `presenced` binary.
 //! - [`ClientError`]: why a call failed.
@@ -18,12 +27,14 @@
 //! ```
 //!
 //! No thread is spawned: every call blocks the caller until it is answered, times out (the
-//! socket read timeout) or fails.
+//! options' timeouts, as socket timeouts) or fails.
 //!
 //! These use `std::net` directly: they are drivers, not protocol code; the framing and messages
 //! come from `presenced_core::proto`. Architecture Invariant: this crate does not depend on mio
 //! or on the server.
 
+mod addr;
+mod dial;
 mod pool;
 mod query;
 
@@ -31,18 +42,23 @@ use std::io::Read;
 
 use presenced_core::wire::DecodeError;
 
+pub use self::addr::{ServerAddr, ServerAddrError};
 pub use self::pool::{PoolClient, PoolClientOptions};
-pub use self::query::QueryClient;
+pub use self::query::{QueryClient, QueryClientOptions};
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The connection failed and could not be re-established in time. Un-acked events are kept.
+    /// The connection failed (or timed out) and could not be re-established in time on any
+    /// address. Un-acked events are kept.
+    //
+    // Neither this nor `Decode` is a `#[source]`: their message is already in ours, and error
+    // reporters that print the chain (`anyhow`'s `{:#}`) would print it twice.
     #[error("i/o: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// The server sent bytes that do not decode. The connection was dropped.
     #[error("bad frame from server: {0}")]
-    Decode(#[from] DecodeError),
+    Decode(DecodeError),
     /// The server closed the session with an error (bad token, protocol violation, ...).
     #[error("server error {code}: {message}")]
     Server {
@@ -62,6 +78,18 @@ pub enum ClientError {
     /// The server answered something out of order.
     #[error("protocol: {0}")]
     Protocol(&'static str),
+}
+
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<DecodeError> for ClientError {
+    fn from(e: DecodeError) -> Self {
+        Self::Decode(e)
+    }
 }
 
 impl ClientError {

@@ -1,4 +1,4 @@
-//! The pool client: sequence numbers, un-acked buffer, reconnect and re-send.
+//! The pool client: sequence numbers, un-acked buffer, fail-over reconnect and re-send.
 
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
@@ -7,15 +7,17 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use presenced_core::proto::pool::{ClientFrame, Event, Hello, ServerFrame};
-use tracing::{debug, warn};
+use tracing::warn;
 
-use crate::{read_frame, ClientError};
+use crate::dial::{connect_any, dial, name_timeout, ReadUntil};
+use crate::{read_frame, ClientError, ServerAddr};
 
 /// How a [`PoolClient`] connects.
 #[derive(Clone, Debug)]
 pub struct PoolClientOptions {
-    /// Nodes to try, in order; after a failure the next one is tried.
-    pub addrs: Vec<SocketAddr>,
+    /// Nodes to try, in order; after a failure the next one is tried (see the crate docs).
+    /// Names are resolved again at every attempt.
+    pub addrs: Vec<ServerAddr>,
     /// This pool's id.
     pub pool: u32,
     /// The shared token, if the cluster requires one.
@@ -24,22 +26,32 @@ pub struct PoolClientOptions {
     pub batch: usize,
     /// Most events sent and not yet acked before the client waits for acks.
     pub window: usize,
-    /// How long to keep trying to (re)connect before giving up.
+    /// How long to keep trying to (re)connect before giving up (every address is tried at
+    /// least once whatever this says, and an attempt started in time runs to its end).
     pub retry_for: Duration,
-    /// How long to wait for an ack before treating the connection as broken.
+    /// How long one TCP connect may take, per resolved address.
+    pub connect_timeout: Duration,
+    /// How long the node may take to answer `HELLO` with `WELCOME`, in all. An address that
+    /// accepts connections but does not answer (a stopped process) is left after this.
+    pub handshake_timeout: Duration,
+    /// How long to wait for an ack, or for the node to take more bytes, before treating the
+    /// connection as broken.
     pub ack_timeout: Duration,
 }
 
 impl PoolClientOptions {
-    /// Defaults for one address.
-    pub fn new(addr: SocketAddr) -> Self {
+    /// Defaults for one address: 3 s to connect, 5 s for the handshake, 10 s for an ack, and
+    /// 10 s of retrying.
+    pub fn new(addr: impl Into<ServerAddr>) -> Self {
         Self {
-            addrs: vec![addr],
+            addrs: vec![addr.into()],
             pool: 1,
             token: Vec::new(),
             batch: 1024,
             window: 64 * 1024,
             retry_for: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+            handshake_timeout: Duration::from_secs(5),
             ack_timeout: Duration::from_secs(10),
         }
     }
@@ -48,6 +60,7 @@ impl PoolClientOptions {
 struct Conn {
     stream: TcpStream,
     rbuf: Vec<u8>,
+    peer: SocketAddr,
 }
 
 /// A pool's connection to presenced. See the crate docs.
@@ -113,6 +126,12 @@ impl PoolClient {
         self.reconnects
     }
 
+    /// The address of the node this client is connected to, `None` between a failure and the
+    /// next connection.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.conn.as_ref().map(|c| c.peer)
+    }
+
     /// Queues one event (it gets the next sequence number) and sends full batches.
     pub fn send(&mut self, e: Event) -> Result<(), ClientError> {
         self.unacked.push_back(e);
@@ -172,7 +191,9 @@ impl PoolClient {
                 .collect();
             self.out.clear();
             ClientFrame::Events { first_seq, events }.encode(&mut self.out);
-            conn.stream.write_all(&self.out)?;
+            conn.stream.write_all(&self.out).map_err(|e| {
+                name_timeout(e.into(), "progress sending events", self.opts.ack_timeout)
+            })?;
             self.sent += n;
         }
         Ok(())
@@ -182,7 +203,8 @@ impl PoolClient {
         let Some(conn) = self.conn.as_mut() else {
             return Err(ClientError::Io(std::io::ErrorKind::NotConnected.into()));
         };
-        let (ty, body) = read_frame(&mut conn.stream, &mut conn.rbuf, 1 << 20)?;
+        let (ty, body) = read_frame(&mut conn.stream, &mut conn.rbuf, 1 << 20)
+            .map_err(|e| name_timeout(e, "ack", self.opts.ack_timeout))?;
         match ServerFrame::decode(ty, &body)? {
             ServerFrame::Ack(seq) => {
                 self.ack_through(seq)?;
@@ -211,33 +233,24 @@ impl PoolClient {
         Ok(())
     }
 
+    /// Connects to one of the addresses (rounds with backoff, see the crate docs), or fails
+    /// with the last error once `deadline` passed.
     fn reconnect_until(&mut self, deadline: Instant) -> Result<(), ClientError> {
-        let mut backoff = Duration::from_millis(20);
-        loop {
-            match self.reconnect() {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_retryable() && Instant::now() + backoff < deadline => {
-                    debug!("reconnect failed: {e}");
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let addrs = std::mem::take(&mut self.opts.addrs);
+        let mut next = self.next_addr;
+        let r = connect_any("pool address", &addrs, &mut next, deadline, |a| {
+            self.reconnect(a)
+        });
+        self.opts.addrs = addrs;
+        self.next_addr = next;
+        r
     }
 
-    /// Connects to the next address, handshakes, and marks everything un-acked as unsent.
-    fn reconnect(&mut self) -> Result<(), ClientError> {
-        let addr = *self
-            .opts
-            .addrs
-            .get(self.next_addr % self.opts.addrs.len().max(1))
-            .ok_or(ClientError::Protocol("no address to connect to"))?;
-        self.next_addr += 1;
-        self.reconnects += 1;
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(self.opts.ack_timeout))?;
+    /// Connects to `addr`, handshakes, and marks everything un-acked as unsent.
+    fn reconnect(&mut self, addr: &ServerAddr) -> Result<(), ClientError> {
+        let (mut stream, peer) = dial(addr, self.opts.connect_timeout)?;
+        let handshake = self.opts.handshake_timeout;
+        stream.set_write_timeout(Some(handshake.max(Duration::from_millis(1))))?;
         self.out.clear();
         ClientFrame::Hello(Hello {
             pool: self.opts.pool,
@@ -246,9 +259,16 @@ impl PoolClient {
             token: self.opts.token.clone(),
         })
         .encode(&mut self.out);
-        stream.write_all(&self.out)?;
+        stream
+            .write_all(&self.out)
+            .map_err(|e| name_timeout(e.into(), "WELCOME", handshake))?;
         let mut rbuf = Vec::new();
-        let (ty, body) = read_frame(&mut stream, &mut rbuf, 1 << 20)?;
+        let mut reader = ReadUntil {
+            stream: &stream,
+            until: Instant::now() + handshake,
+        };
+        let (ty, body) = read_frame(&mut reader, &mut rbuf, 1 << 20)
+            .map_err(|e| name_timeout(e, "WELCOME", handshake))?;
         match ServerFrame::decode(ty, &body)? {
             ServerFrame::Welcome { applied, .. } => {
                 // Events this node already applied count as delivered.
@@ -261,7 +281,11 @@ impl PoolClient {
             }
             _ => return Err(ClientError::Protocol("expected WELCOME")),
         }
-        self.conn = Some(Conn { stream, rbuf });
+        let io_timeout = Some(self.opts.ack_timeout.max(Duration::from_millis(1)));
+        stream.set_read_timeout(io_timeout)?;
+        stream.set_write_timeout(io_timeout)?;
+        self.reconnects += 1;
+        self.conn = Some(Conn { stream, rbuf, peer });
         Ok(())
     }
 }

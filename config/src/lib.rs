@@ -1,6 +1,6 @@
 //! The presenced cluster file: one XML document describing every node of a cluster
 //! (patent claim 13: server addresses, data-sync port, time-sync port, publish ports, sequence
-//! number), plus optional timing, limits and security sections.
+//! number), plus optional timing, limits, security, replication and PROXY protocol sections.
 //!
 //! ```xml
 //! <cluster name="demo">
@@ -24,6 +24,8 @@
 //! - this root: [`ClusterConfig`] (the validated whole), [`ConfigError`], [`DEFAULT_XML`];
 //! - `limits`: [`Limits`], every limit a peer can hit, with its default;
 //! - `sections`: [`Timing`], [`Security`], [`Replication`] and [`AckPolicy`], [`NodeConfig`];
+//! - `proxy`: [`ProxyProtocol`] (`<proxy-protocol>`: which [`Listener`]s expect a PROXY
+//!   protocol header, and the trusted networks, each a [`Cidr`]);
 //! - `parse`: the XML pull parser, attribute names and ranges;
 //! - `validate`: checks across elements (unique ids and ports, the gossip cap).
 //!
@@ -36,10 +38,12 @@ use std::path::Path;
 
 mod limits;
 mod parse;
+mod proxy;
 mod sections;
 mod validate;
 
 pub use limits::Limits;
+pub use proxy::{Cidr, Listener, ProxyProtocol};
 pub use sections::{AckPolicy, NodeConfig, Replication, Security, Timing};
 
 use parse::Parser;
@@ -84,6 +88,7 @@ pub struct ClusterConfig {
     limits: Limits,
     security: Security,
     replication: Replication,
+    proxy_protocol: Option<ProxyProtocol>,
     nodes: Vec<NodeConfig>,
 }
 
@@ -129,6 +134,11 @@ impl ClusterConfig {
     /// Replication settings.
     pub fn replication(&self) -> &Replication {
         &self.replication
+    }
+    /// The `<proxy-protocol>` element, if the file has one: without it no listener expects a
+    /// PROXY protocol header.
+    pub fn proxy_protocol(&self) -> Option<&ProxyProtocol> {
+        self.proxy_protocol.as_ref()
     }
     /// All nodes, in file order.
     pub fn nodes(&self) -> &[NodeConfig] {

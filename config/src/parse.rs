@@ -17,8 +17,8 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
 use crate::{
-    validate, AckPolicy, ClusterConfig, ConfigError, Limits, NodeConfig, Replication, Security,
-    Timing,
+    validate, AckPolicy, ClusterConfig, ConfigError, Limits, NodeConfig, ProxyProtocol,
+    Replication, Security, Timing,
 };
 
 /// A pull parser over one document; `file` only names it in errors.
@@ -64,6 +64,7 @@ impl Parser<'_> {
         let mut limits: Option<(Limits, usize)> = None;
         let mut security: Option<Security> = None;
         let mut replication: Option<Replication> = None;
+        let mut proxy_protocol: Option<ProxyProtocol> = None;
         let mut nodes: Vec<(NodeConfig, usize)> = Vec::new();
         let mut closed = false;
         loop {
@@ -143,6 +144,10 @@ impl Parser<'_> {
                             once(self, replication.is_some(), pos, "replication")?;
                             replication = Some(self.replication(&mut a)?);
                         }
+                        "proxy-protocol" => {
+                            once(self, proxy_protocol.is_some(), pos, "proxy-protocol")?;
+                            proxy_protocol = Some(self.proxy_protocol(&mut a)?);
+                        }
                         "node" => nodes.push((self.node(&mut a)?, pos)),
                         // `attrs` only accepts the element names matched above.
                         _ => {}
@@ -169,6 +174,7 @@ impl Parser<'_> {
             limits,
             security: security.unwrap_or_default(),
             replication: replication.unwrap_or_default(),
+            proxy_protocol,
             nodes: nodes.into_iter().map(|(n, _)| n).collect(),
         })
     }
@@ -194,12 +200,13 @@ impl Parser<'_> {
             b"limits" => "limits",
             b"security" => "security",
             b"replication" => "replication",
+            b"proxy-protocol" => "proxy-protocol",
             b"node" => "node",
             other => {
                 let name = String::from_utf8_lossy(other);
                 return Err(self.err(
                     pos,
-                    format!("unknown element <{name}>; expected <timing>, <limits>, <security>, <replication> or <node>"),
+                    format!("unknown element <{name}>; expected <timing>, <limits>, <security>, <replication>, <proxy-protocol> or <node>"),
                 ));
             }
         };
@@ -353,6 +360,21 @@ impl Parser<'_> {
         })
     }
 
+    /// `<proxy-protocol>`: both attributes are required (an empty trust list would refuse every
+    /// connection); the lists are checked by `ProxyProtocol::from_attrs`.
+    fn proxy_protocol(&self, a: &mut Attrs) -> Result<ProxyProtocol, ConfigError> {
+        let listeners = a.required(self, "listeners")?;
+        let trusted = a.required(self, "trusted")?;
+        ProxyProtocol::from_attrs(&listeners.value, &trusted.value).map_err(|(which, message)| {
+            let pos = if which == "listeners" {
+                listeners.pos
+            } else {
+                trusted.pos
+            };
+            self.err(pos, message)
+        })
+    }
+
     fn node(&self, a: &mut Attrs) -> Result<NodeConfig, ConfigError> {
         let id = a.required_num(self, "id", 1, 65_535)? as u16;
         let host_attr = a.required(self, "host")?;
@@ -403,6 +425,7 @@ fn expected(element: &str) -> &'static str {
         }
         "security" => "pool-token",
         "replication" => "ack, backlog, flush-ms",
+        "proxy-protocol" => "listeners, trusted",
         _ => "id, host, pool-port, query-port, sync-port, time-port, http-port",
     }
 }

@@ -268,3 +268,111 @@ fn nonsense_that_parses_is_refused() {
     )
     .unwrap();
 }
+
+#[test]
+fn proxy_protocol_parses_and_answers_trust() {
+    let c =
+        ClusterConfig::parse(&format!("<cluster name=\"a\">{NODE}</cluster>"), "f.xml").unwrap();
+    assert_eq!(c.proxy_protocol(), None, "optional, off by default");
+    let xml = format!(
+        "<cluster name=\"a\"><proxy-protocol listeners=\"http, pool\" \
+         trusted=\"127.0.0.1/32,10.0.0.0/8, ::1/128,2001:db8::/32\"/>{NODE}</cluster>"
+    );
+    let c = ClusterConfig::parse(&xml, "f.xml").unwrap();
+    let p = c.proxy_protocol().unwrap();
+    assert_eq!(p.listeners(), [Listener::Pool, Listener::Http]);
+    assert!(p.applies_to(Listener::Pool) && p.applies_to(Listener::Http));
+    assert!(!p.applies_to(Listener::Query));
+    assert_eq!(p.trusted().len(), 4);
+    assert_eq!(p.trusted()[1].to_string(), "10.0.0.0/8");
+    for (ip, want) in [
+        ("127.0.0.1", true),
+        ("127.0.0.2", false),
+        ("10.0.0.0", true),
+        ("10.255.255.255", true),
+        ("11.0.0.0", false),
+        ("9.255.255.255", false),
+        ("::1", true),
+        ("::2", false),
+        // What a dual-stack socket reports for an IPv4 peer.
+        ("::ffff:10.1.2.3", true),
+        ("2001:db8:ffff::1", true),
+        ("2001:db9::1", false),
+    ] {
+        assert_eq!(p.trusts(ip.parse().unwrap()), want, "{ip}");
+    }
+    let any: Cidr = "0.0.0.0/0".parse().unwrap();
+    assert!(any.contains("203.0.113.7".parse().unwrap()));
+    assert!(!any.contains("::1".parse().unwrap()));
+    let any6: Cidr = "::/0".parse().unwrap();
+    assert!(any6.contains("2001:db8::1".parse().unwrap()));
+    assert_eq!(
+        (any6.prefix(), any6.addr().to_string()),
+        (0, "::".to_owned())
+    );
+}
+
+#[test]
+fn proxy_protocol_errors_name_the_attribute() {
+    let doc =
+        |attrs: &str| format!("<cluster name=\"a\">\n<proxy-protocol {attrs}/>{NODE}</cluster>");
+    check(
+        &doc(r#"listeners="pool,sync" trusted="10.0.0.0/8""#),
+        2,
+        17,
+        "bad listener \"sync\" in `listeners`: expected pool, query or http",
+    );
+    check(
+        &doc(r#"listeners="pool,,http" trusted="10.0.0.0/8""#),
+        2,
+        17,
+        "bad listener \"\"",
+    );
+    check(
+        &doc(r#"listeners="pool,pool" trusted="10.0.0.0/8""#),
+        2,
+        17,
+        "listener \"pool\" is named twice",
+    );
+    for (trusted, msg) in [
+        ("10.0.0.0", "expected ADDRESS/PREFIX"),
+        (
+            "10.0.0.0/33",
+            "prefix \"33\" must be an integer from 0 to 32",
+        ),
+        ("::1/129", "from 0 to 128"),
+        ("10.0.0.0/+8", "prefix \"+8\""),
+        ("ten/8", "\"ten\" is not an IP address"),
+        ("10.0.0.1/8", "host bits are set; did you mean 10.0.0.0/8?"),
+        ("2001:db8::1/32", "did you mean 2001:db8::/32?"),
+        ("127.0.0.1/32,", "bad CIDR \"\""),
+    ] {
+        check(
+            &doc(&format!(r#"listeners="query" trusted="{trusted}""#)),
+            2,
+            35,
+            msg,
+        );
+    }
+    check(
+        &doc(r#"listeners="query""#),
+        2,
+        1,
+        "<proxy-protocol> is missing required attribute `trusted`",
+    );
+    check(
+        &doc(r#"listeners="query" trusted="::1/128" via="x""#),
+        2,
+        53,
+        "unknown attribute `via` on <proxy-protocol>; expected listeners, trusted",
+    );
+    check(
+        &format!(
+            "<cluster name=\"a\"><proxy-protocol listeners=\"http\" trusted=\"::1/128\"/>\
+             <proxy-protocol listeners=\"http\" trusted=\"::1/128\"/>{NODE}</cluster>"
+        ),
+        1,
+        71,
+        "duplicate <proxy-protocol>",
+    );
+}

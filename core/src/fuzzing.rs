@@ -106,3 +106,37 @@ pub fn timesync_packet(data: &[u8]) {
         assert_eq!(again, data, "re-encoding differs");
     }
 }
+
+/// Target `proxy_header`: PROXY protocol v1/v2 headers at the start of a connection.
+pub fn proxy_header(data: &[u8]) {
+    use crate::proto::proxy::{decode, ProxyHeader, MAX_HEADER};
+    let Ok(Some((h, n))) = decode(data) else {
+        return;
+    };
+    assert!(
+        n <= data.len() && n <= MAX_HEADER,
+        "consumed {n} of {}",
+        data.len()
+    );
+    // Whatever decodes re-encodes (v2 carries every kind of header) to a header that decodes
+    // the same; v1 too, but for LOCAL, which v1 writes as UNKNOWN.
+    let mut again = Vec::new();
+    h.encode_v2(&mut again);
+    assert_eq!(
+        decode(&again),
+        Ok(Some((h, again.len()))),
+        "v2 re-encoding differs"
+    );
+    again.clear();
+    h.encode_v1(&mut again);
+    let v1 = if h == ProxyHeader::LOCAL {
+        ProxyHeader::UNKNOWN
+    } else {
+        h
+    };
+    assert_eq!(
+        decode(&again),
+        Ok(Some((v1, again.len()))),
+        "v1 re-encoding differs"
+    );
+}

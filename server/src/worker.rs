@@ -9,6 +9,9 @@
 //! with work left goes on the `pending` list and is served again before the next blocking poll.
 //! A connection whose peer does not read its answers stops being read from once
 //! `<limits max-output-bytes>` bytes are waiting.
+//!
+//! On a `<proxy-protocol>` listener a connection must come from a trusted balancer and start
+//! with a PROXY header, consumed before its session sees a byte (`proxied`).
 
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
@@ -29,9 +32,12 @@ use presenced_frontends::router::Router;
 use slab::Slab;
 use tracing::{debug, warn};
 
+use self::proxied::proto_name;
 use crate::conn::BufConn;
 use crate::metrics::Proto;
 use crate::shared::Shared;
+
+mod proxied;
 
 /// Most frames or requests served per connection per wakeup.
 const FRAME_BUDGET: usize = 256;
@@ -60,7 +66,12 @@ enum Session {
 
 struct Conn {
     io: BufConn,
+    /// The socket's peer: the client, or the load balancer on a PROXY protocol listener.
     peer: SocketAddr,
+    /// The source address of the PROXY header, once one gave it.
+    client: Option<SocketAddr>,
+    /// The listener expects a PROXY header and it has not been consumed yet.
+    awaiting_header: bool,
     proto: Proto,
     session: Session,
     /// Close as soon as the output is flushed.
@@ -74,6 +85,13 @@ struct Conn {
 }
 
 impl Conn {
+    /// The client's address: the source of the connection's PROXY header when it gave one
+    /// (`LOCAL` and unknown addresses keep the socket's peer), else the socket's peer. Every
+    /// log line and any per-address accounting of a connection use this.
+    fn client_addr(&self) -> SocketAddr {
+        self.client.unwrap_or(self.peer)
+    }
+
     /// Output not written yet, held output included.
     fn output_len(&self) -> usize {
         self.io.unsent() + self.gate.held_bytes()
@@ -200,6 +218,9 @@ impl Worker {
 
     fn accept_new(&mut self) {
         while let Ok((stream, proto, peer)) = self.rx.try_recv() {
+            let Some(awaiting_header) = proxied::admit(&self.shared, proto, peer) else {
+                continue;
+            };
             let entry = self.conns.vacant_entry();
             let key = entry.key();
             // Data may have arrived before registration: the connection starts readable.
@@ -223,6 +244,8 @@ impl Worker {
             entry.insert(Conn {
                 io,
                 peer,
+                client: None,
+                awaiting_header,
                 proto,
                 session,
                 closing: false,
@@ -242,14 +265,19 @@ impl Worker {
         };
         if c.io.readable() && !c.io.eof() && !c.closing {
             match c.io.read(read_cap, usize::MAX) {
+                // A header that is still incomplete does not keep the connection alive.
                 Ok((0, _)) => {}
+                Ok(_) if c.awaiting_header => {}
                 Ok(_) => c.last_active = Instant::now(),
                 Err(e) => {
-                    debug!(peer = %c.peer, "read failed: {e}");
+                    debug!(peer = %c.client_addr(), "read failed: {e}");
                     self.close(key);
                     return;
                 }
             }
+        }
+        if !self.proxy_header(key) {
+            return;
         }
         let mut more = false;
         if let Some(c) = self.conns.get_mut(key) {
@@ -298,7 +326,7 @@ impl Worker {
             self.holding.insert(key);
         }
         if let Err(e) = c.io.flush() {
-            debug!(peer = %c.peer, "write failed: {e}");
+            debug!(peer = %c.client_addr(), "write failed: {e}");
             self.close(key);
             return;
         }
@@ -330,7 +358,7 @@ impl Worker {
                 .fetch_sub(c.gate.held() as i64, Ordering::Relaxed);
             c.io.deregister(self.poll.registry());
             self.shared.metrics.closed(c.proto);
-            debug!(peer = %c.peer, "connection closed");
+            debug!(peer = %c.client_addr(), "connection closed");
         }
     }
 
@@ -344,7 +372,7 @@ impl Worker {
                 if h.poll_timeout().is_some_and(|d| d <= now) {
                     let wall = self.shared.clock.now_system();
                     if h.handle_timeout(now, wall, c.io.output()) {
-                        debug!(peer = %c.peer, "http request timed out");
+                        debug!(peer = %c.client_addr(), "http request timed out");
                         self.shared.metrics.error("timeout");
                         c.closing = true;
                     }
@@ -353,7 +381,7 @@ impl Worker {
                 }
             }
             if now.saturating_duration_since(c.last_active) > idle && c.output_len() == 0 {
-                debug!(peer = %c.peer, "idle timeout");
+                debug!(peer = %c.client_addr(), "idle timeout");
                 expired.push(key);
             }
         }
@@ -516,12 +544,8 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
     };
     c.io.consume(consumed);
     if let Some(reason) = error {
-        let proto = match c.proto {
-            Proto::Pool => "pool",
-            Proto::Query => "query",
-            Proto::Http => "http",
-        };
-        warn!(peer = %c.peer, "closing {proto} connection: {reason}");
+        let proto = proto_name(c.proto);
+        warn!(peer = %c.client_addr(), "closing {proto} connection: {reason}");
         m.error(if proto == "pool" {
             "pool_protocol"
         } else {

@@ -3,6 +3,8 @@
 //! - [`pool`]: the pool protocol codec (IM user status pools push events, presenced acks).
 //! - [`pool_session`]: the server side of one pool connection as a state machine.
 //! - [`query`]: the raw-TCP batch query codec and its request handler.
+//! - [`proxy`]: the PROXY protocol v1/v2 header an L4 load balancer puts in front of a relayed
+//!   connection (`docs/protocols/proxy.md`).
 //!
 //! The byte-level documents are `docs/protocols/pool.md` and `docs/protocols/query.md`; their hex
 //! vectors are the tests at the bottom of each module.
@@ -11,6 +13,7 @@
 
 pub mod pool;
 pub mod pool_session;
+pub mod proxy;
 pub mod query;
 
 /// Error codes carried by `ERROR` frames, shared by the pool and query protocols.

@@ -144,7 +144,7 @@ impl ClusterDriver {
             max_frame: l.repl_max_frame_bytes,
             max_members: l.max_gossip_members,
         };
-        Ok(Self {
+        let mut driver = Self {
             poll,
             listener,
             udp,
@@ -162,7 +162,11 @@ impl ClusterDriver {
             shared,
             scratch: Vec::new(),
             more: Vec::new(),
-        })
+        };
+        // Publish the first view before the acceptor takes any connection: a node alone in its
+        // file is ready from the start, and pool input must not be refused for a race.
+        driver.after_input();
+        Ok(driver)
     }
 
     fn now(&self) -> Now {
