@@ -106,6 +106,25 @@ enum Command {
         #[arg(required = true, value_name = "SID")]
         ids: Vec<String>,
     },
+    /// Remove a node from the cluster for good (it disappears from every member list and is
+    /// refused if it comes back, until `readmit-node`); ask any other node.
+    RemoveNode {
+        /// The id of the node to remove.
+        #[arg(value_name = "ID")]
+        id: u16,
+        /// HTTP port of any other node.
+        #[arg(long, value_name = "HOST:HTTP-PORT", default_value = "127.0.0.1:7480")]
+        server: String,
+    },
+    /// Let a removed node join the cluster again; ask any other node.
+    ReadmitNode {
+        /// The id of the node to re-admit.
+        #[arg(value_name = "ID")]
+        id: u16,
+        /// HTTP port of any other node.
+        #[arg(long, value_name = "HOST:HTTP-PORT", default_value = "127.0.0.1:7480")]
+        server: String,
+    },
     /// Validate a cluster file without serving.
     CheckConfig {
         /// The file to check.
@@ -232,6 +251,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             &mut std::io::stdout(),
         ),
         Command::Query { server, ids } => query(server, &ids),
+        Command::RemoveNode { id, server } => change_member(&server, "DELETE", id),
+        Command::ReadmitNode { id, server } => change_member(&server, "POST", id),
         Command::CheckConfig { file } => {
             let cfg = ClusterConfig::load(&file)?;
             println!(
@@ -302,4 +323,32 @@ fn addr_list(addrs: &[ServerAddr]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `DELETE` or `POST /v1/cluster/members/{id}` on `server`; prints the JSON answer.
+fn change_member(server: &str, method: &str, id: u16) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let addr = server
+        .to_socket_addrs()
+        .with_context(|| format!("bad --server {server:?}"))?
+        .next()
+        .with_context(|| format!("--server {server:?} resolves to no address"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "{method} /v1/cluster/members/{id} HTTP/1.1\r\nHost: {server}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)
+        .with_context(|| format!("no answer from {addr}"))?;
+    let status = raw.get(9..12).unwrap_or("000");
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    if status != "200" {
+        anyhow::bail!("{addr} answered {status}: {}", body.trim());
+    }
+    println!("{}", body.trim());
+    Ok(())
 }

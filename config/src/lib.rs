@@ -89,7 +89,18 @@ pub struct ClusterConfig {
     security: Security,
     replication: Replication,
     proxy_protocol: Option<ProxyProtocol>,
+    seeds: Vec<Seed>,
     nodes: Vec<NodeConfig>,
+}
+
+/// A running node to introduce this one to (`<seed host=".." sync-port=".."/>`, repeatable): a
+/// node whose file names only itself and seeds learns the rest of the cluster from them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seed {
+    /// Host name or IP address of the seed, resolved at every attempt.
+    pub host: String,
+    /// Its replication (sync) port.
+    pub sync_port: u16,
 }
 
 impl ClusterConfig {
@@ -143,6 +154,15 @@ impl ClusterConfig {
     /// All nodes, in file order.
     pub fn nodes(&self) -> &[NodeConfig] {
         &self.nodes
+    }
+    /// The seeds this node introduces itself to.
+    pub fn seeds(&self) -> &[Seed] {
+        &self.seeds
+    }
+    /// Whether this node has no other node to replicate with on purpose: its file names no other
+    /// node and no seed.
+    pub fn alone(&self) -> bool {
+        self.nodes.len() <= 1 && self.seeds.is_empty()
     }
     /// The node with sequence number `id`.
     pub fn node(&self, id: u16) -> Option<&NodeConfig> {

@@ -18,7 +18,7 @@ use quick_xml::Reader;
 
 use crate::{
     validate, AckPolicy, ClusterConfig, ConfigError, Limits, NodeConfig, ProxyProtocol,
-    Replication, Security, Timing,
+    Replication, Security, Seed, Timing,
 };
 
 /// A pull parser over one document; `file` only names it in errors.
@@ -65,6 +65,7 @@ impl Parser<'_> {
         let mut security: Option<Security> = None;
         let mut replication: Option<Replication> = None;
         let mut proxy_protocol: Option<ProxyProtocol> = None;
+        let mut seeds: Vec<Seed> = Vec::new();
         let mut nodes: Vec<(NodeConfig, usize)> = Vec::new();
         let mut closed = false;
         loop {
@@ -149,6 +150,10 @@ impl Parser<'_> {
                             proxy_protocol = Some(self.proxy_protocol(&mut a)?);
                         }
                         "node" => nodes.push((self.node(&mut a)?, pos)),
+                        "seed" => seeds.push(Seed {
+                            host: a.required(self, "host")?.value,
+                            sync_port: a.required_num(self, "sync-port", 1, 65_535)? as u16,
+                        }),
                         // `attrs` only accepts the element names matched above.
                         _ => {}
                     }
@@ -175,6 +180,7 @@ impl Parser<'_> {
             security: security.unwrap_or_default(),
             replication: replication.unwrap_or_default(),
             proxy_protocol,
+            seeds,
             nodes: nodes.into_iter().map(|(n, _)| n).collect(),
         })
     }
@@ -202,11 +208,12 @@ impl Parser<'_> {
             b"replication" => "replication",
             b"proxy-protocol" => "proxy-protocol",
             b"node" => "node",
+            b"seed" => "seed",
             other => {
                 let name = String::from_utf8_lossy(other);
                 return Err(self.err(
                     pos,
-                    format!("unknown element <{name}>; expected <timing>, <limits>, <security>, <replication>, <proxy-protocol> or <node>"),
+                    format!("unknown element <{name}>; expected <timing>, <limits>, <security>, <replication>, <proxy-protocol>, <seed> or <node>"),
                 ));
             }
         };
@@ -426,6 +433,7 @@ fn expected(element: &str) -> &'static str {
         "security" => "pool-token",
         "replication" => "ack, backlog, flush-ms",
         "proxy-protocol" => "listeners, trusted",
+        "seed" => "host, sync-port",
         _ => "id, host, pool-port, query-port, sync-port, time-port, http-port",
     }
 }

@@ -233,7 +233,11 @@ mod tests {
         assert!(out.is_empty());
         assert_eq!((g.held(), g.held_bytes()), (3, 8));
         w.publish(4, true);
-        assert_eq!(g.release(&w, &mut out), 0, "5 is not replicated: nothing passes it");
+        assert_eq!(
+            g.release(&w, &mut out),
+            0,
+            "5 is not replicated: nothing passes it"
+        );
         w.publish(5, true);
         assert_eq!(g.release(&w, &mut out), 3);
         assert_eq!(out, b"a5pongb3");
@@ -318,7 +322,10 @@ mod loom_ack_gate {
             assert_eq!(got[1].0 .0, got[0].0 .1 + 1);
             let mut s = Sequencer::default();
             for ((first, _), n) in got.iter().rev() {
-                s.push(*first, (0..*n).map(|i| Sid::new(first + i).unwrap()).collect());
+                s.push(
+                    *first,
+                    (0..*n).map(|i| Sid::new(first + i).unwrap()).collect(),
+                );
             }
             let order: Vec<u64> = std::iter::from_fn(|| s.pop())
                 .flatten()

@@ -71,4 +71,21 @@ pub trait Backend {
     fn record_query(&self, f: Frontend, ids: usize, micros: u64);
     /// Counts one refused request, by error code (a metrics label).
     fn record_error(&self, code: &'static str);
+    /// Removes node `id` from the cluster (`remove`) or re-admits it. The default refuses:
+    /// only a node's own backend can change its cluster.
+    fn change_member(&self, id: u16, remove: bool) -> Result<(), MemberChangeError> {
+        let _ = (id, remove);
+        Err(MemberChangeError::Unavailable)
+    }
+}
+
+/// Why `DELETE`/`POST /v1/cluster/members/{id}` failed. Nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberChangeError {
+    /// The id is the answering node's own (409 `conflict`).
+    ItsMe,
+    /// No member has this id (404 `not_found`).
+    Unknown,
+    /// The change could not be made now (503 `unavailable`).
+    Unavailable,
 }

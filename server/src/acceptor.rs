@@ -53,7 +53,7 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
         listeners.push((proto, name, listen(name, addr)?, addr));
     }
     let (cpoll, clistener, cudp, cwaker) = cluster::prepare(&me)?;
-    let (repl, repl_rx) = repl::repl_pair(cwaker);
+    let (repl, repl_rx, commands) = repl::repl_pair(cwaker);
     let shared = Arc::new(Shared::new(config, me, &opts, repl));
 
     let mut workers = Vec::new();
@@ -72,7 +72,11 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
     shared
         .repl
         .set_workers(handles.iter().map(|h| h.waker.clone()).collect());
-    let cluster = cluster::ClusterDriver::new(cpoll, clistener, cudp, repl_rx, shared.clone())?;
+    let cluster =
+        cluster::ClusterDriver::new(cpoll, clistener, cudp, repl_rx, commands, shared.clone())?;
+    if shared.config.alone() {
+        info!("the cluster file names no other node and no seed: a one-node cluster on purpose");
+    }
     let cluster = std::thread::Builder::new()
         .name("cluster".into())
         .spawn(move || cluster.run())

@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 use presenced_core::ack_gate::Watermark;
+use presenced_core::cluster::node::MemberError;
 use presenced_core::Sid;
 use presenced_frontends::backend::MemberView;
 
@@ -31,10 +32,41 @@ pub struct ClusterSnapshot {
     pub members: Vec<MemberView>,
 }
 
+/// A membership change asked for over HTTP (`DELETE`/`POST /v1/cluster/members/{id}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberChange {
+    /// Remove node `id` from the cluster.
+    Remove(u16),
+    /// Re-admit node `id` after a removal.
+    Readmit(u16),
+}
+
+/// A [`MemberChange`] on its way to the cluster thread, with where the answer goes.
+#[derive(Debug)]
+pub(crate) struct Command {
+    pub(crate) change: MemberChange,
+    pub(crate) reply: Sender<Result<(), MemberError>>,
+}
+
+/// Why a membership change could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    /// The node refused it (this node's own id, an unknown id).
+    #[error(transparent)]
+    Refused(#[from] MemberError),
+    /// The cluster thread did not answer in time (shutting down, or stuck).
+    #[error("the cluster thread did not answer")]
+    NoAnswer,
+}
+
+/// The cluster thread's end of the workers' numbered batches of changed sids.
+pub(crate) type LocalBatches = Receiver<(u64, Vec<Sid>)>;
+
 /// The cluster thread's shared end.
 #[derive(Debug)]
 pub struct Repl {
     tx: Sender<(u64, Vec<Sid>)>,
+    commands: Sender<Command>,
     waker: Arc<Waker>,
     /// Local update numbers and the replicated watermark.
     watermark: Watermark,
@@ -61,6 +93,19 @@ impl Repl {
     /// Whether the node is ready.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Asks the cluster thread to make a membership change and waits (at most 2 s) for it.
+    pub fn change_members(&self, change: MemberChange) -> Result<(), ChangeError> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        if self.commands.send(Command { change, reply }).is_err() {
+            return Err(ChangeError::NoAnswer);
+        }
+        let _ = self.waker.wake();
+        match answer.recv_timeout(std::time::Duration::from_secs(2)) {
+            Ok(r) => r.map_err(ChangeError::Refused),
+            Err(_) => Err(ChangeError::NoAnswer),
+        }
     }
 
     /// Local update numbers and what peers have (the ack gates read it).
@@ -111,10 +156,12 @@ impl Repl {
 }
 
 /// The shared end of a cluster thread that will use `waker`.
-pub(crate) fn repl_pair(waker: Arc<Waker>) -> (Repl, Receiver<(u64, Vec<Sid>)>) {
+pub(crate) fn repl_pair(waker: Arc<Waker>) -> (Repl, LocalBatches, Receiver<Command>) {
     let (tx, rx) = crossbeam_channel::unbounded();
+    let (commands, commands_rx) = crossbeam_channel::unbounded();
     let repl = Repl {
         tx,
+        commands,
         waker,
         watermark: Watermark::default(),
         ready: AtomicBool::new(false),
@@ -125,5 +172,5 @@ pub(crate) fn repl_pair(waker: Arc<Waker>) -> (Repl, Receiver<(u64, Vec<Sid>)>) 
         }),
         workers: OnceLock::new(),
     };
-    (repl, rx)
+    (repl, rx, commands_rx)
 }

@@ -13,17 +13,18 @@ use std::time::{Duration, Instant};
 
 use presenced_config::{AckPolicy, ClusterConfig, NodeConfig};
 use presenced_core::ack_gate::AckMode;
+use presenced_core::cluster::node::MemberError;
 use presenced_core::model::ExtLimits;
 use presenced_core::proto::pool::PoolLimits;
 use presenced_core::proto::pool_session::Streams;
 use presenced_core::proto::query::QueryLimits;
 use presenced_core::{Hlc, Sid, Status, Store};
-use presenced_frontends::backend::{Backend, ClusterView, Frontend, MemberView};
+use presenced_frontends::backend::{Backend, ClusterView, Frontend, MemberChangeError, MemberView};
 use presenced_frontends::http::HttpLimits;
 
 use crate::clock::ClusterClock;
 use crate::metrics::Metrics;
-use crate::repl::Repl;
+use crate::repl::{ChangeError, MemberChange, Repl};
 
 /// Options of `presenced serve` beyond the cluster file.
 #[derive(Clone, Debug, Default)]
@@ -169,6 +170,20 @@ impl Backend for NodeBackend<'_> {
         self.shared.store.pin().statuses(ids, out);
     }
 
+    fn change_member(&self, id: u16, remove: bool) -> Result<(), MemberChangeError> {
+        let change = if remove {
+            MemberChange::Remove(id)
+        } else {
+            MemberChange::Readmit(id)
+        };
+        match self.shared.repl.change_members(change) {
+            Ok(()) => Ok(()),
+            Err(ChangeError::Refused(MemberError::ItsMe(_))) => Err(MemberChangeError::ItsMe),
+            Err(ChangeError::Refused(MemberError::Unknown(_))) => Err(MemberChangeError::Unknown),
+            Err(ChangeError::NoAnswer) => Err(MemberChangeError::Unavailable),
+        }
+    }
+
     fn not_ready_reason(&self) -> Option<String> {
         if self.shared.draining.load(Ordering::Relaxed) {
             return Some("draining".to_owned());
@@ -233,7 +248,7 @@ impl Backend for NodeBackend<'_> {
 /// The ack policy in force: the configured one, except that a node whose file names no other
 /// node has no replica to wait for and acks locally.
 fn ack_mode(config: &ClusterConfig) -> AckMode {
-    if config.nodes().len() <= 1 {
+    if config.alone() {
         return AckMode::Local;
     }
     match config.replication().ack {

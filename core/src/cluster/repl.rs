@@ -113,6 +113,19 @@ pub struct Gossip {
     pub alive: bool,
 }
 
+/// A membership decision about one node id, gossiped in every `HEARTBEAT`: removed (refused,
+/// forgotten) or re-admitted. The entry with the greater `stamp` wins, so every node converges to
+/// the last decision whatever the order it hears them in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Removal {
+    /// The node id the decision is about.
+    pub id: u16,
+    /// When it was made (cluster time, µs): the later decision wins.
+    pub stamp: u64,
+    /// `true`: removed; `false`: re-admitted.
+    pub removed: bool,
+}
+
 /// A replication message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Msg {
@@ -166,6 +179,8 @@ pub enum Msg {
         digest: u128,
         /// Members the sender knows, itself excluded.
         members: Vec<Gossip>,
+        /// The membership decisions the sender knows (removed and re-admitted ids).
+        removals: Vec<Removal>,
     },
     /// `DIGESTS`: one value per bucket.
     Digests(Vec<u64>),
@@ -272,6 +287,7 @@ impl Msg {
                 records,
                 digest,
                 members,
+                removals,
             } => put_frame(out, ty::HEARTBEAT, |b| {
                 b.put_u64(*term);
                 b.put_u8(u8::from(*ready));
@@ -281,6 +297,12 @@ impl Msg {
                 for m in members {
                     put_info(b, &m.info);
                     b.put_u8(u8::from(m.alive));
+                }
+                b.put_u16(removals.len() as u16);
+                for x in removals {
+                    b.put_u16(x.id);
+                    b.put_u64(x.stamp);
+                    b.put_u8(u8::from(x.removed));
                 }
             }),
             Self::Digests(d) => put_frame(out, ty::DIGESTS, |b| {
@@ -380,12 +402,33 @@ impl Msg {
                         alive: read_bool(&mut r, "alive")?,
                     });
                 }
+                let n = usize::from(r.u16("removal count")?);
+                if n > limits.max_members {
+                    return Err(DecodeError::TooLarge {
+                        what: "removals",
+                        len: n as u64,
+                        max: limits.max_members as u64,
+                    });
+                }
+                let mut removals = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let id = r.u16("removed id")?;
+                    if id == 0 {
+                        return Err(DecodeError::Invalid("removed id 0"));
+                    }
+                    removals.push(Removal {
+                        id,
+                        stamp: r.u64("removal stamp")?,
+                        removed: read_bool(&mut r, "removed")?,
+                    });
+                }
                 Self::Heartbeat {
                     term,
                     ready,
                     records,
                     digest,
                     members,
+                    removals,
                 }
             }
             ty::DIGESTS => {

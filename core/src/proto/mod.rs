@@ -36,6 +36,8 @@ pub enum ErrorCode {
     TooManyIds = 7,
     /// The server is shutting down or overloaded; retry elsewhere.
     Unavailable = 8,
+    /// Replication only: the connecting node was removed from the cluster (until re-admitted).
+    Removed = 9,
 }
 
 impl ErrorCode {
@@ -50,6 +52,7 @@ impl ErrorCode {
             6 => Self::InvalidId,
             7 => Self::TooManyIds,
             8 => Self::Unavailable,
+            9 => Self::Removed,
             _ => return None,
         })
     }

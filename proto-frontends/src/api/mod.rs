@@ -25,7 +25,7 @@ use std::borrow::Cow;
 
 use presenced_core::{Sid, Status};
 
-use crate::backend::{Backend, Frontend};
+use crate::backend::{Backend, Frontend, MemberChangeError};
 use crate::http::{HttpError, Reply, Request, JSON};
 use crate::text::write_json_str;
 
@@ -94,6 +94,48 @@ pub(crate) fn cluster(backend: &dyn Backend, body: &mut Vec<u8>) -> Result<Reply
         )
     })?;
     Ok(OK)
+}
+
+/// `DELETE` (`remove`) or `POST /v1/cluster/members/{id}`: removes node `id` from the cluster,
+/// or re-admits it.
+pub(crate) fn change_member(
+    raw: &str,
+    remove: bool,
+    backend: &dyn Backend,
+    body: &mut Vec<u8>,
+) -> Result<Reply, HttpError> {
+    let id = raw
+        .parse::<u16>()
+        .ok()
+        .filter(|id| *id != 0)
+        .ok_or_else(|| {
+            HttpError::new(400, "invalid_id", "a node id is 1 to 65535")
+                .with_value(serde_json::Value::String(raw.to_owned()))
+        })?;
+    match backend.change_member(id, remove) {
+        Ok(()) => {
+            let what = if remove { "removed" } else { "readmitted" };
+            body.extend_from_slice(
+                format!("{{\"node\":{},\"{what}\":{id}}}", backend.node_id()).as_bytes(),
+            );
+            Ok(OK)
+        }
+        Err(MemberChangeError::ItsMe) => Err(HttpError::new(
+            409,
+            "conflict",
+            "a node cannot remove or re-admit itself; ask another node",
+        )),
+        Err(MemberChangeError::Unknown) => Err(HttpError::new(
+            404,
+            "not_found",
+            format!("node {id} is not a member of this cluster"),
+        )),
+        Err(MemberChangeError::Unavailable) => Err(HttpError::new(
+            503,
+            "unavailable",
+            "the membership change could not be made now; retry",
+        )),
+    }
 }
 
 /// `GET /healthz/live`.

@@ -8,6 +8,8 @@
 //! | POST            | `/v1/presence`       | the same, for `{"ids":[1,"2",3]}`                 |
 //! | GET, HEAD       | `/v1/presence/{id}`  | one status object                                 |
 //! | GET, HEAD       | `/v1/cluster`        | [`ClusterView`](crate::backend::ClusterView)     |
+//! | DELETE          | `/v1/cluster/members/{id}` | removes node `id`: `{"node":N,"removed":ID}` |
+//! | POST            | `/v1/cluster/members/{id}` | re-admits it: `{"node":N,"readmitted":ID}`   |
 //! | GET, HEAD       | `/healthz/live`      | `{"status":"live"}`                               |
 //! | GET, HEAD       | `/healthz/ready`     | 200 `{"status":"ready"}` or 503 `not_ready`       |
 //! | GET, HEAD       | `/metrics`           | Prometheus text format 0.0.4                      |
@@ -82,6 +84,15 @@ impl Router {
                     return Err(HttpError::method_not_allowed(GET));
                 }
                 api::presence_one(raw, backend, ids, statuses, body)
+            }
+            p if p.starts_with("/v1/cluster/members/") => {
+                let raw = p.get("/v1/cluster/members/".len()..).unwrap_or_default();
+                let remove = match req.method {
+                    "DELETE" => true,
+                    "POST" => false,
+                    _ => return Err(HttpError::method_not_allowed("DELETE, POST")),
+                };
+                api::change_member(raw, remove, backend, body)
             }
             "/v1/cluster" | "/healthz/live" | "/healthz/ready" | "/metrics" if !get => {
                 Err(HttpError::method_not_allowed(GET))

@@ -45,6 +45,8 @@ pub(super) struct Link {
     closing: bool,
     /// When the last whole frame arrived (or the connection was set up).
     last_frame: Instant,
+    /// An introduction to a seed: `HELLO`, then closed at the first answer.
+    intro: bool,
 }
 
 /// Appends an `ERROR` frame to a link's output.
@@ -91,6 +93,7 @@ impl ClusterDriver {
             connecting,
             closing: false,
             last_frame: Instant::now(),
+            intro: false,
         });
         Some(key)
     }
@@ -110,6 +113,62 @@ impl ClusterDriver {
         for k in silent {
             debug!("closing a silent replication connection");
             self.close(k);
+        }
+    }
+
+    /// Closes the links of peers the node forgot (removed from the cluster): they reconnect,
+    /// and their `HELLO` is refused while they stay removed.
+    pub(super) fn close_forgotten(&mut self) {
+        let gone: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.peer.is_some_and(|p| self.node.member_info(p).is_none()))
+            .map(|(k, _)| k)
+            .collect();
+        for k in gone {
+            self.close(k);
+        }
+    }
+
+    /// Dials the seeds while this node knows no live member: each introduction sends `HELLO`
+    /// and closes at the first answer; the seed then dials back, and its heartbeats' gossip
+    /// teaches this node the rest of the cluster.
+    pub(super) fn introduce(&mut self) {
+        if self.seeds.is_empty() || self.node.any_peer_alive() {
+            return;
+        }
+        let known: Vec<SocketAddr> = self
+            .node
+            .peers()
+            .iter()
+            .map(|i| SocketAddr::new(i.host, i.sync_port))
+            .collect();
+        let targets: Vec<SocketAddr> = self
+            .seeds
+            .iter()
+            .filter_map(|s| {
+                std::net::ToSocketAddrs::to_socket_addrs(&(s.host.as_str(), s.sync_port))
+                    .ok()
+                    .and_then(|mut a| a.next())
+            })
+            .filter(|a| !known.contains(a) && *a != self.shared.me.sync_addr())
+            .collect();
+        let busy = self.conns.iter().any(|(_, c)| c.intro);
+        if busy {
+            return;
+        }
+        for addr in targets {
+            match TcpStream::connect(addr) {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    if let Some(key) = self.add_conn(stream, Dir::Out, None, true) {
+                        if let Some(c) = self.conns.get_mut(key) {
+                            c.intro = true;
+                        }
+                    }
+                }
+                Err(e) => debug!("introduction to seed {addr} failed: {e}"),
+            }
         }
     }
 
@@ -141,7 +200,9 @@ impl ClusterDriver {
             match (c.io.stream().take_error(), c.io.stream().peer_addr()) {
                 (Ok(None), Ok(_)) => {
                     c.connecting = false;
-                    if let Some(peer) = c.peer {
+                    if c.intro {
+                        self.node.hello().encode(c.io.output());
+                    } else if let Some(peer) = c.peer {
                         debug!(peer, "replication link up");
                         self.node.handle_out_connected(peer);
                     }
@@ -208,7 +269,14 @@ impl ClusterDriver {
                 (Dir::In, None) => Conn::AwaitHello,
                 (Dir::In, Some(p)) => Conn::In(p),
                 (Dir::Out, Some(p)) => Conn::Out(p),
-                (Dir::Out, None) => continue,
+                (Dir::Out, None) => {
+                    // An introduction got its answer (WELCOME, or ERROR if refused).
+                    if let Msg::Error { message, .. } = &msg {
+                        warn!("seed refused this node: {message}");
+                    }
+                    self.close(key);
+                    return;
+                }
             };
             let now = self.now();
             let ctx = Ctx {

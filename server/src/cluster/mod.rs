@@ -35,6 +35,7 @@ use slab::Slab;
 use tracing::{debug, info, warn};
 
 use self::links::Link;
+use crate::repl::{Command, MemberChange};
 use crate::shared::Shared;
 
 pub use crate::repl::{ClusterSnapshot, Repl};
@@ -64,6 +65,12 @@ pub(crate) struct ClusterDriver {
     congested_at: usize,
     /// The node was told to drain.
     draining: bool,
+    /// A member was removed: its links are closed at the next tick.
+    forgotten: bool,
+    /// Where to introduce this node (`<seed>`), and the introductions in flight.
+    seeds: Vec<presenced_config::Seed>,
+    /// Membership commands from the HTTP front end, each with where to send the answer.
+    commands: Receiver<Command>,
     start: Instant,
     last_reconnect: Instant,
     shared: Arc<Shared>,
@@ -104,6 +111,7 @@ impl ClusterDriver {
         mut listener: TcpListener,
         mut udp: UdpSocket,
         rx: Receiver<(u64, Vec<Sid>)>,
+        commands: Receiver<Command>,
         shared: Arc<Shared>,
     ) -> anyhow::Result<Self> {
         poll.registry()
@@ -139,6 +147,7 @@ impl ClusterDriver {
             now,
         );
         node.set_backlog_cap(shared.config.replication().backlog);
+        node.set_seeded(!shared.config.seeds().is_empty());
         let l = shared.config.limits();
         let repl_limits = ReplLimits {
             max_frame: l.repl_max_frame_bytes,
@@ -157,6 +166,9 @@ impl ClusterDriver {
             sequencer: Sequencer::default(),
             congested_at: shared.config.limits().repl_congestion_bytes,
             draining: false,
+            forgotten: false,
+            seeds: shared.config.seeds().to_vec(),
+            commands,
             start,
             last_reconnect: start - RECONNECT_EVERY,
             shared,
@@ -227,13 +239,40 @@ impl ClusterDriver {
                 };
                 self.node.handle_timeout(now, &ctx);
             }
+            while let Ok(cmd) = self.commands.try_recv() {
+                self.command(cmd);
+            }
+            if std::mem::take(&mut self.forgotten) {
+                self.close_forgotten();
+            }
             if self.last_reconnect.elapsed() >= RECONNECT_EVERY {
                 self.last_reconnect = Instant::now();
                 self.close_silent();
                 self.reconnect();
+                self.introduce();
             }
             self.after_input();
         }
+    }
+
+    /// Carries out a membership change asked for over HTTP and answers it.
+    fn command(&mut self, cmd: Command) {
+        let now = self.now();
+        let r = match cmd.change {
+            MemberChange::Remove(id) => self.node.handle_remove(now, id),
+            MemberChange::Readmit(id) => self.node.handle_readmit(now, id),
+        };
+        match (&r, cmd.change) {
+            (Ok(()), MemberChange::Remove(id)) => {
+                info!(peer = id, "removing node (asked over HTTP)")
+            }
+            (Ok(()), MemberChange::Readmit(id)) => {
+                info!(peer = id, "re-admitting node (asked over HTTP)")
+            }
+            (Err(e), _) => info!("membership change refused: {e}"),
+        }
+        let _ = cmd.reply.send(r);
+        self.close_forgotten();
     }
 
     /// Says goodbye to every peer and flushes what can be flushed within a short time.
@@ -323,6 +362,10 @@ impl ClusterDriver {
                 Event::MemberDown(id) => info!(peer = id, "peer is down"),
                 Event::MemberJoined(n) => {
                     info!(peer = n.id, host = %n.host, "node joined the cluster")
+                }
+                Event::MemberRemoved(id) => {
+                    info!(peer = id, "node removed from the cluster");
+                    self.forgotten = true;
                 }
                 Event::Ready(true) => info!("presenced ready"),
                 Event::Ready(false) => info!(

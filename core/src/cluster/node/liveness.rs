@@ -67,11 +67,15 @@ impl ClusterNode {
 
     pub(super) fn update_ready(&mut self, now: Now) {
         let grace_over = now.mono_us.saturating_sub(self.started_us) >= self.timing.down_after_us;
-        if !self.roles_known && (grace_over || self.membership.all_heard()) {
+        let alone = self.membership.is_empty() && !self.seeded;
+        // A seeded node that has not met anyone yet waits for its seeds, whatever the time.
+        let introduced = !self.membership.is_empty();
+        if !self.roles_known
+            && (alone || (introduced && (grace_over || self.membership.all_heard())))
+        {
             self.roles_known = true;
         }
         let ready_peer = self.membership.any_ready_alive();
-        let alone = self.membership.is_empty();
         let master = self.membership.master();
         if !self.joined {
             // The master counts only once roles are known (its readiness was heard).
@@ -83,16 +87,23 @@ impl ClusterNode {
             // A node joins by taking a snapshot from the data master; the first nodes of a
             // cluster (nobody ready after the grace period), and a node alone in its file, start
             // from an empty store.
-            if from_master || (grace_over && !ready_peer) || alone {
+            if from_master || (introduced && grace_over && !ready_peer) || alone {
                 self.joined = true;
             }
         }
         // The time master is the reference, but only once it is sure nobody else is: a node
         // that restarts into a running cluster must be confirmed by that cluster's master.
-        if self.roles_known && master == self.me.id && (alone || (grace_over && !ready_peer)) {
+        if self.roles_known
+            && master == self.me.id
+            && (alone || (introduced && grace_over && !ready_peer))
+        {
             self.clock.confirm();
         }
-        let ready = self.roles_known && self.joined && self.clock.confirmed() && !self.draining;
+        let ready = self.roles_known
+            && self.joined
+            && self.clock.confirmed()
+            && !self.draining
+            && !self.removed;
         if ready != self.ready {
             self.ready = ready;
             self.events.push_back(Event::Ready(ready));

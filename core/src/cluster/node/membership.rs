@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::cluster::repl::{Gossip, NodeInfo};
+use crate::cluster::repl::{Gossip, NodeInfo, Removal};
 
 /// What this node knows about one peer.
 #[derive(Debug)]
@@ -63,6 +63,9 @@ pub(super) struct Membership {
     term: u64,
     /// Time master and data master (always the same node today; kept apart in reports).
     master: u16,
+    /// Removal decisions by id: the latest (greatest stamp) wins. A removed id is no member and
+    /// is never admitted again until a later decision re-admits it.
+    decisions: BTreeMap<u16, Removal>,
 }
 
 impl Membership {
@@ -78,7 +81,38 @@ impl Membership {
             peers,
             term: 0,
             master: me,
+            decisions: BTreeMap::new(),
         }
+    }
+
+    /// Whether `id` was removed (and not re-admitted since).
+    pub(super) fn is_removed(&self, id: u16) -> bool {
+        self.decisions.get(&id).is_some_and(|d| d.removed)
+    }
+
+    /// Every decision known, for heartbeats.
+    pub(super) fn decisions(&self) -> Vec<Removal> {
+        self.decisions.values().copied().collect()
+    }
+
+    /// The stamp a new decision about `id` must beat.
+    pub(super) fn decision_stamp(&self, id: u16) -> u64 {
+        self.decisions.get(&id).map_or(0, |d| d.stamp)
+    }
+
+    /// Takes decision `d` if it is newer than the one known. Returns whether it removed a
+    /// member (which is then forgotten).
+    pub(super) fn decide(&mut self, d: Removal) -> bool {
+        if d.id == 0
+            || self
+                .decisions
+                .get(&d.id)
+                .is_some_and(|k| k.stamp >= d.stamp)
+        {
+            return false;
+        }
+        self.decisions.insert(d.id, d);
+        d.removed && self.peers.remove(&d.id).is_some()
     }
 
     pub(super) fn term(&self) -> u64 {
@@ -113,9 +147,10 @@ impl Membership {
         self.peers.values().any(|p| p.alive && p.ready)
     }
 
-    /// Adds a peer not known yet. Returns whether it was new. This node's own id is refused.
+    /// Adds a peer not known yet. Returns whether it was new. This node's own id and removed ids
+    /// are refused.
     pub(super) fn admit(&mut self, info: NodeInfo) -> bool {
-        if info.id == self.me || self.peers.contains_key(&info.id) {
+        if info.id == self.me || self.peers.contains_key(&info.id) || self.is_removed(info.id) {
             return false;
         }
         self.peers.insert(info.id, Peer::new(info));
@@ -185,6 +220,8 @@ impl Membership {
         digest: u128,
         members: Vec<Gossip>,
     ) -> Vec<NodeInfo> {
+        // Decisions are applied by the caller first (see `ClusterNode::handle_in_msg`), so a
+        // member removed in this heartbeat is not re-admitted from its gossip.
         if let Some(p) = self.peers.get_mut(&id) {
             p.heartbeat_seen = true;
             p.ready = ready;
@@ -309,6 +346,26 @@ mod tests {
         assert_eq!(new, vec![info(3)]);
         assert!(m.get(3).is_some() && m.get(1).is_none());
         assert_eq!(m.gossip().len(), 2);
+    }
+
+    #[test]
+    fn the_latest_decision_wins_and_removed_ids_are_not_admitted() {
+        let mut m = Membership::new(1, &[info(2), info(3)]);
+        let d = |stamp, removed| Removal {
+            id: 3,
+            stamp,
+            removed,
+        };
+        assert!(m.decide(d(10, true)));
+        assert!(m.get(3).is_none() && m.is_removed(3));
+        assert!(!m.admit(info(3)), "a removed id is refused");
+        // An older re-admission loses; a newer one wins.
+        assert!(!m.decide(d(5, false)));
+        assert!(m.is_removed(3));
+        assert!(!m.decide(d(11, false)));
+        assert!(!m.is_removed(3));
+        assert!(m.admit(info(3)));
+        assert_eq!(m.decisions(), vec![d(11, false)]);
     }
 
     #[test]

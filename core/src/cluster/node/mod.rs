@@ -47,6 +47,7 @@ use crate::cluster::timesync::Packet;
 use crate::model::Sid;
 use crate::proto::ErrorCode;
 
+mod admin;
 mod anti_entropy;
 mod clock;
 mod inbound;
@@ -65,7 +66,7 @@ use liveness::stall_after;
 use membership::Membership;
 use outbound::{Backlog, OutLink, Welcome};
 use relay::Relay;
-pub use types::{Conn, Ctx, Dir, Event, HelloError, Now, Stats, Timing, Verdict};
+pub use types::{Conn, Ctx, Dir, Event, HelloError, MemberError, Now, Stats, Timing, Verdict};
 
 /// The replication links with one peer.
 #[derive(Debug, Default)]
@@ -90,6 +91,10 @@ pub struct ClusterNode {
     /// Every peer of the file was heard from, or `down_after_us` passed since start: roles may
     /// be claimed and reported.
     roles_known: bool,
+    /// The file names seeds: an empty membership means "not introduced yet", not "alone".
+    seeded: bool,
+    /// A peer refused this node as removed from the cluster: not ready until one welcomes it.
+    removed: bool,
     relay: Relay,
     membership: Membership,
     /// INVARIANT: has an entry for every peer of `membership`.
@@ -152,6 +157,8 @@ impl ClusterNode {
             last_input_us: now.mono_us,
             stall_us: stall_after(&timing),
             roles_known: false,
+            seeded: false,
+            removed: false,
             relay: Relay::new(timing.down_after_us.saturating_mul(4)),
             membership,
             links,
@@ -204,7 +211,10 @@ impl ClusterNode {
                     welcome,
                 },
                 Err(e) => Verdict::Refuse {
-                    code: ErrorCode::Protocol,
+                    code: match e {
+                        HelloError::Removed(_) => ErrorCode::Removed,
+                        _ => ErrorCode::Protocol,
+                    },
                     message: e.to_string(),
                 },
             },
@@ -215,13 +225,29 @@ impl ClusterNode {
                 self.handle_in_msg(now, peer, msg, ctx);
                 Verdict::Continue
             }
-            (Conn::Out(_), Msg::Error { message, .. }) => Verdict::Close {
-                reason: format!("peer refused replication: {message}"),
-            },
+            (Conn::Out(_), Msg::Error { code, message }) => {
+                if code == ErrorCode::Removed as u8 {
+                    // This node was removed from the cluster: it must not serve on its own.
+                    self.removed = true;
+                    self.update_ready(now);
+                }
+                Verdict::Close {
+                    reason: format!("peer refused replication: {message}"),
+                }
+            }
             (Conn::Out(peer), msg) => {
                 self.handle_out_msg(now, peer, msg, ctx);
                 Verdict::Continue
             }
+        }
+    }
+
+    /// This node's `HELLO` (also what an introduction to a seed sends).
+    pub fn hello(&self) -> Msg {
+        Msg::Hello {
+            cluster: self.cluster.clone(),
+            from: self.me,
+            incarnation: self.incarnation,
         }
     }
 
@@ -265,6 +291,9 @@ impl ClusterNode {
         if from.id == self.me.id {
             return Err(HelloError::SameId(from.id));
         }
+        if self.membership.is_removed(from.id) {
+            return Err(HelloError::Removed(from.id));
+        }
         // The address of a member from the cluster file stays as the file says (it may be a
         // proxy or a load balancer in front of the peer); others are reached where they say.
         self.admit(from);
@@ -302,6 +331,7 @@ impl ClusterNode {
         };
         match msg {
             Msg::Welcome { resume_from, .. } => {
+                self.removed = false;
                 match link.handle_welcome(resume_from, &self.backlog, &mut self.link_out) {
                     Welcome::Resumed => {
                         self.stats.resumes += 1;
@@ -362,7 +392,14 @@ impl ClusterNode {
                 records,
                 digest,
                 members,
+                removals,
             } => {
+                for d in removals {
+                    self.take_decision(d);
+                }
+                if self.membership.is_removed(peer) {
+                    return;
+                }
                 let joined = self
                     .membership
                     .handle_heartbeat(peer, term, ready, records, digest, members);
@@ -513,6 +550,7 @@ impl ClusterNode {
         if now.mono_us >= self.next_heartbeat_us {
             self.next_heartbeat_us = now.mono_us + self.timing.heartbeat_us;
             let hb = Msg::Heartbeat {
+                removals: self.membership.decisions(),
                 term: self.membership.term(),
                 ready: self.ready,
                 records: ctx.store.len() as u64,

@@ -36,6 +36,8 @@ impl ClusterNode {
     pub fn not_ready_reason(&self) -> Option<&'static str> {
         if self.draining {
             Some("draining")
+        } else if self.removed {
+            Some("removed from the cluster (re-admit with POST /v1/cluster/members/{id})")
         } else if !self.joined {
             Some("syncing data from the data master")
         } else if !self.clock.confirmed() {

@@ -68,6 +68,8 @@ struct Link {
     down: VecDeque<(u64, Msg)>,
     /// Peer's answers to the owner.
     up: VecDeque<(u64, Msg)>,
+    /// The peer accepted the owner's `HELLO`.
+    accepted: bool,
 }
 
 struct Sim {
@@ -285,6 +287,24 @@ impl Sim {
 
     fn step(&mut self) {
         self.now += 500;
+        // As the driver does: a link whose end forgot the peer (removed) is closed.
+        let forgotten: Vec<(u16, u16)> = self
+            .links
+            .keys()
+            .copied()
+            .filter(|(a, b)| {
+                let knows = |x: u16, y: u16| {
+                    self.nodes
+                        .get(&x)
+                        .is_none_or(|n| !n.up || n.node.member_info(y).is_some())
+                };
+                let accepted = self.links.get(&(*a, *b)).is_some_and(|l| l.accepted);
+                !knows(*a, *b) || (accepted && !knows(*b, *a))
+            })
+            .collect();
+        for (a, b) in forgotten {
+            self.close_link(a, b);
+        }
         // Reconnect every ordered pair that is up, not cut, and has no link.
         if self.now >= self.next_reconnect {
             self.next_reconnect = self.now + 50_000;
@@ -333,6 +353,7 @@ impl Sim {
                             let at = self.now + 300;
                             if let Some(l) = self.links.get_mut(&(a, b)) {
                                 l.up.push_back((at, w));
+                                l.accepted = true;
                             }
                         }
                         Err(_) => self.close_link(a, b),
@@ -816,6 +837,60 @@ fn an_update_held_by_one_replica_survives_its_origin_then_that_replica() {
             sim.nodes[&2].store.digest(),
             sim.oracle.digest(),
             "seed {seed}: node 2 lacks updates only node 3 had"
+        );
+    }
+}
+
+/// A removal made on one node reaches every node with the heartbeats: the removed node is gone
+/// from every member list and its links are refused, until a re-admission (also gossiped) lets
+/// it back in.
+#[test]
+fn a_removed_node_is_forgotten_everywhere_and_refused_until_readmitted() {
+    let mut sim = Sim::new(5, 3);
+    sim.run_for(1_500_000);
+    let now = sim.node_now(1);
+    let n1 = &mut sim.nodes.get_mut(&1).unwrap().node;
+    assert_eq!(n1.handle_remove(now, 1), Err(MemberError::ItsMe(1)));
+    assert_eq!(n1.handle_remove(now, 9), Err(MemberError::Unknown(9)));
+    n1.handle_remove(now, 3).unwrap();
+    sim.pump(1);
+    sim.run_for(1_000_000);
+    for id in [1, 2] {
+        let ids: Vec<u16> = sim.nodes[&id]
+            .node
+            .members()
+            .map(|(i, _, _)| i.id)
+            .collect();
+        assert!(!ids.contains(&3), "node {id} still lists node 3: {ids:?}");
+    }
+    // Node 3 keeps dialing; every HELLO it sends is refused.
+    let now = sim.node_now(2);
+    let hello = sim
+        .nodes
+        .get_mut(&2)
+        .unwrap()
+        .node
+        .handle_hello(now, "sim", info(3), 99);
+    assert_eq!(hello, Err(HelloError::Removed(3)));
+    // Re-admitted from node 2: node 1 learns it too, and node 3 is a member again.
+    let now = sim.node_now(2);
+    sim.nodes
+        .get_mut(&2)
+        .unwrap()
+        .node
+        .handle_readmit(now, 3)
+        .unwrap();
+    sim.pump(2);
+    sim.run_for(2_000_000);
+    for id in [1, 2] {
+        let ids: Vec<u16> = sim.nodes[&id]
+            .node
+            .members()
+            .map(|(i, _, _)| i.id)
+            .collect();
+        assert!(
+            ids.contains(&3),
+            "node {id} did not take node 3 back: {ids:?}"
         );
     }
 }

@@ -57,6 +57,8 @@ pub enum Event {
     MemberDown(u16),
     /// A node not in this node's cluster file joined.
     MemberJoined(NodeInfo),
+    /// A node was removed from the cluster (here, or by a decision gossiped from a peer).
+    MemberRemoved(u16),
     /// This node became ready (or stopped being ready).
     Ready(bool),
     /// A full snapshot was received from a peer.
@@ -120,6 +122,22 @@ pub enum HelloError {
     /// The peer claims this node's own id.
     #[error("node id {0} is this node's own")]
     SameId(u16),
+    /// The peer's id was removed from the cluster (until it is re-admitted).
+    #[error(
+        "node {0} was removed from the cluster; re-admit it with POST /v1/cluster/members/{0}"
+    )]
+    Removed(u16),
+}
+
+/// Why a membership change was refused. Nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MemberError {
+    /// A node cannot remove or re-admit itself.
+    #[error("node {0} is this node")]
+    ItsMe(u16),
+    /// No member has this id, and it was never removed.
+    #[error("node {0} is not a member")]
+    Unknown(u16),
 }
 
 /// A replication connection as the driver knows it.

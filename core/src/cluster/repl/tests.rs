@@ -88,6 +88,36 @@ fn rejects_bad_input() {
     assert_eq!(Msg::decode(0x55, &[]), Err(DecodeError::UnknownType(0x55)));
 }
 
+//= docs/protocols/replication.md#heartbeat-0x20-sender--receiver
+#[test]
+fn heartbeat_vector_with_a_removal() {
+    let m = Msg::Heartbeat {
+        term: 7,
+        ready: true,
+        records: 2,
+        digest: 0x0102,
+        members: Vec::new(),
+        removals: vec![Removal {
+            id: 4,
+            stamp: 0x0000_0100_0000_0000,
+            removed: true,
+        }],
+    };
+    let mut out = Vec::new();
+    m.encode(&mut out);
+    assert_eq!(
+        out,
+        hex!(
+            "00000031 20"
+            "0000000000000007 01 0000000000000002 00000000000000000000000000000102"
+            "0000"
+            "0001 0004 0000010000000000 01"
+        )
+    );
+    let (t, b, _) = split_frame(&out, MAX_FRAME).unwrap().unwrap();
+    assert_eq!(Msg::decode(t, b).unwrap(), m);
+}
+
 #[test]
 fn member_limit_comes_from_the_limits() {
     let m = Msg::Heartbeat {
@@ -101,6 +131,7 @@ fn member_limit_comes_from_the_limits() {
                 alive: true,
             })
             .collect(),
+        removals: Vec::new(),
     };
     let mut out = Vec::new();
     m.encode(&mut out);
@@ -178,9 +209,10 @@ proptest! {
     }
 
     #[test]
-    fn heartbeats_round_trip(term in any::<u64>(), ready in any::<bool>(), digest in any::<u128>(), ids in prop::collection::vec(1u16.., 0..5)) {
+    fn heartbeats_round_trip(term in any::<u64>(), ready in any::<bool>(), digest in any::<u128>(), ids in prop::collection::vec(1u16.., 0..5), gone in prop::collection::vec((1u16.., any::<u64>(), any::<bool>()), 0..4)) {
         let members = ids.into_iter().map(|id| Gossip { info: node(id), alive: id % 2 == 0 }).collect();
-        let m = Msg::Heartbeat { term, ready, records: 5, digest, members };
+        let removals = gone.into_iter().map(|(id, stamp, removed)| Removal { id, stamp, removed }).collect();
+        let m = Msg::Heartbeat { term, ready, records: 5, digest, members, removals };
         prop_assert_eq!(roundtrip(&m), m);
     }
 
