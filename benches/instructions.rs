@@ -588,7 +588,7 @@ fn measure_cluster_snapshot(ctx: &Ctx<'_>) -> u64 {
                 records += chunk.len() as u64;
                 sum = mix(sum, chunk.first().map_or(0, |(s, r)| s.get() ^ stamp_of(r)));
             }
-            Msg::SnapshotEnd { records } => total = Some(records),
+            Msg::SnapshotEnd { records, .. } => total = Some(records),
             _ => {}
         }
     }

@@ -113,6 +113,11 @@ pub fn bucket_of(sid: Sid) -> usize {
     (sid.get().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % DIGEST_BUCKETS
 }
 
+/// The digest contribution of one record: what a snapshot's digest at its cut sums.
+pub fn record_digest(sid: Sid, r: &Record) -> u64 {
+    record_hash(sid.get(), r)
+}
+
 fn record_hash(sid: u64, r: &Record) -> u64 {
     let mut h = fixed_hasher();
     sid.hash(&mut h);

@@ -113,6 +113,10 @@ pub struct Gossip {
     pub alive: bool,
 }
 
+/// `WELCOME.resume_from` meaning "no snapshot: stream your updates from now on". A joining
+/// node answers it to every peer but its data master, whose snapshot carries everyone's data.
+pub const RESUME_NOW: u64 = u64::MAX;
+
 /// A membership decision about one node id, gossiped in every `HEARTBEAT`: removed (refused,
 /// forgotten) or re-admitted. The entry with the greater `stamp` wins, so every node converges to
 /// the last decision whatever the order it hears them in.
@@ -166,6 +170,9 @@ pub enum Msg {
     SnapshotEnd {
         /// Records sent in the snapshot.
         records: u64,
+        /// The wrapping sum of `store::record_digest` over the records sent: the snapshot's own
+        /// digest at its cut, which the receiver checks before it counts the snapshot.
+        digest: u64,
     },
     /// `HEARTBEAT`.
     Heartbeat {
@@ -278,9 +285,10 @@ impl Msg {
                 put_frame(out, ty::SNAPSHOT_BEGIN, |b| b.put_u64(*upto_seq))
             }
             Self::Snapshot(records) => put_frame(out, ty::SNAPSHOT, |b| put_records(b, records)),
-            Self::SnapshotEnd { records } => {
-                put_frame(out, ty::SNAPSHOT_END, |b| b.put_u64(*records))
-            }
+            Self::SnapshotEnd { records, digest } => put_frame(out, ty::SNAPSHOT_END, |b| {
+                b.put_u64(*records);
+                b.put_u64(*digest);
+            }),
             Self::Heartbeat {
                 term,
                 ready,
@@ -380,6 +388,7 @@ impl Msg {
             ty::SNAPSHOT => Self::Snapshot(read_records(&mut r)?),
             ty::SNAPSHOT_END => Self::SnapshotEnd {
                 records: r.u64("records")?,
+                digest: r.u64("snapshot digest")?,
             },
             ty::HEARTBEAT => {
                 let term = r.u64("term")?;

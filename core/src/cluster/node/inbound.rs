@@ -6,7 +6,7 @@
 //! anything else starts over with a snapshot (resume point 0). Every received record is joined
 //! into the store ([`crate::store::Pinned::merge`]), so duplicates and reordering are harmless.
 
-use crate::cluster::repl::Msg;
+use crate::cluster::repl::{Msg, RESUME_NOW};
 use crate::model::{Record, Sid};
 
 use super::Ctx;
@@ -22,31 +22,61 @@ pub(super) struct InLink {
     applied: u64,
     snapshot_upto: Option<u64>,
     snapshot_records: u64,
+    /// The sum of the digests of the snapshot records received so far.
+    snapshot_digest: u64,
     snapshot_done: bool,
+    /// This link streams from when it was welcomed, without a snapshot from this peer (the
+    /// node joined from its data master's).
+    from_now: bool,
     connected: bool,
     /// When this peer last sent updates or snapshot records (monotonic µs).
     last_update_us: u64,
 }
 
-/// Joins `records` into the store; returns how many changed something.
-pub(super) fn merge_records(records: &[(Sid, Record)], ctx: &Ctx<'_>) -> u64 {
+/// Joins `records` into the store; returns how many changed something, and appends their sids
+/// to `changed` when given.
+pub(super) fn merge_records(
+    records: &[(Sid, Record)],
+    ctx: &Ctx<'_>,
+    mut changed: Option<&mut Vec<Sid>>,
+) -> u64 {
     let pinned = ctx.store.pin();
-    let mut changed = 0;
+    let mut count = 0;
     for (sid, r) in records {
         ctx.hlc.observe(r.ident().stamp);
         if pinned.merge(*sid, r) {
-            changed += 1;
+            count += 1;
+            if let Some(c) = changed.as_deref_mut() {
+                c.push(*sid);
+            }
         }
     }
-    changed
+    count
+}
+
+/// Why a snapshot was not counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct SnapshotMismatch {
+    pub(super) sent: (u64, u64),
+    pub(super) received: (u64, u64),
 }
 
 impl InLink {
     /// The peer (incarnation `incarnation`) said `HELLO`. Returns the resume point to welcome it
     /// with (0: send a full snapshot).
-    pub(super) fn handle_hello(&mut self, incarnation: u64) -> u64 {
+    /// With `from_now`, a peer that cannot resume is told to stream from now on
+    /// ([`RESUME_NOW`]) instead of sending a full snapshot.
+    pub(super) fn handle_hello(&mut self, incarnation: u64, from_now: bool) -> u64 {
         let resume_from = if self.incarnation == incarnation && self.snapshot_done {
             self.applied + 1
+        } else if from_now {
+            *self = Self {
+                incarnation,
+                snapshot_done: true,
+                from_now: true,
+                ..Self::default()
+            };
+            RESUME_NOW
         } else {
             *self = Self {
                 incarnation,
@@ -70,9 +100,14 @@ impl InLink {
         self.snapshot_upto = None;
     }
 
-    /// Whether a full snapshot of the peer's current incarnation was received.
+    /// Whether a full snapshot of the peer's current incarnation was received (and checked).
     pub(super) fn snapshot_done(&self) -> bool {
-        self.snapshot_done
+        self.snapshot_done && !self.from_now
+    }
+
+    /// Whether this link streams without a snapshot from the peer ([`RESUME_NOW`]).
+    pub(super) fn streams_from_now(&self) -> bool {
+        self.from_now && self.snapshot_upto.is_none()
     }
 
     /// When the peer last sent data (monotonic µs).
@@ -85,15 +120,15 @@ impl InLink {
     /// records changed something.
     pub(super) fn handle_updates(
         &mut self,
-        now_us: u64,
-        cluster_us: i64,
+        (now_us, cluster_us): (u64, i64),
         upto_seq: u64,
         records: &[(Sid, Record)],
         ctx: &Ctx<'_>,
         lag_samples: &mut Vec<u64>,
+        changed: Option<&mut Vec<Sid>>,
     ) -> (Msg, u64) {
         self.last_update_us = now_us;
-        let merged = merge_records(records, ctx);
+        let merged = merge_records(records, ctx, changed);
         for (_, r) in records {
             let lag = cluster_us / 1000 - r.ident().stamp.physical_ms() as i64;
             if lag_samples.len() < MAX_LAG_SAMPLES {
@@ -108,6 +143,7 @@ impl InLink {
     pub(super) fn handle_snapshot_begin(&mut self, upto_seq: u64) {
         self.snapshot_upto = Some(upto_seq);
         self.snapshot_records = 0;
+        self.snapshot_digest = 0;
     }
 
     /// A chunk of the snapshot.
@@ -118,17 +154,36 @@ impl InLink {
         ctx: &Ctx<'_>,
     ) {
         self.last_update_us = now_us;
-        merge_records(records, ctx);
+        merge_records(records, ctx, None);
         self.snapshot_records += records.len() as u64;
+        self.snapshot_digest = self
+            .snapshot_digest
+            .wrapping_add(super::outbound::digest_of(records));
     }
 
-    /// `SNAPSHOT_END`. Returns the `ACK` to send and the records received, or `None` if no
-    /// snapshot was in progress (a stray or replayed end changes nothing).
-    pub(super) fn handle_snapshot_end(&mut self) -> Option<(Msg, u64)> {
-        let upto = self.snapshot_upto.take()?;
+    /// `SNAPSHOT_END` with the sender's count and digest at its cut. Returns the `ACK` to send
+    /// and the records received, or `None` if no snapshot was in progress (a stray or replayed
+    /// end changes nothing), or the mismatch if what arrived is not what was sent (the snapshot
+    /// does not count; the link must be dropped so that the peer sends a new one).
+    pub(super) fn handle_snapshot_end(
+        &mut self,
+        records: u64,
+        digest: u64,
+    ) -> Result<Option<(Msg, u64)>, SnapshotMismatch> {
+        let Some(upto) = self.snapshot_upto.take() else {
+            return Ok(None);
+        };
+        let received = (self.snapshot_records, self.snapshot_digest);
+        if received != (records, digest) {
+            return Err(SnapshotMismatch {
+                sent: (records, digest),
+                received,
+            });
+        }
         self.applied = upto;
         self.snapshot_done = true;
-        Some((Msg::Ack(upto), self.snapshot_records))
+        self.from_now = false;
+        Ok(Some((Msg::Ack(upto), self.snapshot_records)))
     }
 }
 
@@ -162,28 +217,50 @@ mod tests {
             hlc: &hlc,
         };
         let mut link = InLink::default();
-        assert_eq!(link.handle_hello(5), 0);
+        assert_eq!(link.handle_hello(5, false), 0);
         link.handle_snapshot_begin(10);
         link.handle_snapshot(1, &[record(1)], &ctx);
         // Cut before the end: still no resume point.
         link.handle_closed();
-        assert_eq!(link.handle_hello(5), 0);
+        assert_eq!(link.handle_hello(5, false), 0);
         link.handle_snapshot_begin(10);
         link.handle_snapshot(2, &[record(1)], &ctx);
-        assert_eq!(link.handle_snapshot_end(), Some((Msg::Ack(10), 1)));
+        let d = super::super::outbound::digest_of(&[record(1)]);
+        assert_eq!(link.handle_snapshot_end(1, d), Ok(Some((Msg::Ack(10), 1))));
         assert_eq!(
-            link.handle_snapshot_end(),
-            None,
+            link.handle_snapshot_end(1, d),
+            Ok(None),
             "a replayed end is ignored"
         );
         let mut lag = Vec::new();
-        let (ack, merged) = link.handle_updates(3, 5_000, 12, &[record(2)], &ctx, &mut lag);
+        let (ack, merged) = link.handle_updates((3, 5_000), 12, &[record(2)], &ctx, &mut lag, None);
         assert_eq!((ack, merged), (Msg::Ack(12), 1));
         assert_eq!(lag, vec![3_000]);
         link.handle_closed();
-        assert_eq!(link.handle_hello(5), 13);
+        assert_eq!(link.handle_hello(5, false), 13);
         // A new incarnation of the peer starts over.
-        assert_eq!(link.handle_hello(6), 0);
+        assert_eq!(link.handle_hello(6, false), 0);
+        assert!(!link.snapshot_done());
+        // A joining node streams from a non-master peer without its snapshot.
+        assert_eq!(link.handle_hello(7, true), RESUME_NOW);
+        assert!(!link.snapshot_done(), "streaming only is not a snapshot");
+    }
+
+    #[test]
+    fn a_snapshot_that_does_not_match_its_digest_at_the_cut_does_not_count() {
+        let store = Store::default();
+        let hlc = Hlc::new(1);
+        let ctx = Ctx {
+            store: &store,
+            hlc: &hlc,
+        };
+        let mut link = InLink::default();
+        link.handle_hello(5, false);
+        link.handle_snapshot_begin(3);
+        link.handle_snapshot(1, &[record(1)], &ctx);
+        // The sender says it sent two records (one got lost on the way, say).
+        let d = super::super::outbound::digest_of(&[record(1), record(2)]);
+        assert!(link.handle_snapshot_end(2, d).is_err());
         assert!(!link.snapshot_done());
     }
 }

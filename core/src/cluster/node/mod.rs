@@ -54,6 +54,7 @@ mod inbound;
 mod liveness;
 mod membership;
 mod outbound;
+mod peer_in;
 mod relay;
 mod reports;
 mod transmit;
@@ -61,7 +62,7 @@ mod types;
 
 use anti_entropy::AntiEntropy;
 use clock::{Corrected, TimeFollower, TimeMaster};
-use inbound::{merge_records, InLink};
+use inbound::InLink;
 use liveness::stall_after;
 use membership::Membership;
 use outbound::{Backlog, OutLink, Welcome};
@@ -221,10 +222,7 @@ impl ClusterNode {
             (Conn::AwaitHello, _) => Verdict::Close {
                 reason: "expected HELLO".into(),
             },
-            (Conn::In(peer), msg) => {
-                self.handle_in_msg(now, peer, msg, ctx);
-                Verdict::Continue
-            }
+            (Conn::In(peer), msg) => self.handle_in_msg(now, peer, msg, ctx),
             (Conn::Out(_), Msg::Error { code, message }) => {
                 if code == ErrorCode::Removed as u8 {
                     // This node was removed from the cluster: it must not serve on its own.
@@ -297,9 +295,21 @@ impl ClusterNode {
         // The address of a member from the cluster file stays as the file says (it may be a
         // proxy or a load balancer in front of the peer); others are reached where they say.
         self.admit(from);
+        // A joining node takes one full snapshot, from its data master (which holds everyone's
+        // data); the others stream from now on, and the master forwards what it merges from them
+        // meanwhile (`OutLink::forwards`).
+        // Before roles are known (their heartbeats only come once they are welcomed), the
+        // lowest live member is the presumed master; if that turns out wrong, the real master's
+        // link is dropped once roles are known so that it sends its snapshot.
+        let master = if self.roles_known {
+            Some(self.membership.master()).filter(|m| *m != self.me.id)
+        } else {
+            self.membership.alive_ids().min()
+        };
+        let from_now = !self.joined && master.is_some_and(|m| m != from.id);
         let inbound = &mut self.links.entry(from.id).or_default().inbound;
         let previous = inbound.incarnation();
-        let resume_from = inbound.handle_hello(incarnation);
+        let resume_from = inbound.handle_hello(incarnation, from_now);
         if previous != 0 && previous != incarnation {
             // The peer restarted: what it sent before may not have reached everyone, and the
             // master's clock samples describe the old process.
@@ -341,6 +351,7 @@ impl ClusterNode {
                         self.stats.full_resyncs += 1;
                         self.events.push_back(Event::FullResync(peer));
                     }
+                    Welcome::FromNow => self.events.push_back(Event::Resumed(peer)),
                 }
                 self.out
                     .extend(self.link_out.drain(..).map(|m| (peer, Dir::Out, m)));
@@ -349,97 +360,6 @@ impl ClusterNode {
             Msg::BucketRequest(buckets) => link.handle_bucket_request(buckets),
             _ => {}
         }
-    }
-
-    /// A message arrived on `peer`'s connection to me (after its `HELLO`).
-    pub fn handle_in_msg(&mut self, now: Now, peer: u16, msg: Msg, ctx: &Ctx<'_>) {
-        self.observe(now);
-        self.heard(peer, now);
-        let cluster_us = self.cluster_us(now);
-        let Some(links) = self.links.get_mut(&peer) else {
-            return;
-        };
-        let link = &mut links.inbound;
-        match msg {
-            Msg::Updates { upto_seq, records } => {
-                let (ack, merged) = link.handle_updates(
-                    now.mono_us,
-                    cluster_us,
-                    upto_seq,
-                    &records,
-                    ctx,
-                    &mut self.lag_samples,
-                );
-                self.stats.merged += merged;
-                self.relay
-                    .record(peer, now.mono_us, records.iter().map(|(sid, _)| *sid));
-                self.out.push_back((peer, Dir::In, ack));
-            }
-            Msg::SnapshotBegin { upto_seq } => link.handle_snapshot_begin(upto_seq),
-            Msg::Snapshot(records) => link.handle_snapshot(now.mono_us, &records, ctx),
-            Msg::SnapshotEnd { .. } => {
-                if let Some((ack, records)) = link.handle_snapshot_end() {
-                    self.events.push_back(Event::SnapshotReceived {
-                        from: peer,
-                        records,
-                    });
-                    self.out.push_back((peer, Dir::In, ack));
-                }
-            }
-            Msg::Heartbeat {
-                term,
-                ready,
-                records,
-                digest,
-                members,
-                removals,
-            } => {
-                for d in removals {
-                    self.take_decision(d);
-                }
-                if self.membership.is_removed(peer) {
-                    return;
-                }
-                let joined = self
-                    .membership
-                    .handle_heartbeat(peer, term, ready, records, digest, members);
-                for info in joined {
-                    self.links.entry(info.id).or_default();
-                    self.events.push_back(Event::MemberJoined(info));
-                }
-                self.update_roles();
-            }
-            Msg::Digests(theirs) => {
-                let quiet_since = self.last_traffic_us.max(link.last_update_us());
-                let quiet = now.mono_us.saturating_sub(quiet_since) >= self.timing.sync_interval_us;
-                let mine = if quiet {
-                    ctx.store.bucket_digests()
-                } else {
-                    Vec::new()
-                };
-                if let Some(ask) = links.anti_entropy.handle_digests(quiet, &mine, &theirs) {
-                    self.out.push_back((peer, Dir::In, Msg::BucketRequest(ask)));
-                }
-            }
-            Msg::Bucket { records, .. } => {
-                let changed = merge_records(&records, ctx);
-                if changed > 0 {
-                    self.stats.digest_repairs += changed;
-                    self.events.push_back(Event::Repaired {
-                        from: peer,
-                        changed,
-                    });
-                }
-            }
-            Msg::Goodbye => {
-                if self.membership.goodbye(peer) {
-                    self.events.push_back(Event::MemberDown(peer));
-                }
-                self.update_roles();
-            }
-            _ => {}
-        }
-        self.update_ready(now);
     }
 
     /// A time-sync datagram arrived.

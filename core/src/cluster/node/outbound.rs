@@ -13,9 +13,9 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use crate::cluster::repl::{Msg, MAX_RECORDS};
+use crate::cluster::repl::{Msg, MAX_RECORDS, RESUME_NOW};
 use crate::model::{Record, Sid};
-use crate::store::{Cursor, Store};
+use crate::store::{record_digest, Cursor, Store};
 
 /// Encoded bytes of records per frame beyond which no record is added (far below
 /// [`crate::cluster::repl::MAX_FRAME`] whatever the extension limits).
@@ -49,6 +49,13 @@ fn next_chunk(store: &Store, cursor: &mut Cursor) -> Vec<(Sid, Record)> {
         bytes < FRAME_BUDGET
     });
     chunk
+}
+
+/// The digest contribution of records as sent (a wrapping sum: order-independent).
+pub(super) fn digest_of(records: &[(Sid, Record)]) -> u64 {
+    records
+        .iter()
+        .fold(0u64, |d, (sid, r)| d.wrapping_add(record_digest(*sid, r)))
 }
 
 /// This node's update numbers: `base..next` map to the sids they changed.
@@ -115,8 +122,9 @@ enum OutState {
         cursor: Cursor,
         /// The last update number the snapshot covers.
         upto: u64,
-        /// Records sent so far.
+        /// Records sent so far, and the sum of their digests.
         sent: u64,
+        digest: u64,
     },
     Streaming,
 }
@@ -128,6 +136,9 @@ pub(super) enum Welcome {
     Resumed,
     /// The peer gets a full snapshot (`SNAPSHOT_BEGIN` is queued).
     Snapshot,
+    /// The peer takes no snapshot from this node (it joins from its data master's): streaming
+    /// starts at this node's next update number.
+    FromNow,
 }
 
 /// What one call of [`OutLink::poll_transmit`] did.
@@ -155,6 +166,10 @@ pub(super) struct OutLink {
     buckets: VecDeque<(u16, Cursor, bool)>,
     /// Records to push to the peer on behalf of a lost origin, by bucket.
     relay: VecDeque<(u16, Vec<Sid>)>,
+    /// While a snapshot is sent, and until this time (monotonic µs) after it ended, remote
+    /// updates merged here are forwarded to the peer too: the snapshot's cursor may have passed
+    /// them, and the peer streams their origin only from when it welcomed it.
+    forward_until: Option<u64>,
 }
 
 impl OutLink {
@@ -166,7 +181,13 @@ impl OutLink {
             acked: 0,
             buckets: VecDeque::new(),
             relay: VecDeque::new(),
+            forward_until: None,
         }
+    }
+
+    /// Whether remote updates merged at `now_us` are forwarded to the peer.
+    pub(super) fn forwards(&self, now_us: u64) -> bool {
+        self.forward_until.is_some_and(|t| now_us <= t)
     }
 
     /// Queues the records of these sids (by bucket) to be pushed to the peer as repairs.
@@ -206,6 +227,12 @@ impl OutLink {
         backlog: &Backlog,
         out: &mut VecDeque<Msg>,
     ) -> Welcome {
+        if resume_from == RESUME_NOW {
+            self.state = OutState::Streaming;
+            self.next = backlog.next();
+            self.acked = self.next - 1;
+            return Welcome::FromNow;
+        }
         if resume_from != 0 && resume_from >= backlog.base() && resume_from <= backlog.next() {
             self.state = OutState::Streaming;
             self.next = resume_from;
@@ -237,7 +264,9 @@ impl OutLink {
             cursor: Cursor::all(),
             upto,
             sent: 0,
+            digest: 0,
         };
+        self.forward_until = Some(u64::MAX);
         self.next = backlog.next();
         out.push_back(Msg::SnapshotBegin { upto_seq: upto });
     }
@@ -249,7 +278,7 @@ impl OutLink {
         &mut self,
         store: &Store,
         backlog: &Backlog,
-        flush_due: bool,
+        (flush_due, now_us, forward_us): (bool, u64, u64),
         out: &mut VecDeque<Msg>,
     ) -> LinkPoll {
         if let Some((bucket, mut cursor, sent)) = self.buckets.pop_front() {
@@ -285,17 +314,24 @@ impl OutLink {
         }
         match &mut self.state {
             OutState::AwaitWelcome => LinkPoll::Idle,
-            OutState::Snapshot { cursor, upto, sent } => {
+            OutState::Snapshot {
+                cursor,
+                upto,
+                sent,
+                digest,
+            } => {
                 let chunk = next_chunk(store, cursor);
                 *sent += chunk.len() as u64;
+                *digest = digest.wrapping_add(digest_of(&chunk));
                 if !chunk.is_empty() {
                     out.push_back(Msg::Snapshot(chunk));
                 }
                 if cursor.is_done() {
-                    let (upto, records) = (*upto, *sent);
+                    let (upto, records, digest) = (*upto, *sent, *digest);
                     self.state = OutState::Streaming;
                     self.next = upto + 1;
-                    out.push_back(Msg::SnapshotEnd { records });
+                    self.forward_until = Some(now_us.saturating_add(forward_us));
+                    out.push_back(Msg::SnapshotEnd { records, digest });
                 }
                 LinkPoll::Sent
             }
@@ -378,11 +414,11 @@ mod tests {
         assert!(out.is_empty());
         assert_eq!(link.acked(), 3);
         assert_eq!(
-            link.poll_transmit(&store, &backlog, false, &mut out),
+            link.poll_transmit(&store, &backlog, (false, 0, 0), &mut out),
             LinkPoll::Waiting
         );
         assert_eq!(
-            link.poll_transmit(&store, &backlog, true, &mut out),
+            link.poll_transmit(&store, &backlog, (true, 0, 0), &mut out),
             LinkPoll::Sent
         );
         match out.pop_front() {
@@ -411,14 +447,14 @@ mod tests {
         );
         assert_eq!(out.pop_front(), Some(Msg::SnapshotBegin { upto_seq: 3 }));
         while !link.is_streaming() {
-            link.poll_transmit(&store, &backlog, false, &mut out);
+            link.poll_transmit(&store, &backlog, (false, 0, 0), &mut out);
         }
         let mut records = 0;
         let mut end = None;
         for m in out.drain(..) {
             match m {
                 Msg::Snapshot(r) => records += r.len() as u64,
-                Msg::SnapshotEnd { records } => end = Some(records),
+                Msg::SnapshotEnd { records, .. } => end = Some(records),
                 other => panic!("{other:?}"),
             }
         }
@@ -436,7 +472,7 @@ mod tests {
         assert_eq!(link.handle_welcome(1, &backlog, &mut out), Welcome::Resumed);
         backlog.push(&sids(4)[1..]);
         assert_eq!(
-            link.poll_transmit(&store, &backlog, true, &mut out),
+            link.poll_transmit(&store, &backlog, (true, 0, 0), &mut out),
             LinkPoll::FullResync
         );
         assert_eq!(out.pop_front(), Some(Msg::SnapshotBegin { upto_seq: 4 }));
@@ -449,7 +485,7 @@ mod tests {
         let mut out = VecDeque::new();
         let mut link = OutLink::new();
         link.handle_bucket_request(vec![9, 3, 9]);
-        while link.poll_transmit(&store, &backlog, false, &mut out) == LinkPoll::Sent {}
+        while link.poll_transmit(&store, &backlog, (false, 0, 0), &mut out) == LinkPoll::Sent {}
         let buckets: Vec<u16> = out
             .iter()
             .map(|m| match m {
@@ -474,10 +510,10 @@ mod tests {
         for _ in 0..WINDOW + 10 {
             backlog.push(&one);
         }
-        while link.poll_transmit(&store, &backlog, true, &mut out) == LinkPoll::Sent {}
+        while link.poll_transmit(&store, &backlog, (true, 0, 0), &mut out) == LinkPoll::Sent {}
         assert!(!link.caught_up(&backlog));
         link.handle_ack(WINDOW, &backlog);
-        while link.poll_transmit(&store, &backlog, true, &mut out) == LinkPoll::Sent {}
+        while link.poll_transmit(&store, &backlog, (true, 0, 0), &mut out) == LinkPoll::Sent {}
         assert!(link.caught_up(&backlog));
     }
 }

@@ -20,6 +20,21 @@ use crate::store::bucket_of;
 /// Most sids remembered per origin.
 pub(super) const MAX_RECENT: usize = 1 << 21;
 
+/// `sids` grouped by digest bucket, each once.
+pub(super) fn group_by_bucket(sids: impl Iterator<Item = Sid>) -> BTreeMap<u16, Vec<Sid>> {
+    let mut by_bucket: BTreeMap<u16, BTreeSet<Sid>> = BTreeMap::new();
+    for sid in sids {
+        by_bucket
+            .entry(bucket_of(sid) as u16)
+            .or_default()
+            .insert(sid);
+    }
+    by_bucket
+        .into_iter()
+        .map(|(b, s)| (b, s.into_iter().collect()))
+        .collect()
+}
+
 /// Recent updates per origin. See the module docs.
 #[derive(Debug)]
 pub(super) struct Relay {
@@ -51,17 +66,13 @@ impl Relay {
 
     /// Takes what `origin` sent recently, grouped by digest bucket, each sid once.
     pub(super) fn take(&mut self, origin: u16) -> BTreeMap<u16, Vec<Sid>> {
-        let mut by_bucket: BTreeMap<u16, BTreeSet<Sid>> = BTreeMap::new();
-        for (_, sid) in self.recent.remove(&origin).unwrap_or_default() {
-            by_bucket
-                .entry(bucket_of(sid) as u16)
-                .or_default()
-                .insert(sid);
-        }
-        by_bucket
-            .into_iter()
-            .map(|(b, s)| (b, s.into_iter().collect()))
-            .collect()
+        group_by_bucket(
+            self.recent
+                .remove(&origin)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(_, sid)| sid),
+        )
     }
 
     /// Sids remembered, over all origins.

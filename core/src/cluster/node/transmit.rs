@@ -21,14 +21,21 @@ impl ClusterNode {
             || self
                 .oldest_unflushed_us
                 .is_some_and(|t| now.mono_us.saturating_sub(t) >= self.timing.flush_us);
+        // A peer that joined from this node's snapshot gets remote updates forwarded for a while
+        // after it (see `OutLink::forwards`).
+        let forward_us = self.timing.down_after_us.saturating_mul(2);
         for (id, l) in &mut self.links {
             if self.membership.get(*id).is_none_or(|p| p.congested) {
                 continue;
             }
             let Some(link) = l.out.as_mut() else { continue };
             loop {
-                let poll =
-                    link.poll_transmit(ctx.store, &self.backlog, flush_due, &mut self.link_out);
+                let poll = link.poll_transmit(
+                    ctx.store,
+                    &self.backlog,
+                    (flush_due, now.mono_us, forward_us),
+                    &mut self.link_out,
+                );
                 match poll {
                     LinkPoll::Waiting if self.oldest_unflushed_us.is_none() => {
                         // Updates waiting for this link (after a resume, say) start the timer.
