@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{exchange, free_port, write_config, Node, Ports};
+use common::{free_port, http_get_after, write_config, Node, Ports};
 use presenced_client::{PoolClient, PoolClientOptions, QueryClient};
 use presenced_core::model::{ClientType, Sid};
 use presenced_core::proto::pool::Event;
@@ -106,18 +106,8 @@ fn start_haproxy(nodes: &[Ports]) -> Haproxy {
 
 /// `GET path` straight to a node whose HTTP listener expects a PROXY header (as HAProxy sends).
 fn proxied_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let req = format!(
-        "PROXY TCP4 127.0.0.1 127.0.0.1 40000 {}\r\nGET {path} HTTP/1.1\r\nHost: n\r\nConnection: close\r\n\r\n",
-        addr.port()
-    );
-    let raw = exchange(addr, req.as_bytes(), Duration::from_secs(5));
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let header = format!("PROXY TCP4 127.0.0.1 127.0.0.1 40000 {}\r\n", addr.port());
+    http_get_after(addr, &header, path)
 }
 
 fn wait_ready(node: &Node) {

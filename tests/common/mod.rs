@@ -293,7 +293,14 @@ pub fn exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Vec<u8> {
 
 /// `GET path` over a fresh connection; returns (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    http_get_after(addr, "", path)
+}
+
+/// `GET path` over a fresh connection that first sends `prefix` (e.g. a PROXY protocol header);
+/// returns (status, body).
+pub fn http_get_after(addr: SocketAddr, prefix: &str, path: &str) -> (u16, String) {
+    let req =
+        format!("{prefix}GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     let raw = exchange(addr, req.as_bytes(), Duration::from_secs(5));
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);

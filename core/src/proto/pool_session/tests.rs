@@ -20,11 +20,32 @@ impl Node {
         }
     }
 
-    /// Feeds frames with cluster time `now_ms`; returns the server frames or the error.
+    /// Feeds frames with cluster time `now_ms` and no token.
     fn feed_at(
         &self,
         s: &mut PoolSession,
         frames: &[ClientFrame],
+        now_ms: u64,
+    ) -> (Vec<ServerFrame>, Result<Outcome, SessionError>) {
+        self.feed_with(s, frames, None, now_ms)
+    }
+
+    /// Feeds frames to a session; returns the server frames or the error.
+    fn feed(
+        &self,
+        s: &mut PoolSession,
+        frames: &[ClientFrame],
+        token: Option<&[u8]>,
+    ) -> (Vec<ServerFrame>, Result<Outcome, SessionError>) {
+        self.feed_with(s, frames, token, 1_764_000_000_000)
+    }
+
+    /// Feeds frames with `token` at cluster time `now_ms`.
+    fn feed_with(
+        &self,
+        s: &mut PoolSession,
+        frames: &[ClientFrame],
+        token: Option<&[u8]>,
         now_ms: u64,
     ) -> (Vec<ServerFrame>, Result<Outcome, SessionError>) {
         let mut input = Vec::new();
@@ -38,40 +59,6 @@ impl Node {
             hlc: &self.hlc,
             streams: &self.streams,
             now_ms,
-            token: None,
-            changed: &mut changed,
-        };
-        let mut out = Vec::new();
-        let r = s.handle_input(&input, usize::MAX, &mut ctx, &mut out);
-        let mut frames = Vec::new();
-        let mut rest = &out[..];
-        while let Ok(Some((t, b, n))) = split_frame(rest, 1 << 20) {
-            if let Ok(f) = ServerFrame::decode(t, b) {
-                frames.push(f);
-            }
-            rest = &rest[n..];
-        }
-        (frames, r)
-    }
-
-    /// Feeds frames to a session; returns the server frames or the error.
-    fn feed(
-        &self,
-        s: &mut PoolSession,
-        frames: &[ClientFrame],
-        token: Option<&[u8]>,
-    ) -> (Vec<ServerFrame>, Result<Outcome, SessionError>) {
-        let mut input = Vec::new();
-        for f in frames {
-            f.encode(&mut input);
-        }
-        let pinned = self.store.pin();
-        let mut changed = Vec::new();
-        let mut ctx = PoolCtx {
-            store: &pinned,
-            hlc: &self.hlc,
-            streams: &self.streams,
-            now_ms: 1_764_000_000_000,
             token,
             changed: &mut changed,
         };
