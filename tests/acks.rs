@@ -134,9 +134,11 @@ fn strict_replica_acks_wait_for_a_peer_and_the_metric_shows_it() {
         "strict replica acks: no ack while both peers were SIGSTOPped (held-acks metric {held}), ack {} ms after SIGCONT",
         start.elapsed().as_millis()
     ));
-    // The peer that got it has it.
-    let v = nodes[1].query(&["777"]);
-    assert_eq!(v[0]["online"], true);
+    // A peer has it the moment the ack arrives (whichever acked first).
+    let on_peer = [&nodes[1], &nodes[2]]
+        .iter()
+        .any(|n| n.query(&["777"])[0]["online"] == true);
+    assert!(on_peer, "acked, but no peer has the event");
 }
 
 #[test]

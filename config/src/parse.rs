@@ -119,12 +119,13 @@ impl Parser<'_> {
                         "timing" => {
                             once(self, timing.is_some(), pos, "timing")?;
                             let t = self.timing(&mut a)?;
-                            if t.heartbeat_ms >= t.down_after_ms {
+                            if t.heartbeat_ms.saturating_mul(3) >= t.down_after_ms {
                                 return Err(self.err(
                                     pos,
                                     format!(
-                                        "`heartbeat-ms` {} must be below `down-after-ms` {}: \
-                                         every peer would look down between two heartbeats",
+                                        "`heartbeat-ms` {} must be below a third of \
+                                         `down-after-ms` {}: a peer must be able to miss a \
+                                         heartbeat, and a stall must be told from a quiet link",
                                         t.heartbeat_ms, t.down_after_ms
                                     ),
                                 ));

@@ -240,7 +240,7 @@ fn nonsense_that_parses_is_refused() {
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains("`heartbeat-ms` 1000 must be below `down-after-ms` 500"),
+        err.contains("`heartbeat-ms` 1000 must be below a third of `down-after-ms` 500"),
         "{err}"
     );
     let err = ClusterConfig::parse(

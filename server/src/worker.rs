@@ -178,8 +178,16 @@ impl Worker {
             }
             ready.sort_unstable();
             ready.dedup();
+            // A pause can also hit between two services (under load the worker is rarely in
+            // `poll`): check the gap before each one.
+            let mut last = Instant::now();
             for key in ready {
+                let gap = last.elapsed();
+                if gap > self.shared.stall_after {
+                    self.abandon_pool_conns(gap);
+                }
                 self.service(key);
+                last = Instant::now();
             }
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 last_sweep = Instant::now();
@@ -280,6 +288,7 @@ impl Worker {
             return;
         }
         let mut more = false;
+        let mut held_back = false;
         if let Some(c) = self.conns.get_mut(key) {
             if c.proto == Proto::Pool && c.io.eof() && c.io.input_len() > 0 {
                 // The client closed: it gave up on this connection and re-sends what was not
@@ -297,17 +306,34 @@ impl Worker {
                     // Neither applied nor acked before the node is ready: the client retries
                     // or fails over.
                     c.io.clear_input();
+                    let mut frame = Vec::new();
                     put_error(
-                        c.io.output(),
+                        &mut frame,
                         ErrorCode::Unavailable,
                         &format!("not ready: {reason}"),
                     );
+                    // After any reply still held: replies leave in order.
+                    let held_before = c.gate.held();
+                    c.gate.submit(
+                        Need::Nothing,
+                        &frame,
+                        self.shared.repl.watermark(),
+                        c.io.output(),
+                    );
+                    self.shared
+                        .metrics
+                        .acks_held
+                        .fetch_add(c.gate.held() as i64 - held_before as i64, Ordering::Relaxed);
                     c.closing = true;
                 }
             }
-            if !c.closing && c.output_len() < self.out_cap && (c.io.input_len() > 0 || c.again) {
-                more = process(&self.shared, self.idx, c);
-                c.again = more;
+            if !c.closing && (c.io.input_len() > 0 || c.again) {
+                if c.output_len() < self.out_cap {
+                    more = process(&self.shared, self.idx, c);
+                    c.again = more;
+                } else {
+                    held_back = true;
+                }
             }
         }
         let Some(c) = self.conns.get_mut(key) else {
@@ -343,7 +369,9 @@ impl Worker {
             return;
         }
         let input_left = c.io.readable() && !c.io.eof() && c.io.input_len() < read_cap;
-        if more || (input_left && c.output_len() < self.out_cap && !c.closing) {
+        // Input left unprocessed for back-pressure is served once the output drained below the
+        // cap, without waiting for new bytes.
+        if more || ((input_left || held_back) && c.output_len() < self.out_cap && !c.closing) {
             self.pending.push(key);
         }
     }
@@ -405,7 +433,7 @@ impl Worker {
                 if c.closing {
                     continue;
                 }
-                if c.io.input_len() > 0 && !c.io.eof() {
+                if c.io.input_len() > 0 && !c.io.eof() && !c.awaiting_header {
                     process(&self.shared, self.idx, c);
                 }
                 let water = self.shared.repl.watermark();
@@ -417,7 +445,12 @@ impl Worker {
                             ErrorCode::Unavailable,
                             "shutting down: reconnect elsewhere",
                         );
+                        let held_before = c.gate.held();
                         c.gate.submit(Need::Nothing, &frame, water, c.io.output());
+                        self.shared.metrics.acks_held.fetch_add(
+                            c.gate.held() as i64 - held_before as i64,
+                            Ordering::Relaxed,
+                        );
                     }
                     Proto::Http => {}
                 }

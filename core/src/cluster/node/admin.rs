@@ -62,8 +62,9 @@ impl ClusterNode {
 
     pub(super) fn take_decision(&mut self, d: Removal) {
         if self.membership.decide(d) {
+            // What only the removed node sent here goes on to the others first.
+            self.relay_from(d.id);
             self.links.remove(&d.id);
-            self.relay.take(d.id);
             self.events.push_back(Event::MemberRemoved(d.id));
             self.update_roles();
         }

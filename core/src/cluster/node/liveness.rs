@@ -68,8 +68,10 @@ impl ClusterNode {
     pub(super) fn update_ready(&mut self, now: Now) {
         let grace_over = now.mono_us.saturating_sub(self.started_us) >= self.timing.down_after_us;
         let alone = self.membership.is_empty() && !self.seeded;
-        // A seeded node that has not met anyone yet waits for its seeds, whatever the time.
-        let introduced = !self.membership.is_empty();
+        // A seeded node that has not met anyone yet waits for its seeds, whatever the time: it
+        // counts as introduced only once a member's heartbeat told it who is ready.
+        let introduced =
+            !self.membership.is_empty() && (!self.seeded || self.membership.any_heartbeat_seen());
         if !self.roles_known
             && (alone || (introduced && (grace_over || self.membership.all_heard())))
         {
@@ -114,11 +116,12 @@ impl ClusterNode {
 
 /// The gap between two inputs that counts as a stall: shorter than any gap that could make a
 /// live peer look down (a peer heard a heartbeat ago is down after `down_after - heartbeat`).
+///
+/// The node gets an input at least every heartbeat, so a gap below two heartbeats is normal;
+/// `heartbeat-ms` × 3 < `down-after-ms` (checked by the config) leaves room for both.
 pub(super) fn stall_after(t: &Timing) -> u64 {
     (t.down_after_us / 2)
-        .min(
-            t.down_after_us
-                .saturating_sub(t.heartbeat_us.saturating_mul(2)),
-        )
+        .max(t.heartbeat_us.saturating_mul(2))
+        .min(t.down_after_us.saturating_sub(t.heartbeat_us))
         .max(1)
 }

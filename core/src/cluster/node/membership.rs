@@ -193,6 +193,11 @@ impl Membership {
         self.peers.values().all(|p| p.heartbeat_seen)
     }
 
+    /// Whether any peer's heartbeat arrived yet.
+    pub(super) fn any_heartbeat_seen(&self) -> bool {
+        self.peers.values().any(|p| p.heartbeat_seen)
+    }
+
     /// After this node stalled: every alive peer counts as heard at `now_us`.
     pub(super) fn refresh_alive(&mut self, now_us: u64) {
         for p in self.peers.values_mut().filter(|p| p.alive) {

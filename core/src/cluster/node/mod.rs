@@ -75,6 +75,10 @@ struct Links {
     out: Option<OutLink>,
     inbound: InLink,
     anti_entropy: AntiEntropy,
+    /// `Some(n)`: the peer streams my updates from number `n` on without having taken my
+    /// snapshot (it joined from its data master's), so its acks prove it holds `n..=acked`, not
+    /// the updates before `n`. Survives reconnects; cleared when it takes my full snapshot.
+    stream_from: Option<u64>,
 }
 
 /// One node's cluster state machine. See the module docs.
@@ -336,7 +340,10 @@ impl ClusterNode {
         // Any answer on my link proves the peer alive, even if its heartbeats are queued
         // behind its own traffic.
         self.heard(peer, now);
-        let Some(link) = self.links.get_mut(&peer).and_then(|l| l.out.as_mut()) else {
+        let Some(links) = self.links.get_mut(&peer) else {
+            return;
+        };
+        let Some(link) = links.out.as_mut() else {
             return;
         };
         match msg {
@@ -348,10 +355,14 @@ impl ClusterNode {
                         self.events.push_back(Event::Resumed(peer));
                     }
                     Welcome::Snapshot => {
+                        links.stream_from = None;
                         self.stats.full_resyncs += 1;
                         self.events.push_back(Event::FullResync(peer));
                     }
-                    Welcome::FromNow => self.events.push_back(Event::Resumed(peer)),
+                    Welcome::FromNow => {
+                        links.stream_from = Some(self.backlog.next());
+                        self.events.push_back(Event::Resumed(peer));
+                    }
                 }
                 self.out
                     .extend(self.link_out.drain(..).map(|m| (peer, Dir::Out, m)));

@@ -63,12 +63,29 @@ impl ClusterNode {
         self.membership.alive_ids().next().is_some()
     }
     /// The highest update number of mine that at least one peer has acked.
+    ///
+    /// Every number up to it is held by some peer: each peer holds an interval of my numbers
+    /// (from 1, or from where it started streaming without my snapshot, to what it acked), and
+    /// this is how far their union covers `1..` without a hole.
     pub fn replicated_seq(&self) -> u64 {
-        self.links
+        let mut spans: Vec<(u64, u64)> = self
+            .links
             .values()
-            .filter_map(|l| l.out.as_ref().map(OutLink::acked))
-            .max()
-            .unwrap_or(0)
+            .filter_map(|l| {
+                let acked = l.out.as_ref().map(OutLink::acked)?;
+                let from = l.stream_from.unwrap_or(1);
+                (acked >= from).then_some((from, acked))
+            })
+            .collect();
+        spans.sort_unstable();
+        let mut covered = 0u64;
+        for (from, to) in spans {
+            if from > covered + 1 {
+                break;
+            }
+            covered = covered.max(to);
+        }
+        covered
     }
     /// My last update number.
     pub fn last_seq(&self) -> u64 {

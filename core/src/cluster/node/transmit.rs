@@ -42,6 +42,7 @@ impl ClusterNode {
                         self.oldest_unflushed_us = Some(now.mono_us);
                     }
                     LinkPoll::FullResync => {
+                        l.stream_from = None;
                         self.stats.full_resyncs += 1;
                         self.events.push_back(Event::FullResync(*id));
                     }
