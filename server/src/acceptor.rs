@@ -103,7 +103,7 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
         node = shared.me.id,
         workers = shared.workers,
         cluster = shared.config.name(),
-        "presenced serving (not ready until joined and clock confirmed)"
+        "presenced serving (readiness: /healthz/ready)"
     );
 
     let mut events = Events::with_capacity(64);
