@@ -96,6 +96,21 @@ impl Conn {
     fn output_len(&self) -> usize {
         self.io.unsent() + self.gate.held_bytes()
     }
+
+    /// Queues `ERROR` 8 (`Unavailable`) with `message` behind any reply still held: replies
+    /// leave in order.
+    fn send_unavailable(&mut self, shared: &Shared, message: &str) {
+        let mut frame = Vec::new();
+        put_error(&mut frame, ErrorCode::Unavailable, message);
+        let before = self.gate.held();
+        self.gate.submit(
+            Need::Nothing,
+            &frame,
+            shared.repl.watermark(),
+            self.io.output(),
+        );
+        track_held(shared, before, self.gate.held());
+    }
 }
 
 /// One worker thread's state.
@@ -306,24 +321,7 @@ impl Worker {
                     // Neither applied nor acked before the node is ready: the client retries
                     // or fails over.
                     c.io.clear_input();
-                    let mut frame = Vec::new();
-                    put_error(
-                        &mut frame,
-                        ErrorCode::Unavailable,
-                        &format!("not ready: {reason}"),
-                    );
-                    // After any reply still held: replies leave in order.
-                    let held_before = c.gate.held();
-                    c.gate.submit(
-                        Need::Nothing,
-                        &frame,
-                        self.shared.repl.watermark(),
-                        c.io.output(),
-                    );
-                    self.shared
-                        .metrics
-                        .acks_held
-                        .fetch_add(c.gate.held() as i64 - held_before as i64, Ordering::Relaxed);
+                    c.send_unavailable(&self.shared, &format!("not ready: {reason}"));
                     c.closing = true;
                 }
             }
@@ -342,10 +340,7 @@ impl Worker {
         let held_before = c.gate.held();
         c.gate.release(self.shared.repl.watermark(), c.io.output());
         let held = c.gate.held();
-        self.shared
-            .metrics
-            .acks_held
-            .fetch_add(held as i64 - held_before as i64, Ordering::Relaxed);
+        track_held(&self.shared, held_before, held);
         if held == 0 {
             self.holding.remove(&key);
         } else {
@@ -436,21 +431,9 @@ impl Worker {
                 if c.io.input_len() > 0 && !c.io.eof() && !c.awaiting_header {
                     process(&self.shared, self.idx, c);
                 }
-                let water = self.shared.repl.watermark();
                 match c.proto {
                     Proto::Pool | Proto::Query => {
-                        let mut frame = Vec::new();
-                        put_error(
-                            &mut frame,
-                            ErrorCode::Unavailable,
-                            "shutting down: reconnect elsewhere",
-                        );
-                        let held_before = c.gate.held();
-                        c.gate.submit(Need::Nothing, &frame, water, c.io.output());
-                        self.shared.metrics.acks_held.fetch_add(
-                            c.gate.held() as i64 - held_before as i64,
-                            Ordering::Relaxed,
-                        );
+                        c.send_unavailable(&self.shared, "shutting down: reconnect elsewhere");
                     }
                     Proto::Http => {}
                 }
@@ -525,8 +508,7 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
                 water,
                 wbuf,
             );
-            m.acks_held
-                .fetch_add(c.gate.held() as i64 - held_before as i64, Ordering::Relaxed);
+            track_held(shared, held_before, c.gate.held());
             match r {
                 Ok(o) => {
                     m.updates.fetch_add(o.events, Ordering::Relaxed);
@@ -587,4 +569,13 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
         c.closing = true;
     }
     more
+}
+
+/// Keeps the `presenced_pool_acks_held` gauge in step with a gate that went from `before` to
+/// `after` held replies.
+fn track_held(shared: &Shared, before: usize, after: usize) {
+    shared
+        .metrics
+        .acks_held
+        .fetch_add(after as i64 - before as i64, Ordering::Relaxed);
 }

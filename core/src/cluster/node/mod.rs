@@ -259,15 +259,8 @@ impl ClusterNode {
             return;
         };
         l.out = Some(OutLink::new());
-        self.out.push_back((
-            peer,
-            Dir::Out,
-            Msg::Hello {
-                cluster: self.cluster.clone(),
-                from: self.me,
-                incarnation: self.incarnation,
-            },
-        ));
+        let hello = self.hello();
+        self.out.push_back((peer, Dir::Out, hello));
     }
 
     /// My connection to `peer` closed.
