@@ -88,7 +88,23 @@ fn rejects_bad_input() {
     assert_eq!(Msg::decode(0x55, &[]), Err(DecodeError::UnknownType(0x55)));
 }
 
-//= docs/protocols/replication.md#heartbeat-0x20-sender--receiver
+//= docs/protocols/replication.md#test-vectors
+#[test]
+fn snapshot_end_vector() {
+    let m = Msg::SnapshotEnd {
+        records: 3,
+        digest: 0x0a0b_0c0d_0e0f_1011,
+    };
+    let mut out = Vec::new();
+    m.encode(&mut out);
+    assert_eq!(out, hex!("00000011 14 0000000000000003 0a0b0c0d0e0f1011"));
+    let (t, b, _) = split_frame(&out, MAX_FRAME).unwrap().unwrap();
+    assert_eq!(Msg::decode(t, b).unwrap(), m);
+    // The version 1 body (count only) is refused: the digest is required.
+    assert!(Msg::decode(t, &hex!("0000000000000003")).is_err());
+}
+
+//= docs/protocols/replication.md#test-vectors
 #[test]
 fn heartbeat_vector_with_a_removal() {
     let m = Msg::Heartbeat {
