@@ -15,7 +15,8 @@
 //! a bad number, a duplicate node id or a port used twice on one host is an error naming
 //! `file:line:column` and what was expected. `DOCTYPE` and entity references are refused.
 //!
-//! This crate reads a string; the only I/O is [`ClusterConfig::load`], which reads the file.
+//! This crate reads a string; the only I/O is [`ClusterConfig::load`], which reads the file, and
+//! the credential files `<security>` and `<api-key>` name (`security.rs`).
 //! It uses quick-xml's pull reader rather than its serde deserializer because serde errors carry
 //! no position, and positions are part of the contract.
 //!
@@ -23,7 +24,8 @@
 //!
 //! - this root: [`ClusterConfig`] (the validated whole), [`ConfigError`], [`DEFAULT_XML`];
 //! - `limits`: [`Limits`], every limit a peer can hit, with its default;
-//! - `sections`: [`Timing`], [`Security`], [`Replication`] and [`AckPolicy`], [`NodeConfig`];
+//! - `sections`: [`Timing`], [`Replication`] and [`AckPolicy`], [`NodeConfig`];
+//! - `security`: [`Security`], [`ApiKey`], [`Secret`] (credential files);
 //! - `proxy`: [`ProxyProtocol`] (`<proxy-protocol>`: which [`Listener`]s expect a PROXY
 //!   protocol header, and the trusted networks, each a [`Cidr`]);
 //! - `parse`: the XML pull parser, attribute names and ranges;
@@ -40,11 +42,15 @@ mod limits;
 mod parse;
 mod proxy;
 mod sections;
+mod security;
 mod validate;
 
 pub use limits::Limits;
 pub use proxy::{Cidr, Listener, ProxyProtocol};
-pub use sections::{AckPolicy, NodeConfig, Replication, Security, Timing};
+pub use sections::{AckPolicy, NodeConfig, Replication, Timing};
+pub use security::{
+    ApiKey, Secret, Security, MAX_POOL_TOKEN, MAX_SECRET_FILE, MIN_API_KEY, MIN_CLUSTER_SECRET,
+};
 
 use parse::Parser;
 
@@ -55,12 +61,15 @@ pub const DEFAULT_XML: &str = include_str!("../default.xml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{file}: {source}")]
+    ///
+    /// The OS error is part of the message and deliberately not a `source()`, so that a
+    /// caller printing the error chain shows it once.
+    #[error("{file}: {error}")]
     Io {
         /// The path given.
         file: String,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The document is not a valid cluster file.
     #[error("{file}:{line}:{column}: {message}")]
@@ -114,9 +123,9 @@ impl ClusterConfig {
     /// Reads and parses a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
             file: file.clone(),
-            source,
+            error,
         })?;
         Self::parse(&text, &file)
     }

@@ -31,8 +31,18 @@ pub struct Limits {
     /// Most members a peer may gossip in one replication `HEARTBEAT`. At least the number of
     /// nodes in the file, so that every configured peer's heartbeats are accepted.
     pub max_gossip_members: usize,
-    /// Most open client connections per node; further ones are closed at accept.
+    /// Most open connections per listener (pool, query, http and sync each their own); further
+    /// ones are closed at accept.
     pub max_connections: usize,
+    /// Most open connections from one client address per listener (the address a PROXY
+    /// protocol header names, where one is expected).
+    pub max_connections_per_address: usize,
+    /// Pool, query and sync connections that have not completed their handshake this long after
+    /// accept are closed, whatever they trickle.
+    pub handshake_timeout_ms: u64,
+    /// Unsent output bytes across all client connections of the node; above it, the
+    /// connections holding the most are cut first.
+    pub output_budget_bytes: usize,
     /// A connection that sends nothing for this long is closed.
     pub idle_timeout_ms: u64,
     /// Largest HTTP request head (request line and headers), in bytes.
@@ -77,6 +87,9 @@ impl Default for Limits {
             // Same as `presenced_core::cluster::repl::MAX_MEMBERS`.
             max_gossip_members: 1024,
             max_connections: 10_000,
+            max_connections_per_address: 1_000,
+            handshake_timeout_ms: 5_000,
+            output_budget_bytes: 256 << 20,
             idle_timeout_ms: 60_000,
             http_max_head_bytes: 16 * 1024,
             http_max_headers: 64,

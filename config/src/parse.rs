@@ -28,14 +28,14 @@ pub(crate) struct Parser<'a> {
 }
 
 /// One attribute with its byte offset in the document.
-struct Attr {
-    name: String,
-    value: String,
-    pos: usize,
+pub(crate) struct Attr {
+    pub(crate) name: String,
+    pub(crate) value: String,
+    pub(crate) pos: usize,
 }
 
 /// The attributes of one element, consumed by name; leftovers are "unknown attribute" errors.
-struct Attrs {
+pub(crate) struct Attrs {
     element: &'static str,
     pos: usize,
     list: Vec<Attr>,
@@ -66,6 +66,7 @@ impl Parser<'_> {
         let mut replication: Option<Replication> = None;
         let mut proxy_protocol: Option<ProxyProtocol> = None;
         let mut seeds: Vec<Seed> = Vec::new();
+        let mut api_keys = Vec::new();
         let mut nodes: Vec<(NodeConfig, usize)> = Vec::new();
         let mut closed = false;
         loop {
@@ -138,9 +139,7 @@ impl Parser<'_> {
                         }
                         "security" => {
                             once(self, security.is_some(), pos, "security")?;
-                            security = Some(Security {
-                                pool_token: a.take("pool-token").map(|x| x.value),
-                            });
+                            security = Some(self.security(&mut a)?);
                         }
                         "replication" => {
                             once(self, replication.is_some(), pos, "replication")?;
@@ -151,6 +150,15 @@ impl Parser<'_> {
                             proxy_protocol = Some(self.proxy_protocol(&mut a)?);
                         }
                         "node" => nodes.push((self.node(&mut a)?, pos)),
+                        "api-key" => {
+                            let key = self.api_key(&mut a)?;
+                            if api_keys.iter().any(|k: &crate::ApiKey| k.name == key.name) {
+                                return Err(
+                                    self.err(pos, format!("duplicate api-key name {:?}", key.name))
+                                );
+                            }
+                            api_keys.push(key);
+                        }
                         "seed" => seeds.push(Seed {
                             host: a.required(self, "host")?.value,
                             sync_port: a.required_num(self, "sync-port", 1, 65_535)? as u16,
@@ -178,7 +186,10 @@ impl Parser<'_> {
             name,
             timing: timing.unwrap_or_default(),
             limits,
-            security: security.unwrap_or_default(),
+            security: Security {
+                api_keys,
+                ..security.unwrap_or_default()
+            },
             replication: replication.unwrap_or_default(),
             proxy_protocol,
             seeds,
@@ -210,11 +221,12 @@ impl Parser<'_> {
             b"proxy-protocol" => "proxy-protocol",
             b"node" => "node",
             b"seed" => "seed",
+            b"api-key" => "api-key",
             other => {
                 let name = String::from_utf8_lossy(other);
                 return Err(self.err(
                     pos,
-                    format!("unknown element <{name}>; expected <timing>, <limits>, <security>, <replication>, <proxy-protocol>, <seed> or <node>"),
+                    format!("unknown element <{name}>; expected <timing>, <limits>, <security>, <replication>, <proxy-protocol>, <seed>, <api-key> or <node>"),
                 ));
             }
         };
@@ -269,6 +281,9 @@ impl Parser<'_> {
                 .num(self, "time-tolerance-us", 1, 60_000_000)?
                 .unwrap_or(d.time_tolerance_us),
             drain_ms: a.num(self, "drain-ms", 0, 600_000)?.unwrap_or(d.drain_ms),
+            max_clock_drift_ms: a
+                .num(self, "max-clock-drift-ms", 10, 86_400_000)?
+                .unwrap_or(d.max_clock_drift_ms),
         })
     }
 
@@ -306,6 +321,15 @@ impl Parser<'_> {
             max_connections: a
                 .num(self, "max-connections", 1, 1 << 24)?
                 .map_or(d.max_connections, u),
+            max_connections_per_address: a
+                .num(self, "max-connections-per-address", 1, 1 << 24)?
+                .map_or(d.max_connections_per_address, u),
+            handshake_timeout_ms: a
+                .num(self, "handshake-timeout-ms", 100, 3_600_000)?
+                .unwrap_or(d.handshake_timeout_ms),
+            output_budget_bytes: a
+                .num(self, "output-budget-bytes", 1 << 20, 1 << 40)?
+                .map_or(d.output_budget_bytes, u),
             idle_timeout_ms: a
                 .num(self, "idle-timeout-ms", 100, 86_400_000)?
                 .unwrap_or(d.idle_timeout_ms),
@@ -420,18 +444,22 @@ fn expected(element: &str) -> &'static str {
     match element {
         "cluster" => "`name`",
         "timing" => {
-            "heartbeat-ms, down-after-ms, time-sync-interval-ms, time-tolerance-us, drain-ms"
+            "heartbeat-ms, down-after-ms, time-sync-interval-ms, time-tolerance-us, drain-ms, \
+             max-clock-drift-ms"
         }
         "limits" => {
             "max-frame-bytes, max-events-per-frame, batch-limit, max-ext-entries, \
                      max-ext-key-bytes, max-ext-value-bytes, max-snapshot-users, \
-                     repl-max-frame-bytes, max-gossip-members, max-connections, idle-timeout-ms, \
+                     repl-max-frame-bytes, max-gossip-members, max-connections, \
+                     max-connections-per-address, handshake-timeout-ms, output-budget-bytes, \
+                     idle-timeout-ms, \
                      http-max-head-bytes, http-max-headers, http-max-uri-bytes, \
                      http-max-body-bytes, http-head-timeout-ms, http-body-timeout-ms, \
                      xml-max-depth, workers, max-output-bytes, repl-congestion-bytes, \
                      initial-users"
         }
-        "security" => "pool-token",
+        "security" => "cluster-secret-file, pool-token, pool-token-file",
+        "api-key" => "name, file",
         "replication" => "ack, backlog, flush-ms",
         "proxy-protocol" => "listeners, trusted",
         "seed" => "host, sync-port",
@@ -440,12 +468,12 @@ fn expected(element: &str) -> &'static str {
 }
 
 impl Attrs {
-    fn take(&mut self, name: &str) -> Option<Attr> {
+    pub(crate) fn take(&mut self, name: &str) -> Option<Attr> {
         let i = self.list.iter().position(|a| a.name == name)?;
         Some(self.list.remove(i))
     }
 
-    fn required(&mut self, p: &Parser<'_>, name: &str) -> Result<Attr, ConfigError> {
+    pub(crate) fn required(&mut self, p: &Parser<'_>, name: &str) -> Result<Attr, ConfigError> {
         self.take(name).ok_or_else(|| {
             p.err(
                 self.pos,

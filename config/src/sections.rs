@@ -1,5 +1,5 @@
 //! The plain values of the other sections of a cluster file: [`Timing`] (`<timing>`),
-//! [`Security`] (`<security>`), [`Replication`] (`<replication>`, with its [`AckPolicy`]) and
+//! [`Replication`] (`<replication>`, with its [`AckPolicy`]) and
 //! [`NodeConfig`] (`<node>`), each with the defaults that apply when an attribute is left out.
 //!
 //! Nothing here parses or validates: `parse.rs` builds these values from attributes and
@@ -21,6 +21,9 @@ pub struct Timing {
     /// On SIGTERM (or a first SIGINT), how long the node keeps serving every listener while it
     /// reports not ready, so load balancers stop sending before it stops accepting.
     pub drain_ms: u64,
+    /// Largest distance a remote stamp may be ahead of this node's cluster time, and largest
+    /// clock correction accepted in one step after the first one of this process.
+    pub max_clock_drift_ms: u64,
 }
 
 impl Default for Timing {
@@ -31,15 +34,9 @@ impl Default for Timing {
             time_sync_interval_ms: 1000,
             time_tolerance_us: 1000,
             drain_ms: 5000,
+            max_clock_drift_ms: 5000,
         }
     }
-}
-
-/// Shared secrets (`<security>`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Security {
-    /// Token pools must present in their handshake (none: any pool is accepted).
-    pub pool_token: Option<String>,
 }
 
 /// When a pool event is acked (`<replication ack="...">`).

@@ -376,3 +376,146 @@ fn proxy_protocol_errors_name_the_attribute() {
         "duplicate <proxy-protocol>",
     );
 }
+
+/// A cluster file in a fresh temporary folder with credential files next to it.
+fn with_files(files: &[(&str, &[u8])], body: &str) -> Result<ClusterConfig, ConfigError> {
+    let dir = std::env::temp_dir().join(format!(
+        "presenced-config-test-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    let path = dir.join("cluster.xml");
+    let doc = format!("<cluster name=\"t\">\n{body}\n{NODE}\n</cluster>");
+    std::fs::write(&path, &doc).unwrap();
+    let r = ClusterConfig::load(&path);
+    std::fs::remove_dir_all(&dir).unwrap();
+    r
+}
+
+static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn err_text(r: Result<ClusterConfig, ConfigError>) -> String {
+    r.unwrap_err().to_string()
+}
+
+#[test]
+fn cluster_secret_is_read_relative_to_the_file_without_one_newline() {
+    let secret = [b'k'; 32];
+    let mut file = secret.to_vec();
+    file.extend_from_slice(b"\n");
+    let c = with_files(
+        &[("cluster.key", &file)],
+        r#"<security cluster-secret-file="cluster.key"/>"#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.security().cluster_secret.as_ref().unwrap().bytes(),
+        &secret
+    );
+    // Debug never shows the bytes.
+    assert!(!format!("{:?}", c.security()).contains("kkkk"));
+}
+
+#[test]
+fn short_or_missing_cluster_secret_is_refused() {
+    let e = err_text(with_files(
+        &[("cluster.key", &[b'k'; 31])],
+        r#"<security cluster-secret-file="cluster.key"/>"#,
+    ));
+    assert!(e.contains("holds 31 bytes; expected at least 32"), "{e}");
+    let e = err_text(with_files(
+        &[],
+        r#"<security cluster-secret-file="nope.key"/>"#,
+    ));
+    assert!(e.contains("cannot read") && e.contains("nope.key"), "{e}");
+    // The OS message appears once.
+    assert_eq!(e.matches("No such file").count(), 1, "{e}");
+}
+
+#[test]
+fn pool_tokens_must_be_1_to_255_bytes_from_one_source() {
+    let e = err_text(with_files(&[], r#"<security pool-token=""/>"#));
+    assert!(e.contains("`pool-token` is empty"), "{e}");
+    let long = "x".repeat(256);
+    let e = err_text(with_files(
+        &[],
+        &format!(r#"<security pool-token="{long}"/>"#),
+    ));
+    assert!(e.contains("is 256 bytes; expected at most 255"), "{e}");
+    let e = err_text(with_files(
+        &[("pool.token", b"abc\n")],
+        r#"<security pool-token="x" pool-token-file="pool.token"/>"#,
+    ));
+    assert!(e.contains("mutually exclusive"), "{e}");
+    let e = err_text(with_files(
+        &[("pool.token", b"\n")],
+        r#"<security pool-token-file="pool.token"/>"#,
+    ));
+    assert!(e.contains("the token is empty"), "{e}");
+    let c = with_files(
+        &[("pool.token", b"s3cret\r\n")],
+        r#"<security pool-token-file="pool.token"/>"#,
+    )
+    .unwrap();
+    assert_eq!(c.security().pool_token.as_ref().unwrap().bytes(), b"s3cret");
+}
+
+#[test]
+fn api_keys_are_named_unique_and_long_enough() {
+    let key = b"0123456789abcdef0123\n";
+    let c = with_files(
+        &[("a.key", key), ("b.key", b"fedcba9876543210")],
+        "<api-key name=\"portal\" file=\"a.key\"/>\n<api-key name=\"ops\" file=\"b.key\"/>",
+    )
+    .unwrap();
+    let keys = &c.security().api_keys;
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].name, "portal");
+    assert_eq!(keys[0].key.bytes(), b"0123456789abcdef0123");
+    let e = err_text(with_files(
+        &[("a.key", key)],
+        "<api-key name=\"p\" file=\"a.key\"/>\n<api-key name=\"p\" file=\"a.key\"/>",
+    ));
+    assert!(e.contains("duplicate api-key name"), "{e}");
+    let e = err_text(with_files(
+        &[("a.key", b"short")],
+        "<api-key name=\"p\" file=\"a.key\"/>",
+    ));
+    assert!(e.contains("expected at least 16"), "{e}");
+    let e = err_text(with_files(
+        &[("a.key", b"has a space in it ok")],
+        "<api-key name=\"p\" file=\"a.key\"/>",
+    ));
+    assert!(e.contains("printable ASCII"), "{e}");
+    let e = err_text(with_files(&[], "<api-key name=\"p\"/>"));
+    assert!(e.contains("missing required attribute `file`"), "{e}");
+}
+
+#[test]
+fn new_limits_have_defaults_and_ranges() {
+    let c = with_files(&[], "").unwrap();
+    assert_eq!(c.limits().handshake_timeout_ms, 5000);
+    assert_eq!(c.timing().max_clock_drift_ms, 5000);
+    let c = with_files(
+        &[],
+        r#"<limits handshake-timeout-ms="2000" max-connections="200" max-connections-per-address="7" output-budget-bytes="1048576"/>"#,
+    )
+    .unwrap();
+    assert_eq!(c.limits().handshake_timeout_ms, 2000);
+    assert_eq!(c.limits().max_connections_per_address, 7);
+    assert_eq!(c.limits().output_budget_bytes, 1 << 20);
+    let e = err_text(with_files(&[], r#"<limits handshake-timeout-ms="5"/>"#));
+    assert!(e.contains("expected an integer from 100"), "{e}");
+}
+
+#[test]
+fn a_missing_config_file_names_the_os_error_once() {
+    let e = ClusterConfig::load(std::path::Path::new("/nonexistent/presenced.xml")).unwrap_err();
+    let chain = format!("{e}");
+    assert_eq!(chain.matches("No such file").count(), 1, "{chain}");
+    assert!(std::error::Error::source(&e).is_none());
+}

@@ -470,8 +470,8 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
                 .config
                 .security()
                 .pool_token
-                .as_deref()
-                .map(str::as_bytes);
+                .as_ref()
+                .map(presenced_config::Secret::bytes);
             let mut ctx = PoolCtx {
                 store: &pinned,
                 hlc: &shared.hlc,
