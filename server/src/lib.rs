@@ -13,6 +13,7 @@
 //!   (re-exported from [`cluster`]).
 //! - `conn`: `BufConn`, the one buffered non-blocking connection both drivers use, and `listen`.
 //! - [`ClusterClock`] (`clock`): cluster time (monotonic clock + start-up wall clock + correction).
+//! - [`ratelog`]: rate-limited warnings (one line per kind per second, with a suppressed count).
 //! - [`metrics`]: counters and histograms, and their one rendering as Prometheus text.
 //! - [`Shared`], [`NodeBackend`], [`ServeOptions`] (`shared`): what all threads share, and the
 //!   [`Backend`](presenced_frontends::backend::Backend) the HTTP handlers see.
@@ -50,6 +51,7 @@ mod clock;
 pub mod cluster;
 mod conn;
 pub mod metrics;
+pub mod ratelog;
 mod repl;
 mod shared;
 mod worker;
