@@ -425,6 +425,7 @@ fn measure_cluster_snapshot(ctx: &Ctx<'_>) -> u64 {
         sync_interval_us: 100_000,
         tolerance_us: 2_000,
         flush_us: 2_000,
+        max_drift_us: 5_000_000,
     };
     let now = Now {
         mono_us: 1_000_000,

@@ -99,11 +99,20 @@ pub fn repl_message(data: &[u8]) {
 
 /// Target `timesync_packet`: time-sync datagrams.
 pub fn timesync_packet(data: &[u8]) {
+    use crate::cluster::auth::{ClusterKey, TAG_LEN};
     use crate::cluster::timesync::Packet;
-    if let Ok(p) = Packet::decode(data) {
+    if let Ok((p, env)) = Packet::decode(data) {
         let mut again = Vec::new();
-        p.encode(&mut again);
-        assert_eq!(again, data, "re-encoding differs");
+        p.encode(env, None, &mut again);
+        let signed = data.len() - TAG_LEN;
+        assert_eq!(again[..signed], data[..signed], "re-encoding differs");
+        // A datagram whose tag verifies under a key re-encodes to the same bytes, tag included;
+        // any other tag fails to verify.
+        let key = ClusterKey::new(b"fuzzing secret, 32 bytes or more").time_key();
+        let mut sealed = Vec::new();
+        p.encode(env, Some(&key), &mut sealed);
+        assert!(key.verify(&sealed).is_ok());
+        assert_eq!(key.verify(data).is_ok(), sealed == data);
     }
 }
 

@@ -175,6 +175,16 @@ impl Metrics {
         }
     }
 
+    /// `n` more errors of `kind` at once (counts the node state machine keeps).
+    pub fn errors(&self, kind: &'static str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if let Ok(mut e) = self.errors.lock() {
+            *e.entry(kind).or_default() += n;
+        }
+    }
+
     /// A connection of `p` opened.
     pub fn opened(&self, p: Proto) {
         if let Some(a) = self.accepted.get(p as usize) {

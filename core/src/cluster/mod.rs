@@ -8,6 +8,7 @@
 //! frames and UDP datagrams, and its inputs come from them; the deterministic simulation in
 //! `node::tests` drives the same state machine over a simulated network and clock.
 
+pub mod auth;
 pub mod node;
 pub mod repl;
 pub mod timesync;

@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bytes::BufMut;
 
+use crate::cluster::auth::{Nonce, Proof};
 use crate::model::{Record, Sid};
 use crate::wire::{put_frame, DecodeError, Reader};
 
@@ -24,7 +25,7 @@ use record::{put_records, read_bool, read_records};
 /// Magic at the start of `HELLO`: ASCII `PRSR`.
 pub const MAGIC: [u8; 4] = *b"PRSR";
 /// The protocol version this build speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Most records in one `UPDATES`, `SNAPSHOT` or `BUCKET` frame.
 pub const MAX_RECORDS: usize = 4096;
 /// Default largest replication frame accepted (a full frame of records with maximal ext is
@@ -61,6 +62,10 @@ pub mod ty {
     pub const HELLO: u8 = 0x01;
     /// Receiver → sender: handshake accepted, where to resume.
     pub const WELCOME: u8 = 0x02;
+    /// Receiver → sender: the receiver's nonce and proof (authenticated clusters only).
+    pub const CHALLENGE: u8 = 0x03;
+    /// Sender → receiver: the sender's proof (authenticated clusters only).
+    pub const AUTH: u8 = 0x04;
     /// Sender → receiver: records changed by the sender's own updates.
     pub const UPDATES: u8 = 0x10;
     /// Receiver → sender: cumulative acknowledgement of `UPDATES`.
@@ -141,6 +146,23 @@ pub enum Msg {
         from: NodeInfo,
         /// Random per process start: a new incarnation restarts the sender's sequence numbers.
         incarnation: u64,
+        /// Whether the sender authenticates (it has a cluster secret): the receiver must answer
+        /// `CHALLENGE`. Set by the driver's link layer, not by the node.
+        auth: bool,
+        /// The sender's fresh nonce when `auth`, zeros otherwise. Set by the driver.
+        nonce: Nonce,
+    },
+    /// `CHALLENGE`: the receiver's nonce and its proof over the transcript.
+    Challenge {
+        /// The receiver's fresh nonce.
+        nonce: Nonce,
+        /// HMAC proof that the receiver holds the cluster secret.
+        proof: Proof,
+    },
+    /// `AUTH`: the sender's proof over the transcript.
+    Auth {
+        /// HMAC proof that the sender holds the cluster secret.
+        proof: Proof,
     },
     /// `WELCOME`.
     Welcome {
@@ -263,6 +285,8 @@ impl Msg {
                 cluster,
                 from,
                 incarnation,
+                auth,
+                nonce,
             } => put_frame(out, ty::HELLO, |b| {
                 b.put_slice(&MAGIC);
                 b.put_u8(VERSION);
@@ -271,7 +295,14 @@ impl Msg {
                 b.put_slice(name);
                 put_info(b, from);
                 b.put_u64(*incarnation);
+                b.put_u8(u8::from(*auth));
+                b.put_slice(nonce);
             }),
+            Self::Challenge { nonce, proof } => put_frame(out, ty::CHALLENGE, |b| {
+                b.put_slice(nonce);
+                b.put_slice(proof);
+            }),
+            Self::Auth { proof } => put_frame(out, ty::AUTH, |b| b.put_slice(proof)),
             Self::Welcome { node, resume_from } => put_frame(out, ty::WELCOME, |b| {
                 b.put_u16(*node);
                 b.put_u64(*resume_from);
@@ -367,8 +398,17 @@ impl Msg {
                     cluster,
                     from,
                     incarnation: r.u64("incarnation")?,
+                    auth: read_bool(&mut r, "auth")?,
+                    nonce: r.array("nonce")?,
                 }
             }
+            ty::CHALLENGE => Self::Challenge {
+                nonce: r.array("nonce")?,
+                proof: r.array("proof")?,
+            },
+            ty::AUTH => Self::Auth {
+                proof: r.array("proof")?,
+            },
             ty::WELCOME => Self::Welcome {
                 node: r.u16("node")?,
                 resume_from: r.u64("resume")?,

@@ -19,17 +19,32 @@
 
 use bytes::BufMut;
 
+use crate::cluster::auth::{TimeKey, TAG_LEN};
 use crate::wire::{DecodeError, Reader};
 
 /// Magic at the start of every datagram: ASCII `PRST`.
 pub const MAGIC: [u8; 4] = *b"PRST";
 /// The protocol version this build speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Receive buffer for one datagram. Every valid packet is far smaller (at most 44 bytes); a
 /// longer datagram is truncated to this and then refused by the decoder (trailing or missing
 /// bytes), so a peer cannot make a node allocate for a datagram. A protocol constant, not a
 /// tunable: it is not in `config::Limits`.
 pub const MAX_DATAGRAM: usize = 512;
+
+/// Bytes after a packet's fields: the sender's incarnation, its datagram counter and the tag.
+pub const TRAILER: usize = 8 + 8 + TAG_LEN;
+
+/// Who sent a datagram and its place in the sender's sequence: every datagram carries it, and a
+/// receiver accepts a member's datagrams only from the incarnation that member announced in its
+/// (authenticated) replication `HELLO`, each counter once and in increasing order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Envelope {
+    /// The sender's incarnation (its replication `HELLO.incarnation`).
+    pub incarnation: u64,
+    /// Strictly increasing per sender process, from 1.
+    pub counter: u64,
+}
 
 /// A time-sync datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,8 +90,21 @@ pub enum Packet {
 }
 
 impl Packet {
-    /// Appends the datagram to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    /// Appends the datagram to `out`: header, fields, `env`, and the tag under `key` (16 zero
+    /// bytes without a cluster secret).
+    pub fn encode(&self, env: Envelope, key: Option<&TimeKey>, out: &mut Vec<u8>) {
+        let start = out.len();
+        self.encode_fields(out);
+        out.put_u64(env.incarnation);
+        out.put_u64(env.counter);
+        let tag = match key {
+            Some(k) => k.tag(out.get(start..).unwrap_or_default()),
+            None => [0; TAG_LEN],
+        };
+        out.put_slice(&tag);
+    }
+
+    fn encode_fields(&self, out: &mut Vec<u8>) {
         out.put_slice(&MAGIC);
         out.put_u8(VERSION);
         match *self {
@@ -123,8 +151,9 @@ impl Packet {
         }
     }
 
-    /// Decodes one datagram.
-    pub fn decode(data: &[u8]) -> Result<Self, DecodeError> {
+    /// Decodes one datagram. The tag is not checked here: a node with a cluster secret checks
+    /// it first ([`TimeKey::verify`]); one without ignores it.
+    pub fn decode(data: &[u8]) -> Result<(Self, Envelope), DecodeError> {
         let mut r = Reader::new(data);
         if r.array::<4>("magic")? != MAGIC {
             return Err(DecodeError::BadMagic);
@@ -157,8 +186,13 @@ impl Packet {
             },
             t => return Err(DecodeError::UnknownType(t)),
         };
+        let env = Envelope {
+            incarnation: r.u64("incarnation")?,
+            counter: r.u64("counter")?,
+        };
+        r.array::<TAG_LEN>("tag")?;
         r.finish()?;
-        Ok(p)
+        Ok((p, env))
     }
 }
 
@@ -255,6 +289,10 @@ mod tests {
     //= docs/protocols/time-sync.md#test-vectors
     #[test]
     fn vectors_from_the_spec() {
+        let env = Envelope {
+            incarnation: 0x0102_0304_0506_0708,
+            counter: 9,
+        };
         let mut out = Vec::new();
         Packet::Probe {
             term: 3,
@@ -262,29 +300,32 @@ mod tests {
             seq: 7,
             t1: 1_764_000_000_000_000,
         }
-        .encode(&mut out);
+        .encode(env, None, &mut out);
         assert_eq!(
             out,
-            hex!("50525354 01 01 0000000000000003 0001 00000007 0006445941624000")
+            hex!("50525354 02 01 0000000000000003 0001 00000007 0006445941624000 0102030405060708 0000000000000009 00000000000000000000000000000000")
         );
         out.clear();
+        let key =
+            crate::cluster::auth::ClusterKey::new(b"0123456789abcdef0123456789abcdef").time_key();
         Packet::Correct {
             term: 3,
             from: 1,
             seq: 7,
             adjust_us: -2000,
         }
-        .encode(&mut out);
+        .encode(env, Some(&key), &mut out);
         assert_eq!(
             out,
-            hex!("50525354 01 03 0000000000000003 0001 00000007 fffffffffffff830")
+            hex!("50525354 02 03 0000000000000003 0001 00000007 fffffffffffff830 0102030405060708 0000000000000009 a33111016e5719ae775d758d20ee5bd9")
+        );
+        assert!(key.verify(&out).is_ok());
+        assert_eq!(
+            Packet::decode(&hex!("50525354 01 01")),
+            Err(DecodeError::BadVersion(1))
         );
         assert_eq!(
-            Packet::decode(&hex!("50525354 02 01")),
-            Err(DecodeError::BadVersion(2))
-        );
-        assert_eq!(
-            Packet::decode(&hex!("50525353 01 01")),
+            Packet::decode(&hex!("50525353 02 01")),
             Err(DecodeError::BadMagic)
         );
     }
@@ -353,13 +394,14 @@ mod tests {
         fn packets_round_trip(term in any::<u64>(), from in any::<u16>(), seq in any::<u32>(), a in any::<i64>(), b in any::<i64>(), c in any::<i64>()) {
             for p in [Packet::Probe { term, from, seq, t1: a }, Packet::Reply { term, from, seq, t1: a, t2: b, t3: c }, Packet::Correct { term, from, seq, adjust_us: c }] {
                 let mut out = Vec::new();
-                p.encode(&mut out);
-                prop_assert_eq!(Packet::decode(&out), Ok(p));
+                let env = Envelope { incarnation: a as u64, counter: b as u64 };
+                p.encode(env, None, &mut out);
+                prop_assert_eq!(Packet::decode(&out), Ok((p, env)));
             }
         }
 
         #[test]
-        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..96)) {
             crate::fuzzing::timesync_packet(&bytes);
         }
 

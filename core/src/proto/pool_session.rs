@@ -376,7 +376,7 @@ impl PoolSession {
                     }
                 };
                 job.block = Some((first, used + 1));
-                let stamp = Stamp::new(first.hlc() + used, first.node());
+                let stamp = Stamp::new(first.hlc().saturating_add(used), first.node());
                 if let Some(listed) = self.apply(job.pool, job.stream, e, stamp, ctx)? {
                     job.sweep = Some((listed, Cursor::all()));
                 }

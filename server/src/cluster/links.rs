@@ -26,11 +26,21 @@ use presenced_core::proto::ErrorCode;
 use presenced_core::wire::split_frame;
 use tracing::{debug, warn};
 
+use super::handshake::{LinkAuth, Step};
 use super::{ClusterDriver, CONN_BASE};
 use crate::conn::{BufConn, ReadStop};
+use crate::ratelog::RateLimited;
 
 /// Bytes read from one connection before the others (and the timers) get a turn.
 const READ_BUDGET: usize = 4 << 20;
+/// Input buffered from a link before its handshake completed: every handshake frame is far
+/// smaller (a `HELLO` is at most about 330 bytes), so a stranger cannot make this node hold more.
+pub(super) const PRE_HANDSHAKE_INPUT: usize = 4096;
+
+static AUTH_FAILED: RateLimited = RateLimited::new();
+static REFUSED: RateLimited = RateLimited::new();
+static MALFORMED: RateLimited = RateLimited::new();
+static ACCEPT_LIMIT: RateLimited = RateLimited::new();
 
 /// One replication connection.
 #[derive(Debug)]
@@ -47,6 +57,25 @@ pub(super) struct Link {
     last_frame: Instant,
     /// An introduction to a seed: `HELLO`, then closed at the first answer.
     intro: bool,
+    /// The handshake and frame authentication of this link.
+    pub(super) auth: LinkAuth,
+    /// The remote address (the peer's source address for an accepted link).
+    addr: Option<SocketAddr>,
+    /// When the link was set up (the handshake deadline counts from here).
+    opened: Instant,
+    /// The node accepted the peer's `HELLO` (inbound) or the peer welcomed us (outbound).
+    established: bool,
+}
+
+impl Link {
+    /// Writes one message for the peer (sealed once authenticated).
+    pub(super) fn send(
+        &mut self,
+        key: Option<&presenced_core::cluster::auth::ClusterKey>,
+        msg: Msg,
+    ) {
+        self.auth.send(key, msg, self.io.output());
+    }
 }
 
 /// Appends an `ERROR` frame to a link's output.
@@ -56,9 +85,20 @@ impl ClusterDriver {
         loop {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
+                    if let Some(reason) = self.over_accept_limits(peer) {
+                        self.shared.metrics.error(reason);
+                        if let Some(suppressed) = ACCEPT_LIMIT.allow() {
+                            warn!(%peer, suppressed, "refusing replication connection: {reason}");
+                        }
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     debug!(%peer, "replication connection accepted");
-                    self.add_conn(stream, Dir::In, None, false);
+                    if let Some(key) = self.add_conn(stream, Dir::In, None, false) {
+                        if let Some(c) = self.conns.get_mut(key) {
+                            c.addr = Some(peer);
+                        }
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -94,24 +134,61 @@ impl ClusterDriver {
             closing: false,
             last_frame: Instant::now(),
             intro: false,
+            auth: LinkAuth::new(self.cluster_key.as_ref(), dir == Dir::Out),
+            addr: None,
+            opened: Instant::now(),
+            established: false,
         });
         Some(key)
+    }
+
+    /// Why an inbound connection from `peer` must be refused at accept, if it must: the sync
+    /// listener's budget (`max-connections`) and the per-address cap
+    /// (`max-connections-per-address`), both counted over accepted links.
+    fn over_accept_limits(&self, peer: SocketAddr) -> Option<&'static str> {
+        let limits = self.shared.config.limits();
+        let inbound = self.conns.iter().filter(|(_, c)| c.dir == Dir::In);
+        let mut total = 0;
+        let mut same = 0;
+        for (_, c) in inbound {
+            total += 1;
+            if c.addr.is_some_and(|a| a.ip() == peer.ip()) {
+                same += 1;
+            }
+        }
+        if total >= limits.max_connections {
+            Some("sync_max_connections")
+        } else if same >= limits.max_connections_per_address {
+            Some("sync_max_connections_per_address")
+        } else {
+            None
+        }
     }
 
     /// Closes inbound connections that delivered no whole frame for `down-after-ms`: the peer
     /// sends heartbeats far more often, so such a link is broken (a black hole, or a stream that
     /// lost bytes and now waits for a frame that never ends). Closing it makes the peer
     /// reconnect and resume.
+    ///
+    /// Also closes every link whose handshake (authentication and `HELLO`/`WELCOME`) did not
+    /// complete within `handshake-timeout-ms` of its set-up, whatever it trickled.
     pub(super) fn close_silent(&mut self) {
         let limit = Duration::from_millis(self.shared.config.timing().down_after_ms);
-        let silent: Vec<usize> = self
+        let handshake = Duration::from_millis(self.shared.config.limits().handshake_timeout_ms);
+        let silent: Vec<(usize, bool)> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.dir == Dir::In && c.last_frame.elapsed() > limit)
-            .map(|(k, _)| k)
+            .filter_map(|(k, c)| {
+                let late = !c.established && !c.connecting && c.opened.elapsed() > handshake;
+                let quiet = c.dir == Dir::In && c.last_frame.elapsed() > limit;
+                (late || quiet).then_some((k, late))
+            })
             .collect();
-        for k in silent {
-            debug!("closing a silent replication connection");
+        for (k, late) in silent {
+            if late {
+                self.shared.metrics.error("sync_handshake_timeout");
+            }
+            debug!(late, "closing a silent replication connection");
             self.close(k);
         }
     }
@@ -201,7 +278,7 @@ impl ClusterDriver {
                 (Ok(None), Ok(_)) => {
                     c.connecting = false;
                     if c.intro {
-                        self.node.hello().encode(c.io.output());
+                        c.send(self.cluster_key.as_ref(), self.node.hello());
                     } else if let Some(peer) = c.peer {
                         debug!(peer, "replication link up");
                         self.node.handle_out_connected(peer);
@@ -225,10 +302,20 @@ impl ClusterDriver {
             if c.connecting {
                 return;
             }
-            match c.io.read(usize::MAX, READ_BUDGET) {
+            let cap = if c.established {
+                usize::MAX
+            } else {
+                PRE_HANDSHAKE_INPUT
+            };
+            match c.io.read(cap, READ_BUDGET) {
                 // Edge-triggered: nothing will wake us for the rest, so come back to it.
                 Ok((_, ReadStop::Budget)) => self.more.push(key),
                 Ok((_, ReadStop::Eof)) | Err(_) => closed = true,
+                Ok((_, ReadStop::Full)) if !c.established => {
+                    // The handshake frames are consumed below; what is left over the cap is not
+                    // a handshake.
+                    self.more.push(key);
+                }
                 Ok((_, ReadStop::Drained | ReadStop::Full)) => {}
             }
         }
@@ -238,33 +325,75 @@ impl ClusterDriver {
         }
     }
 
-    /// Decodes and hands every whole frame of a connection to the node.
+    /// Decodes every whole frame of a connection, runs it through the link's authentication
+    /// layer (`handshake`), and hands what it delivers to the node.
     fn dispatch(&mut self, key: usize) {
         loop {
             let Some(c) = self.conns.get_mut(key) else {
                 return;
             };
             let limits = &self.repl_limits;
-            let frame = match split_frame(c.io.input(), limits.max_frame) {
-                Ok(Some((ty, body, n))) => {
-                    Msg::decode_with_limits(ty, body, limits).map(|m| (m, n))
-                }
-                Ok(None) => return,
-                Err(e) => Err(e),
+            // Before the handshake, no frame may be longer than the pre-handshake input.
+            let max = if c.established {
+                limits.max_frame
+            } else {
+                (PRE_HANDSHAKE_INPUT - 4) as u32
             };
-            let msg = match frame {
-                Ok((msg, n)) => {
-                    c.io.consume(n);
-                    msg
+            let input = c.io.input();
+            let (ty, n) = match split_frame(input, max) {
+                Ok(Some((ty, _, n))) => (ty, n),
+                Ok(None) => {
+                    if !c.established && input.len() >= PRE_HANDSHAKE_INPUT {
+                        self.apply_verdict(key, Verdict::malformed("handshake too long"));
+                    }
+                    return;
                 }
                 Err(e) => {
-                    warn!(peer = ?c.peer, "closing replication connection: malformed frame: {e}");
-                    self.shared.metrics.error("repl_protocol");
-                    self.apply_verdict(key, Verdict::malformed(e));
+                    self.malformed(key, &e.to_string());
                     return;
                 }
             };
+            let frame = input.get(..n).unwrap_or_default();
+            let Ok(body) = c.auth.open(frame) else {
+                self.auth_failed(key, "bad frame tag");
+                return;
+            };
+            let msg = match Msg::decode_with_limits(ty, body, limits) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.malformed(key, &e.to_string());
+                    return;
+                }
+            };
+            let step = c.auth.receive(self.cluster_key.as_ref(), msg, body);
+            c.io.consume(n);
             c.last_frame = Instant::now();
+            let msg = match step {
+                Step::Deliver(m) => m,
+                Step::Authenticated(hello) => hello,
+                Step::Reply(replies) => {
+                    c.auth.write_replies(replies, c.io.output());
+                    self.flush(key);
+                    continue;
+                }
+                Step::Refuse(code, message) => {
+                    if code == ErrorCode::Auth {
+                        self.auth_failed(key, message);
+                    } else {
+                        self.apply_verdict(
+                            key,
+                            Verdict::Refuse {
+                                code,
+                                message: message.into(),
+                            },
+                        );
+                    }
+                    return;
+                }
+            };
+            let Some(c) = self.conns.get_mut(key) else {
+                return;
+            };
             let conn = match (c.dir, c.peer) {
                 (Dir::In, None) => Conn::AwaitHello,
                 (Dir::In, Some(p)) => Conn::In(p),
@@ -278,6 +407,9 @@ impl ClusterDriver {
                     return;
                 }
             };
+            if matches!(conn, Conn::Out(_)) && matches!(msg, Msg::Welcome { .. }) {
+                c.established = true;
+            }
             let now = self.now();
             let ctx = Ctx {
                 store: &self.shared.store,
@@ -288,6 +420,49 @@ impl ClusterDriver {
                 return;
             }
         }
+    }
+
+    /// A frame that does not decode: `ERROR` 1, close, count (warned rate-limited).
+    fn malformed(&mut self, key: usize, e: &str) {
+        let peer = self.conns.get(key).and_then(|c| c.peer);
+        if let Some(suppressed) = MALFORMED.allow() {
+            warn!(
+                ?peer,
+                suppressed, "closing replication connection: malformed frame: {e}"
+            );
+        }
+        self.shared.metrics.error("repl_protocol");
+        self.apply_verdict(key, Verdict::malformed(e));
+    }
+
+    /// A peer failed cluster authentication (or refused ours): `ERROR` 3, close, count, warn
+    /// rate-limited.
+    fn auth_failed(&mut self, key: usize, why: &str) {
+        let (peer, addr) = self
+            .conns
+            .get(key)
+            .map_or((None, None), |c| (c.peer, c.addr));
+        self.shared.metrics.error("sync_auth_failed");
+        if let Some(suppressed) = AUTH_FAILED.allow() {
+            warn!(
+                ?peer,
+                ?addr,
+                suppressed,
+                "replication peer failed authentication: {why}"
+            );
+        }
+        if let Some(c) = self.conns.get_mut(key) {
+            c.send(
+                None,
+                Msg::Error {
+                    code: ErrorCode::Auth as u8,
+                    message: "authentication failed".into(),
+                },
+            );
+            c.closing = true;
+            c.io.clear_input();
+        }
+        self.flush(key);
     }
 
     /// Does what the node decided for link `key` after a frame. Returns false when the link is
@@ -303,20 +478,25 @@ impl ClusterDriver {
                 }
                 if let Some(c) = self.conns.get_mut(key) {
                     c.peer = Some(peer);
-                    welcome.encode(c.io.output());
+                    c.established = true;
+                    c.send(self.cluster_key.as_ref(), welcome);
                 }
                 true
             }
             Verdict::Refuse { code, message } => {
                 if let Some(c) = self.conns.get_mut(key) {
                     if code != ErrorCode::Malformed {
-                        warn!(peer = ?c.peer, "refusing replication peer: {message}");
+                        if let Some(suppressed) = REFUSED.allow() {
+                            warn!(peer = ?c.peer, addr = ?c.addr, suppressed, "refusing replication peer: {message}");
+                        }
                     }
-                    Msg::Error {
-                        code: code as u8,
-                        message,
-                    }
-                    .encode(c.io.output());
+                    c.send(
+                        None,
+                        Msg::Error {
+                            code: code as u8,
+                            message,
+                        },
+                    );
                     c.closing = true;
                     c.io.clear_input();
                 }

@@ -14,6 +14,7 @@
 //! Architecture Invariant: this thread is the only one that touches the [`ClusterNode`]; the
 //! others see it through [`Repl`].
 
+mod handshake;
 mod links;
 mod udp;
 
@@ -27,6 +28,7 @@ use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 use presenced_core::ack_gate::Sequencer;
+use presenced_core::cluster::auth::{ClusterKey, TimeKey};
 use presenced_core::cluster::node::{ClusterNode, Ctx, Dir, Event, Now, Timing};
 use presenced_core::cluster::repl::{NodeInfo, ReplLimits};
 use presenced_core::Sid;
@@ -77,6 +79,15 @@ pub(crate) struct ClusterDriver {
     scratch: Vec<u8>,
     /// Connections whose input was left unread after their read budget.
     more: Vec<usize>,
+    /// The cluster secret (`<security cluster-secret-file>`): links and datagrams are
+    /// authenticated with it.
+    cluster_key: Option<ClusterKey>,
+    /// The key of time-sync datagram tags, from `cluster_key`.
+    time_key: Option<TimeKey>,
+    /// Time-sync datagrams sent by this process (each carries the next number).
+    datagram_counter: u64,
+    /// The node's counters at the last report (refusals are exported as deltas).
+    last_stats: presenced_core::cluster::node::Stats,
 }
 
 /// Binds the replication listener and the time-sync socket, and builds the node state.
@@ -125,8 +136,21 @@ impl ClusterDriver {
             sync_interval_us: t.time_sync_interval_ms * 1000,
             tolerance_us: t.time_tolerance_us,
             flush_us: shared.config.replication().flush_ms * 1000,
+            max_drift_us: t.max_clock_drift_ms * 1000,
         };
         let peers: Vec<NodeInfo> = shared.config.nodes().iter().map(info_of).collect();
+        let cluster_key = shared
+            .config
+            .security()
+            .cluster_secret
+            .as_ref()
+            .map(|s| ClusterKey::new(s.bytes()));
+        if cluster_key.is_none() {
+            warn!(
+                "cluster traffic is not authenticated: set <security cluster-secret-file> \
+                 (see SECURITY.md) so that only nodes holding the secret can join or send data"
+            );
+        }
         let start = Instant::now();
         let incarnation = {
             use std::hash::{BuildHasher, Hasher};
@@ -174,6 +198,10 @@ impl ClusterDriver {
             shared,
             scratch: Vec::new(),
             more: Vec::new(),
+            time_key: cluster_key.as_ref().map(ClusterKey::time_key),
+            datagram_counter: 0,
+            last_stats: Default::default(),
+            cluster_key,
         };
         // Publish the first view before the acceptor takes any connection: a node alone in its
         // file is ready from the start, and pool input must not be refused for a race.
@@ -319,7 +347,7 @@ impl ClusterDriver {
                 Dir::In => self.in_conn.get(&peer),
             };
             if let Some(c) = key.copied().and_then(|k| self.conns.get_mut(k)) {
-                msg.encode(c.io.output());
+                c.send(self.cluster_key.as_ref(), msg);
                 if dir == Dir::Out && c.io.unsent() > self.congested_at {
                     self.node.set_congested(peer, true);
                 }
@@ -401,6 +429,16 @@ impl ClusterDriver {
             m.repl_lag.record(0, lag);
         }
         let stats = self.node.stats();
+        let last = std::mem::replace(&mut self.last_stats, stats);
+        m.errors(
+            "repl_stamp_ahead",
+            stats.rejected_stamps - last.rejected_stamps,
+        );
+        m.errors("repl_term_leap", stats.rejected_terms - last.rejected_terms);
+        m.errors(
+            "timesync_rejected",
+            stats.rejected_datagrams - last.rejected_datagrams,
+        );
         m.resumes.store(stats.resumes, Ordering::Relaxed);
         m.full_resyncs.store(stats.full_resyncs, Ordering::Relaxed);
         m.digest_repairs

@@ -3,13 +3,19 @@
 //!
 //! Datagrams are decoded here and handed to the node, and the node's outgoing datagrams are sent
 //! to each member's time port. A datagram that does not decode is counted and dropped; a send
-//! that fails is dropped too (time sync retries on its own schedule).
+//! that fails is dropped too (time sync retries on its own schedule). With a cluster secret,
+//! every datagram is tagged on the way out and checked on the way in (a bad tag is counted and
+//! dropped before decoding); each carries this process's incarnation and a counter from 1.
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 
-use presenced_core::cluster::timesync::{Packet, MAX_DATAGRAM};
-use tracing::debug;
+use presenced_core::cluster::timesync::{Envelope, Packet, MAX_DATAGRAM};
+use tracing::{debug, warn};
+
+use crate::ratelog::RateLimited;
+
+static BAD_TAG: RateLimited = RateLimited::new();
 
 use super::ClusterDriver;
 
@@ -19,16 +25,28 @@ impl ClusterDriver {
         let mut buf = [0u8; MAX_DATAGRAM];
         loop {
             match self.udp.recv_from(&mut buf) {
-                Ok((n, from)) => match Packet::decode(buf.get(..n).unwrap_or_default()) {
-                    Ok(p) => {
-                        let now = self.now();
-                        self.node.handle_datagram(now, p);
+                Ok((n, from)) => {
+                    let data = buf.get(..n).unwrap_or_default();
+                    if let Some(key) = &self.time_key {
+                        if key.verify(data).is_err() {
+                            self.shared.metrics.error("timesync_auth_failed");
+                            if let Some(suppressed) = BAD_TAG.allow() {
+                                warn!(%from, suppressed, "time-sync datagram failed authentication");
+                            }
+                            continue;
+                        }
                     }
-                    Err(e) => {
-                        debug!(%from, "bad time-sync datagram: {e}");
-                        self.shared.metrics.error("timesync_protocol");
+                    match Packet::decode(data) {
+                        Ok((p, env)) => {
+                            let now = self.now();
+                            self.node.handle_datagram(now, p, env);
+                        }
+                        Err(e) => {
+                            debug!(%from, "bad time-sync datagram: {e}");
+                            self.shared.metrics.error("timesync_protocol");
+                        }
                     }
-                },
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -44,7 +62,12 @@ impl ClusterDriver {
         while let Some((peer, p)) = self.node.poll_datagram() {
             if let Some(info) = self.node.member_info(peer) {
                 self.scratch.clear();
-                p.encode(&mut self.scratch);
+                self.datagram_counter += 1;
+                let env = Envelope {
+                    incarnation: self.node.incarnation(),
+                    counter: self.datagram_counter,
+                };
+                p.encode(env, self.time_key.as_ref(), &mut self.scratch);
                 let _ = self
                     .udp
                     .send_to(&self.scratch, SocketAddr::new(info.host, info.time_port));

@@ -4,7 +4,9 @@
 //!
 //! Cluster time is the local wall clock plus [`TimeFollower::correction_us`]. A follower's clock
 //! is *confirmed* by the first correction it applies (0 confirms it as it is). Corrections are
-//! idempotent by `(master, term, probe number)` and bounded by [`MAX_ADJUST_US`].
+//! idempotent by `(master, term, probe number)` (a set of the recent ones) and clamped to the
+//! node's maximum step except the first one of the process, which may be up to
+//! [`MAX_ADJUST_US`].
 //!
 //! Both roles are plain data plus pure decisions; [`super::ClusterNode`] decides which role is
 //! active (the elected time master probes) and supplies time and the current term.
@@ -81,12 +83,19 @@ impl TimeMaster {
     }
 }
 
+/// Corrections remembered to apply each once.
+const RECENT: usize = 64;
+
 /// The follower's side: the correction and whether the clock is confirmed.
 #[derive(Debug, Default)]
 pub(super) struct TimeFollower {
     correction_us: i64,
-    /// The last correction applied: (master, term, probe number).
-    last_correct: Option<(u16, u64, u32)>,
+    /// The last corrections applied, (master, term, probe number), oldest first: a repeat of
+    /// any of them is ignored. A set rather than "the highest seen" so that one forged packet
+    /// with a huge number cannot make the real master's later corrections look old.
+    recent: std::collections::VecDeque<(u16, u64, u32)>,
+    /// A correction was applied by this process already: the next ones are bounded per step.
+    corrected_once: bool,
     confirmed: bool,
 }
 
@@ -138,11 +147,13 @@ impl TimeFollower {
         )
     }
 
-    /// A `CORRECT` from `from` at `term`, given who this node considers time master and the
-    /// newest term it has seen.
+    /// A `CORRECT` from `from` at `term`, given who this node considers time master, the
+    /// newest term it has seen, and the largest step allowed after the first correction of this
+    /// process (`max_step_us`; the first may be up to [`MAX_ADJUST_US`], so that a node started
+    /// hours off can still be corrected and become ready).
     pub(super) fn handle_correct(
         &mut self,
-        (me, time_master, current_term): (u16, u16, u64),
+        (me, time_master, current_term, max_step_us): (u16, u16, u64, u64),
         (term, from, seq, adjust_us): (u64, u16, u32, i64),
     ) -> Corrected {
         //= docs/protocols/time-sync.md#fencing
@@ -152,16 +163,26 @@ impl TimeFollower {
             return Corrected::Ignored;
         }
         // Each correction once: a duplicated datagram must not apply it twice.
-        if self
-            .last_correct
-            .is_some_and(|(f, t, s)| f == from && t == term && seq <= s)
-        {
+        if self.recent.contains(&(from, term, seq)) {
             return Corrected::Ignored;
         }
+        let bound = if self.corrected_once {
+            max_step_us
+        } else {
+            MAX_ADJUST_US.unsigned_abs()
+        };
         if adjust_us.unsigned_abs() > MAX_ADJUST_US.unsigned_abs() {
             return Corrected::Ignored;
         }
-        self.last_correct = Some((from, term, seq));
+        // Clamped rather than refused: a follower far off converges step by step, and one
+        // wrong packet moves the clock by at most one step.
+        let bound = i64::try_from(bound).unwrap_or(i64::MAX);
+        let adjust_us = adjust_us.clamp(-bound, bound);
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((from, term, seq));
+        self.corrected_once = true;
         self.correction_us = self.correction_us.saturating_add(adjust_us);
         self.confirmed = true;
         Corrected::Applied { adjust_us }
@@ -176,7 +197,7 @@ mod tests {
     #[test]
     fn a_follower_applies_each_correction_once_and_only_from_the_master() {
         let mut f = TimeFollower::default();
-        let ctx = (2, 1, 5);
+        let ctx = (2, 1, 5, 1_000_000);
         assert_eq!(f.handle_correct(ctx, (5, 3, 1, 10)), Corrected::Ignored);
         assert_eq!(f.handle_correct(ctx, (4, 1, 1, 10)), Corrected::Ignored);
         assert!(!f.confirmed());
@@ -191,6 +212,40 @@ mod tests {
         );
         assert_eq!(f.correction_us(), 10);
         assert!(f.confirmed());
+    }
+
+    #[test]
+    fn only_the_first_correction_may_be_large_and_a_huge_seq_blocks_nothing() {
+        let mut f = TimeFollower::default();
+        let ctx = (2, 1, 5, 1_000_000);
+        // A node started an hour off: the first correction is applied whole.
+        assert_eq!(
+            f.handle_correct(ctx, (5, 1, 1, -3_600_000_000)),
+            Corrected::Applied {
+                adjust_us: -3_600_000_000
+            }
+        );
+        // Later ones are bounded per step (a forged +1 h moves the clock by one step) ...
+        assert_eq!(
+            f.handle_correct(ctx, (5, 1, u32::MAX, 3_600_000_000)),
+            Corrected::Applied {
+                adjust_us: 1_000_000
+            }
+        );
+        assert_eq!(
+            f.handle_correct(ctx, (5, 1, u32::MAX - 1, -1_000_000)),
+            Corrected::Applied {
+                adjust_us: -1_000_000
+            }
+        );
+        // ... and a correction with a huge number does not make the next ones look like
+        // repeats.
+        assert_eq!(
+            f.handle_correct(ctx, (5, 1, 2, 100)),
+            Corrected::Applied { adjust_us: 100 }
+        );
+        assert_eq!(f.handle_correct(ctx, (5, 1, 2, 100)), Corrected::Ignored);
+        assert_eq!(f.correction_us(), -3_600_000_000 + 100);
     }
 
     #[test]

@@ -215,11 +215,11 @@ impl Membership {
         std::mem::replace(&mut p.alive, false)
     }
 
-    /// A heartbeat from `id`. Returns the members it named that were new here.
+    /// A heartbeat from `id` (its term was observed by the caller, within bounds). Returns the
+    /// members it named that were new here.
     pub(super) fn handle_heartbeat(
         &mut self,
         id: u16,
-        term: u64,
         ready: bool,
         records: u64,
         digest: u128,
@@ -233,7 +233,6 @@ impl Membership {
             p.records = records;
             p.digest = digest;
         }
-        self.observe_term(term);
         members
             .into_iter()
             .filter(|g| self.admit(g.info))
@@ -315,7 +314,7 @@ mod tests {
         // This node ready, node 1 not: this node.
         assert_eq!(m.elect(true), Some(Roles { term: 3, master: 2 }));
         // Node 1 ready too: node 1 (fail-back).
-        m.handle_heartbeat(1, 0, true, 0, 0, Vec::new());
+        m.handle_heartbeat(1, true, 0, 0, Vec::new());
         assert_eq!(m.elect(true), Some(Roles { term: 4, master: 1 }));
         // Node 1 silent too long: fail-over.
         let (down, changed) = m.check_down(1_000, 500);
@@ -347,7 +346,7 @@ mod tests {
             info: info(id),
             alive: true,
         };
-        let new = m.handle_heartbeat(2, 0, false, 0, 0, vec![g(1), g(2), g(3), g(3)]);
+        let new = m.handle_heartbeat(2, false, 0, 0, vec![g(1), g(2), g(3), g(3)]);
         assert_eq!(new, vec![info(3)]);
         assert!(m.get(3).is_some() && m.get(1).is_none());
         assert_eq!(m.gossip().len(), 2);

@@ -50,6 +50,7 @@ use crate::proto::ErrorCode;
 mod admin;
 mod anti_entropy;
 mod clock;
+mod guard;
 mod inbound;
 mod liveness;
 mod membership;
@@ -61,7 +62,8 @@ mod transmit;
 mod types;
 
 use anti_entropy::AntiEntropy;
-use clock::{Corrected, TimeFollower, TimeMaster};
+use clock::{TimeFollower, TimeMaster};
+pub use guard::{MAX_TERM_JUMP, TERM_CEILING};
 use inbound::InLink;
 use liveness::stall_after;
 use membership::Membership;
@@ -122,6 +124,10 @@ pub struct ClusterNode {
     /// Scratch queue for one link's frames.
     link_out: VecDeque<Msg>,
     dgrams: VecDeque<(u16, Packet)>,
+    /// Per peer: (incarnation, highest datagram counter taken from it).
+    datagram_counters: BTreeMap<u16, (u64, u64)>,
+    /// A term was adopted from the wire by this process (later ones are bounded per step).
+    term_adopted: bool,
     events: VecDeque<Event>,
     lag_samples: Vec<u64>,
     stats: Stats,
@@ -177,6 +183,8 @@ impl ClusterNode {
             goodbye_sent: false,
             time_master: TimeMaster::default(),
             clock: TimeFollower::default(),
+            datagram_counters: BTreeMap::new(),
+            term_adopted: false,
             next_heartbeat_us: now.mono_us,
             next_sync_us: now.mono_us,
             out: VecDeque::new(),
@@ -209,6 +217,7 @@ impl ClusterNode {
                     cluster,
                     from,
                     incarnation,
+                    ..
                 },
             ) => match self.handle_hello(now, &cluster, from, incarnation) {
                 Ok(welcome) => Verdict::Accepted {
@@ -250,6 +259,9 @@ impl ClusterNode {
             cluster: self.cluster.clone(),
             from: self.me,
             incarnation: self.incarnation,
+            // The driver's link layer fills these in when the cluster is authenticated.
+            auth: false,
+            nonce: [0; crate::cluster::auth::NONCE_LEN],
         }
     }
 
@@ -363,69 +375,6 @@ impl ClusterNode {
             Msg::Ack(seq) => link.handle_ack(seq, &self.backlog),
             Msg::BucketRequest(buckets) => link.handle_bucket_request(buckets),
             _ => {}
-        }
-    }
-
-    /// A time-sync datagram arrived.
-    pub fn handle_datagram(&mut self, now: Now, p: Packet) {
-        self.observe(now);
-        let cluster_us = self.cluster_us(now);
-        match p {
-            Packet::Probe {
-                term,
-                from,
-                seq,
-                t1,
-            } => {
-                self.membership.observe_term(term);
-                self.dgrams.push_back(TimeFollower::handle_probe(
-                    self.me.id,
-                    cluster_us,
-                    (term, from, seq, t1),
-                ));
-            }
-            Packet::Reply {
-                from,
-                seq,
-                t1,
-                t2,
-                t3,
-                ..
-            } => {
-                if self.membership.master() != self.me.id || self.membership.get(from).is_none() {
-                    return;
-                }
-                let tolerance = self.timing.tolerance_us as i64;
-                if let Some(c) = self.time_master.handle_reply(
-                    self.me.id,
-                    self.membership.term(),
-                    from,
-                    (seq, t1, t2, t3, cluster_us),
-                    tolerance,
-                ) {
-                    self.dgrams.push_back(c);
-                }
-            }
-            Packet::Correct {
-                term,
-                from,
-                seq,
-                adjust_us,
-            } => {
-                let ctx = (self.me.id, self.membership.master(), self.membership.term());
-                let Corrected::Applied { adjust_us } =
-                    self.clock.handle_correct(ctx, (term, from, seq, adjust_us))
-                else {
-                    return;
-                };
-                if adjust_us != 0 {
-                    self.events.push_back(Event::ClockCorrected {
-                        adjust_us,
-                        correction_us: self.clock.correction_us(),
-                    });
-                }
-                self.update_ready(now);
-            }
         }
     }
 

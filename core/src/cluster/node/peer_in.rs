@@ -36,6 +36,27 @@ impl ClusterNode {
                 reason: format!("asking the data master (node {peer}) for a snapshot"),
             };
         }
+        let records = match &msg {
+            Msg::Updates { records, .. } | Msg::Snapshot(records) | Msg::Bucket { records, .. } => {
+                Some(records.as_slice())
+            }
+            _ => None,
+        };
+        if let Some(ahead_ms) = records.and_then(|r| self.too_far_ahead(now, r)) {
+            // Not merged and not acknowledged: the sender reconnects and sends it again, and it
+            // is taken once the clocks agree (or never, if it was forged).
+            return Verdict::Refuse {
+                code: ErrorCode::Protocol,
+                message: format!(
+                    "a record is stamped {ahead_ms} ms ahead of this node's cluster time \
+                     (more than max-clock-drift-ms)"
+                ),
+            };
+        }
+        let Some(links) = self.links.get_mut(&peer) else {
+            return Verdict::Continue;
+        };
+        let link = &mut links.inbound;
         let mut verdict = Verdict::Continue;
         match msg {
             Msg::Updates { upto_seq, records } => {
@@ -83,15 +104,21 @@ impl ClusterNode {
                 members,
                 removals,
             } => {
+                let ceiling_us = self.decision_ceiling_us(now);
                 for d in removals {
+                    if d.stamp > ceiling_us {
+                        self.stats.rejected_stamps += 1;
+                        continue;
+                    }
                     self.take_decision(d);
                 }
                 if self.membership.is_removed(peer) {
                     return Verdict::Continue;
                 }
+                self.observe_term_bounded(term);
                 let joined = self
                     .membership
-                    .handle_heartbeat(peer, term, ready, records, digest, members);
+                    .handle_heartbeat(peer, ready, records, digest, members);
                 for info in joined {
                     self.links.entry(info.id).or_default();
                     self.events.push_back(Event::MemberJoined(info));

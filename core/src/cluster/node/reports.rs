@@ -50,7 +50,11 @@ impl ClusterNode {
     pub fn correction_us(&self) -> i64 {
         self.clock.correction_us()
     }
-    /// Cluster time at `now`, µs.
+    /// This process's incarnation (random per start; in `HELLO` and every time-sync datagram).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+    /// Cluster time at `now`, µs since the Unix epoch.
     pub fn cluster_us(&self, now: Now) -> i64 {
         now.wall_us.saturating_add(self.clock.correction_us())
     }

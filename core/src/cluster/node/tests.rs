@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use super::*;
+use crate::cluster::timesync::Envelope;
 use crate::hlc::Hlc;
 use crate::model::{Change, ClientType, Update};
 use crate::store::Store;
@@ -49,6 +50,7 @@ const TIMING: Timing = Timing {
     sync_interval_us: 100_000,
     tolerance_us: 2_000,
     flush_us: 2_000,
+    max_drift_us: 5_000_000,
 };
 
 struct SimNode {
@@ -77,7 +79,9 @@ struct Sim {
     now: u64,
     nodes: BTreeMap<u16, SimNode>,
     links: HashMap<(u16, u16), Link>,
-    dgrams: Vec<(u64, u16, u16, Packet)>,
+    dgrams: Vec<(u64, u16, u16, Packet, Envelope)>,
+    /// Datagrams sent so far (every datagram's counter: increasing per sender, as required).
+    dgram_counter: u64,
     cut: Vec<(u16, u16)>,
     oracle: Store,
     next_reconnect: u64,
@@ -104,6 +108,7 @@ impl Sim {
             nodes: BTreeMap::new(),
             links: HashMap::new(),
             dgrams: Vec::new(),
+            dgram_counter: 0,
             cut: Vec::new(),
             oracle: Store::default(),
             next_reconnect: 0,
@@ -194,9 +199,14 @@ impl Sim {
                 continue;
             }
             let copies = if self.rng.chance(5) { 2 } else { 1 };
+            self.dgram_counter += 1;
+            let env = Envelope {
+                incarnation: self.nodes.get(&id).map_or(0, |n| n.node.incarnation()),
+                counter: self.dgram_counter,
+            };
             for _ in 0..copies {
                 let at = self.now + self.latency() + self.rng.below(2_000);
-                self.dgrams.push((at, id, peer, p));
+                self.dgrams.push((at, id, peer, p, env));
             }
         }
         while self
@@ -346,6 +356,7 @@ impl Sim {
                     cluster,
                     from,
                     incarnation,
+                    ..
                 } = &msg
                 {
                     match sn.node.handle_hello(now, cluster, *from, *incarnation) {
@@ -399,9 +410,9 @@ impl Sim {
         self.dgrams.sort_by_key(|d| d.0);
         let mut held = Vec::new();
         while self.dgrams.first().is_some_and(|d| d.0 <= self.now) {
-            let (at, from, to, p) = self.dgrams.remove(0);
+            let (at, from, to, p, env) = self.dgrams.remove(0);
             if self.is_paused(to) {
-                held.push((at, from, to, p));
+                held.push((at, from, to, p, env));
                 continue;
             }
             let now = self.node_now(to);
@@ -409,7 +420,7 @@ impl Sim {
                 continue;
             };
             if sn.up {
-                sn.node.handle_datagram(now, p);
+                sn.node.handle_datagram(now, p, env);
                 self.pump(to);
             }
         }
@@ -693,6 +704,8 @@ fn the_handshake_is_enforced_in_core_with_named_error_codes() {
         cluster: cluster.into(),
         from: info(id),
         incarnation: 1,
+        auth: false,
+        nonce: [0; 16],
     };
     assert!(matches!(
         node.handle_frame(now, Conn::AwaitHello, Msg::Goodbye, &ctx),

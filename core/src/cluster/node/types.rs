@@ -19,6 +19,9 @@ pub struct Timing {
     pub tolerance_us: u64,
     /// Longest time updates wait to be batched.
     pub flush_us: u64,
+    /// Largest distance a remote stamp may be ahead of this node's cluster time, and largest
+    /// clock correction in one step after this process's first (`<timing max-clock-drift-ms>`).
+    pub max_drift_us: u64,
 }
 
 /// The current time, as the driver read it.
@@ -111,6 +114,12 @@ pub struct Stats {
     pub stalls: u64,
     /// Records relayed to peers on behalf of an origin that went down or restarted.
     pub relayed: u64,
+    /// Frames refused because a record or decision was stamped too far ahead of cluster time.
+    pub rejected_stamps: u64,
+    /// Terms ignored for leaping beyond the bound.
+    pub rejected_terms: u64,
+    /// Time-sync datagrams dropped: unknown sender, wrong incarnation, or a replayed counter.
+    pub rejected_datagrams: u64,
 }
 
 /// Why an inbound `HELLO` was refused.

@@ -30,6 +30,57 @@ fn node(id: u16) -> NodeInfo {
     }
 }
 
+//= docs/protocols/replication.md#authentication-test-vectors
+#[test]
+fn authenticated_handshake_vectors_from_the_spec() {
+    use crate::cluster::auth::{ClusterKey, Side};
+    let key = ClusterKey::new(b"0123456789abcdef0123456789abcdef");
+    let mut out = Vec::new();
+    let nonce_s: [u8; 16] = core::array::from_fn(|i| i as u8);
+    Msg::Hello {
+        cluster: "demo".into(),
+        from: node(1),
+        incarnation: 42,
+        auth: true,
+        nonce: nonce_s,
+    }
+    .encode(&mut out);
+    assert_eq!(out, hex!("00000035 01 50525352 02 04 64656d6f 0001 04 7f000001 1ce8 1ce9 1cea 1ceb 1d38 000000000000002a 01 000102030405060708090a0b0c0d0e0f"));
+    let hello_body = out[5..].to_vec();
+    let nonce_r: [u8; 16] = core::array::from_fn(|i| 0x10 + i as u8);
+    out.clear();
+    Msg::Challenge {
+        nonce: nonce_r,
+        proof: key.challenge_proof(&hello_body, &nonce_r),
+    }
+    .encode(&mut out);
+    assert_eq!(out, hex!("00000031 03 101112131415161718191a1b1c1d1e1f df2018e3c24fbdb962cf7695102e4b1191ac4f37af53ef9a3e0acb3b809e34fb"));
+    out.clear();
+    Msg::Auth {
+        proof: key.auth_proof(&hello_body, &nonce_r),
+    }
+    .encode(&mut out);
+    assert_eq!(
+        out,
+        hex!("00000021 04 09941601d1b803839b2378dc0377172a038a4f4e9403ae6c48e6a65750c46999")
+    );
+    // The receiver's first sealed frame: WELCOME(node 2, resume 0), sequence number 0.
+    out.clear();
+    let mut receiver = key.session(&hello_body, &nonce_r, Side::Receiver);
+    Msg::Welcome {
+        node: 2,
+        resume_from: 0,
+    }
+    .encode(&mut out);
+    receiver.seal(&mut out, 0);
+    assert_eq!(
+        out,
+        hex!("0000001b 02 0002 0000000000000000 1052cc6469f82ad8cad3178e89e155c8")
+    );
+    let mut sender = key.session(&hello_body, &nonce_r, Side::Sender);
+    assert_eq!(sender.open(&out).unwrap(), hex!("0002 0000000000000000"));
+}
+
 //= docs/protocols/replication.md#test-vectors
 #[test]
 fn vectors_from_the_spec() {
@@ -38,9 +89,11 @@ fn vectors_from_the_spec() {
         cluster: "demo".into(),
         from: node(1),
         incarnation: 42,
+        auth: false,
+        nonce: [0; 16],
     }
     .encode(&mut out);
-    assert_eq!(out, hex!("00000024 01 50525352 01 04 64656d6f 0001 04 7f000001 1ce8 1ce9 1cea 1ceb 1d38 000000000000002a"));
+    assert_eq!(out, hex!("00000035 01 50525352 02 04 64656d6f 0001 04 7f000001 1ce8 1ce9 1cea 1ceb 1d38 000000000000002a 00 00000000000000000000000000000000"));
     out.clear();
     let u = Update {
         uid: 1,
