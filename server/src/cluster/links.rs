@@ -37,6 +37,9 @@ const READ_BUDGET: usize = 4 << 20;
 /// smaller (a `HELLO` is at most about 330 bytes), so a stranger cannot make this node hold more.
 pub(super) const PRE_HANDSHAKE_INPUT: usize = 4096;
 
+/// Most outbound connects in flight at once.
+pub(super) const MAX_DIALING: usize = 16;
+
 static AUTH_FAILED: RateLimited = RateLimited::new();
 static REFUSED: RateLimited = RateLimited::new();
 static MALFORMED: RateLimited = RateLimited::new();
@@ -249,12 +252,18 @@ impl ClusterDriver {
         }
     }
 
-    /// Dials every peer that has no outbound link.
+    /// Dials every peer that has no outbound link, at most [`MAX_DIALING`] connects in flight
+    /// (so a member list full of dead or forged addresses cannot take every descriptor).
     pub(super) fn reconnect(&mut self) {
+        let mut dialing = self.conns.iter().filter(|(_, c)| c.connecting).count();
         for info in self.node.peers() {
             if self.out_conn.contains_key(&info.id) {
                 continue;
             }
+            if dialing >= MAX_DIALING {
+                break;
+            }
+            dialing += 1;
             let addr = SocketAddr::new(info.host, info.sync_port);
             match TcpStream::connect(addr) {
                 Ok(stream) => {

@@ -37,6 +37,7 @@ use slab::Slab;
 use tracing::{debug, info, warn};
 
 use self::links::Link;
+use crate::ratelog::RateLimited;
 use crate::repl::{Command, MemberChange};
 use crate::shared::Shared;
 
@@ -171,6 +172,7 @@ impl ClusterDriver {
             now,
         );
         node.set_backlog_cap(shared.config.replication().backlog);
+        node.set_max_members(shared.config.limits().max_gossip_members);
         node.set_seeded(!shared.config.seeds().is_empty());
         let l = shared.config.limits();
         let repl_limits = ReplLimits {
@@ -389,7 +391,20 @@ impl ClusterDriver {
                 Event::MemberUp(id) => info!(peer = id, "peer is up"),
                 Event::MemberDown(id) => info!(peer = id, "peer is down"),
                 Event::MemberJoined(n) => {
-                    info!(peer = n.id, host = %n.host, "node joined the cluster")
+                    static JOINED: RateLimited = RateLimited::new();
+                    if let Some(suppressed) = JOINED.allow() {
+                        info!(peer = n.id, host = %n.host, suppressed, "node joined the cluster");
+                    }
+                }
+                Event::MemberExpired(id) => {
+                    static EXPIRED: RateLimited = RateLimited::new();
+                    if let Some(suppressed) = EXPIRED.allow() {
+                        info!(
+                            peer = id,
+                            suppressed, "forgetting a member that was never heard from"
+                        );
+                    }
+                    self.forgotten = true;
                 }
                 Event::MemberRemoved(id) => {
                     info!(peer = id, "node removed from the cluster");

@@ -40,8 +40,8 @@ impl ClusterNode {
         }
     }
 
-    pub(super) fn admit(&mut self, info: NodeInfo) {
-        if self.membership.admit(info) {
+    pub(super) fn admit(&mut self, info: NodeInfo, now: Now) {
+        if self.membership.admit(info, now.mono_us) {
             self.links.entry(info.id).or_default();
             self.events.push_back(Event::MemberJoined(info));
         }

@@ -30,6 +30,9 @@ pub(super) struct Peer {
     /// Records and digest of its store, from its last heartbeat (reports).
     pub(super) records: u64,
     pub(super) digest: u128,
+    /// When it was learned from gossip or a `HELLO` (monotonic µs); `None` for the nodes of the
+    /// cluster file, which never expire.
+    pub(super) learned_us: Option<u64>,
 }
 
 impl Peer {
@@ -43,6 +46,7 @@ impl Peer {
             heartbeat_seen: false,
             records: 0,
             digest: 0,
+            learned_us: None,
         }
     }
 }
@@ -61,6 +65,13 @@ pub(super) struct Membership {
     peers: BTreeMap<u16, Peer>,
     /// INVARIANT: never decreases.
     term: u64,
+    /// Most peers this node keeps (`<limits max-gossip-members>`): admitting stops there.
+    max_peers: usize,
+    /// How long a learned peer may stay unheard before it expires (0: never).
+    expire_after_us: u64,
+    /// Peers that expired, with when: gossip does not bring them back for `expire_after_us`
+    /// (a `HELLO` from them does).
+    quarantine: BTreeMap<u16, u64>,
     /// Time master and data master (always the same node today; kept apart in reports).
     master: u16,
     /// Removal decisions by id: the latest (greatest stamp) wins. A removed id is no member and
@@ -80,9 +91,49 @@ impl Membership {
             me,
             peers,
             term: 0,
+            max_peers: crate::cluster::repl::MAX_MEMBERS,
+            expire_after_us: 0,
+            quarantine: BTreeMap::new(),
             master: me,
             decisions: BTreeMap::new(),
         }
+    }
+
+    /// Caps the peers kept (never below the nodes of the file, which are kept anyway).
+    pub(super) fn set_max_peers(&mut self, max: usize) {
+        self.max_peers = max;
+    }
+
+    /// Sets how long a learned peer may stay unheard before it expires.
+    pub(super) fn set_expiry(&mut self, after_us: u64) {
+        self.expire_after_us = after_us;
+    }
+
+    /// Forgets the peers learned at run time (not from the file) that were never heard from
+    /// directly within the expiry of being learned: a gossiped address nobody answers at, or a
+    /// forged one. Returns their ids.
+    pub(super) fn expire(&mut self, now_us: u64) -> Vec<u16> {
+        let after_us = self.expire_after_us;
+        if after_us == 0 {
+            return Vec::new();
+        }
+        self.quarantine
+            .retain(|_, t| now_us.saturating_sub(*t) <= after_us);
+        let gone: Vec<u16> = self
+            .peers
+            .values()
+            .filter(|p| {
+                p.last_heard.is_none()
+                    && p.learned_us
+                        .is_some_and(|t| now_us.saturating_sub(t) > after_us)
+            })
+            .map(|p| p.info.id)
+            .collect();
+        for id in &gone {
+            self.peers.remove(id);
+            self.quarantine.insert(*id, now_us);
+        }
+        gone
     }
 
     /// Whether `id` was removed (and not re-admitted since).
@@ -147,13 +198,20 @@ impl Membership {
         self.peers.values().any(|p| p.alive && p.ready)
     }
 
-    /// Adds a peer not known yet. Returns whether it was new. This node's own id and removed ids
-    /// are refused.
-    pub(super) fn admit(&mut self, info: NodeInfo) -> bool {
-        if info.id == self.me || self.peers.contains_key(&info.id) || self.is_removed(info.id) {
+    /// Adds a peer not known yet, learned at `now_us`. Returns whether it was new. This node's
+    /// own id, removed ids, and any peer beyond the cap are refused.
+    pub(super) fn admit(&mut self, info: NodeInfo, now_us: u64) -> bool {
+        if info.id == self.me
+            || self.peers.contains_key(&info.id)
+            || self.is_removed(info.id)
+            || self.peers.len() >= self.max_peers
+        {
             return false;
         }
-        self.peers.insert(info.id, Peer::new(info));
+        let mut p = Peer::new(info);
+        p.learned_us = Some(now_us);
+        self.peers.insert(info.id, p);
+        self.quarantine.remove(&info.id);
         true
     }
 
@@ -219,7 +277,7 @@ impl Membership {
     /// members it named that were new here.
     pub(super) fn handle_heartbeat(
         &mut self,
-        id: u16,
+        (id, now_us): (u16, u64),
         ready: bool,
         records: u64,
         digest: u128,
@@ -235,7 +293,7 @@ impl Membership {
         }
         members
             .into_iter()
-            .filter(|g| self.admit(g.info))
+            .filter(|g| !self.quarantine.contains_key(&g.info.id) && self.admit(g.info, now_us))
             .map(|g| g.info)
             .collect()
     }
@@ -314,7 +372,7 @@ mod tests {
         // This node ready, node 1 not: this node.
         assert_eq!(m.elect(true), Some(Roles { term: 3, master: 2 }));
         // Node 1 ready too: node 1 (fail-back).
-        m.handle_heartbeat(1, true, 0, 0, Vec::new());
+        m.handle_heartbeat((1, 0), true, 0, 0, Vec::new());
         assert_eq!(m.elect(true), Some(Roles { term: 4, master: 1 }));
         // Node 1 silent too long: fail-over.
         let (down, changed) = m.check_down(1_000, 500);
@@ -346,7 +404,7 @@ mod tests {
             info: info(id),
             alive: true,
         };
-        let new = m.handle_heartbeat(2, false, 0, 0, vec![g(1), g(2), g(3), g(3)]);
+        let new = m.handle_heartbeat((2, 0), false, 0, 0, vec![g(1), g(2), g(3), g(3)]);
         assert_eq!(new, vec![info(3)]);
         assert!(m.get(3).is_some() && m.get(1).is_none());
         assert_eq!(m.gossip().len(), 2);
@@ -362,13 +420,13 @@ mod tests {
         };
         assert!(m.decide(d(10, true)));
         assert!(m.get(3).is_none() && m.is_removed(3));
-        assert!(!m.admit(info(3)), "a removed id is refused");
+        assert!(!m.admit(info(3), 0), "a removed id is refused");
         // An older re-admission loses; a newer one wins.
         assert!(!m.decide(d(5, false)));
         assert!(m.is_removed(3));
         assert!(!m.decide(d(11, false)));
         assert!(!m.is_removed(3));
-        assert!(m.admit(info(3)));
+        assert!(m.admit(info(3), 0));
         assert_eq!(m.decisions(), vec![d(11, false)]);
     }
 

@@ -71,6 +71,10 @@ use outbound::{Backlog, OutLink, Welcome};
 use relay::Relay;
 pub use types::{Conn, Ctx, Dir, Event, HelloError, MemberError, Now, Stats, Timing, Verdict};
 
+/// A member learned at run time and never heard from directly expires after this many
+/// `down-after` periods.
+pub const EXPIRE_AFTER_DOWN: u64 = 10;
+
 /// The replication links with one peer.
 #[derive(Debug, Default)]
 struct Links {
@@ -154,7 +158,8 @@ impl ClusterNode {
         incarnation: u64,
         now: Now,
     ) -> Self {
-        let membership = Membership::new(me.id, peers);
+        let mut membership = Membership::new(me.id, peers);
+        membership.set_expiry(timing.down_after_us.saturating_mul(EXPIRE_AFTER_DOWN));
         let links = membership
             .iter()
             .map(|p| (p.info.id, Links::default()))
@@ -202,6 +207,11 @@ impl ClusterNode {
     /// Sets how many update numbers the backlog keeps for resuming peers.
     pub fn set_backlog_cap(&mut self, cap: usize) {
         self.backlog.set_cap(cap);
+    }
+
+    /// Caps the members this node keeps (`<limits max-gossip-members>`).
+    pub fn set_max_members(&mut self, max: usize) {
+        self.membership.set_max_peers(max);
     }
 
     // ----- inputs -----
@@ -303,7 +313,7 @@ impl ClusterNode {
         }
         // The address of a member from the cluster file stays as the file says (it may be a
         // proxy or a load balancer in front of the peer); others are reached where they say.
-        self.admit(from);
+        self.admit(from, now);
         // A joining node takes one full snapshot, from its data master (which holds everyone's
         // data); the others stream from now on, and the master forwards what it merges from them
         // meanwhile (`OutLink::forwards`).
@@ -416,6 +426,11 @@ impl ClusterNode {
         for id in down {
             self.events.push_back(Event::MemberDown(id));
             self.relay_from(id);
+        }
+        for id in self.membership.expire(now.mono_us) {
+            self.links.remove(&id);
+            self.datagram_counters.remove(&id);
+            self.events.push_back(Event::MemberExpired(id));
         }
         if changed {
             self.update_roles();

@@ -116,9 +116,13 @@ impl ClusterNode {
                     return Verdict::Continue;
                 }
                 self.observe_term_bounded(term);
-                let joined = self
-                    .membership
-                    .handle_heartbeat(peer, ready, records, digest, members);
+                let joined = self.membership.handle_heartbeat(
+                    (peer, now.mono_us),
+                    ready,
+                    records,
+                    digest,
+                    members,
+                );
                 for info in joined {
                     self.links.entry(info.id).or_default();
                     self.events.push_back(Event::MemberJoined(info));

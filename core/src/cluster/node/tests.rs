@@ -10,11 +10,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use super::*;
+use crate::cluster::repl::{Gossip, Removal};
 use crate::cluster::timesync::Envelope;
 use crate::hlc::Hlc;
 use crate::model::{Change, ClientType, Update};
 use crate::store::Store;
 use crate::wire::split_frame;
+use crate::{Record, Stamp};
 
 struct Rng(u64);
 impl Rng {
@@ -958,4 +960,207 @@ fn a_joining_node_takes_one_snapshot_from_the_data_master_and_misses_nothing() {
         sim.run_for(2_000_000);
         assert!(sim.nodes[&4].node.ready(), "seed {seed}: node 4 not ready");
     }
+}
+
+// ----- bounds on what a peer may say (`guard.rs`), whatever the secret -----
+
+/// A two-node cluster, settled: both clocks confirmed, roles known.
+fn settled_pair() -> Sim {
+    let mut sim = Sim::new(7, 2);
+    sim.run_for(2_000_000);
+    assert!(sim.nodes[&1].node.ready() && sim.nodes[&2].node.ready());
+    sim
+}
+
+fn login(sid: u64, stamp: Stamp) -> (Sid, Record) {
+    let u = Update {
+        uid: sid,
+        pool: 1,
+        change: Change::Login(ClientType::Pc),
+        ext: None,
+    };
+    (Sid::new(sid).unwrap(), Record::from_update(stamp, &u))
+}
+
+#[test]
+fn a_record_stamped_far_ahead_is_refused_not_merged_not_acked_and_moves_no_clock() {
+    let mut sim = settled_pair();
+    let now = sim.node_now(1);
+    let sn = sim.nodes.get_mut(&1).unwrap();
+    let hlc_before = sn.hlc.now(0).hlc();
+    let far = Stamp::new(((1u64 << 48) - 1) << 16, 2);
+    let store = sn.store.clone();
+    let ctx = Ctx {
+        store: &store,
+        hlc: &sn.hlc,
+    };
+    let v = sn.node.handle_frame(
+        now,
+        Conn::In(2),
+        Msg::Updates {
+            upto_seq: 1_000,
+            records: vec![login(999_999, far)],
+        },
+        &ctx,
+    );
+    assert!(
+        matches!(&v, Verdict::Refuse { message, .. } if message.contains("ahead")),
+        "{v:?}"
+    );
+    assert!(store.pin().record(Sid::new(999_999).unwrap()).is_none());
+    assert!(sn.hlc.now(0).hlc() < hlc_before + 1_000, "the HLC jumped");
+    assert_eq!(sn.node.stats().rejected_stamps, 1);
+    // No ACK for it.
+    let mut acks = Vec::new();
+    while let Some((_, _, m)) = sn.node.poll_transmit(now, &ctx) {
+        if let Msg::Ack(n) = m {
+            acks.push(n);
+        }
+    }
+    assert!(!acks.contains(&1_000), "{acks:?}");
+    // A record within the drift is taken.
+    let ok = Stamp::new(((sn.node.cluster_us(now) as u64 / 1000) + 1_000) << 16, 2);
+    let v = sn.node.handle_frame(
+        now,
+        Conn::In(2),
+        Msg::Snapshot(vec![login(999_998, ok)]),
+        &ctx,
+    );
+    assert!(matches!(v, Verdict::Continue), "{v:?}");
+    assert!(store.pin().record(Sid::new(999_998).unwrap()).is_some());
+}
+
+#[test]
+fn terms_never_leap_or_wrap_and_decisions_from_the_future_are_ignored() {
+    let mut sim = settled_pair();
+    let now = sim.node_now(1);
+    let sn = sim.nodes.get_mut(&1).unwrap();
+    let store = sn.store.clone();
+    let ctx = Ctx {
+        store: &store,
+        hlc: &sn.hlc,
+    };
+    let term = sn.node.term();
+    let hb = |term, removals| Msg::Heartbeat {
+        term,
+        ready: true,
+        records: 0,
+        digest: 0,
+        members: Vec::new(),
+        removals,
+    };
+    for forged in [1_000_000, u64::MAX, TERM_CEILING + 1] {
+        sn.node
+            .handle_frame(now, Conn::In(2), hb(forged, Vec::new()), &ctx);
+        assert_eq!(sn.node.term(), term, "term {forged} was adopted");
+    }
+    assert_eq!(sn.node.stats().rejected_terms, 3);
+    // Within the bound, a term is adopted.
+    sn.node
+        .handle_frame(now, Conn::In(2), hb(term + 10, Vec::new()), &ctx);
+    assert!(sn.node.term() >= term + 10);
+    // A removal stamped in the far future would win forever: ignored.
+    let future = Removal {
+        id: 2,
+        stamp: u64::MAX,
+        removed: true,
+    };
+    sn.node
+        .handle_frame(now, Conn::In(2), hb(term + 10, vec![future]), &ctx);
+    assert!(sn.node.member_info(2).is_some(), "node 2 was removed");
+}
+
+#[test]
+fn datagrams_need_the_members_incarnation_and_a_fresh_counter() {
+    let mut sim = settled_pair();
+    let now = sim.node_now(2);
+    let master_inc = sim.nodes[&1].node.incarnation();
+    let sn = sim.nodes.get_mut(&2).unwrap();
+    let before = sn.node.correction_us();
+    let rejected = sn.node.stats().rejected_datagrams;
+    let term = sn.node.term();
+    let correct = |seq| Packet::Correct {
+        term,
+        from: 1,
+        seq,
+        adjust_us: 3_600_000_000,
+    };
+    // Unknown incarnation (an off-path forger cannot know it): dropped.
+    sn.node.handle_datagram(
+        now,
+        correct(u32::MAX),
+        Envelope {
+            incarnation: master_inc ^ 1,
+            counter: u64::MAX,
+        },
+    );
+    // Right incarnation but a counter already used: dropped.
+    sn.node.handle_datagram(
+        now,
+        correct(u32::MAX),
+        Envelope {
+            incarnation: master_inc,
+            counter: 1,
+        },
+    );
+    assert_eq!(sn.node.correction_us(), before);
+    assert_eq!(sn.node.stats().rejected_datagrams, rejected + 2);
+    // A member's datagram with the right incarnation and a fresh counter is taken, and (this
+    // node was corrected before) its correction is clamped to one step.
+    sn.node.handle_datagram(
+        now,
+        correct(u32::MAX),
+        Envelope {
+            incarnation: master_inc,
+            counter: u64::MAX - 1,
+        },
+    );
+    let step = sn.node.correction_us() - before;
+    assert!(step <= TIMING.max_drift_us as i64, "stepped {step} µs");
+}
+
+#[test]
+fn gossiped_members_are_capped_and_expire_unless_heard() {
+    let mut sim = settled_pair();
+    let now = sim.node_now(1);
+    let sn = sim.nodes.get_mut(&1).unwrap();
+    sn.node.set_max_members(50);
+    let store = sn.store.clone();
+    let ctx = Ctx {
+        store: &store,
+        hlc: &sn.hlc,
+    };
+    let members = (100..1_100u16)
+        .map(|id| Gossip {
+            info: info(id),
+            alive: true,
+        })
+        .collect();
+    let term = sn.node.term();
+    sn.node.handle_frame(
+        now,
+        Conn::In(2),
+        Msg::Heartbeat {
+            term,
+            ready: true,
+            records: 0,
+            digest: 0,
+            members,
+            removals: Vec::new(),
+        },
+        &ctx,
+    );
+    assert_eq!(sn.node.members().count(), 50, "the member cap");
+    // Never heard from: forgotten after EXPIRE_AFTER_DOWN × down-after; the nodes of the file
+    // stay.
+    let later = Now {
+        mono_us: now.mono_us + TIMING.down_after_us * EXPIRE_AFTER_DOWN + 1,
+        wall_us: now.wall_us,
+    };
+    sn.node.handle_timeout(later, &ctx);
+    let ids: Vec<u16> = sn.node.members().map(|(i, _, _)| i.id).collect();
+    assert!(
+        ids.contains(&2) && ids.iter().all(|id| *id < 100),
+        "{ids:?}"
+    );
 }

@@ -60,6 +60,8 @@ pub enum Event {
     MemberDown(u16),
     /// A node not in this node's cluster file joined.
     MemberJoined(NodeInfo),
+    /// A member learned at run time was never heard from directly and was forgotten.
+    MemberExpired(u16),
     /// A node was removed from the cluster (here, or by a decision gossiped from a peer).
     MemberRemoved(u16),
     /// This node became ready (or stopped being ready).
