@@ -1,6 +1,7 @@
 //! Parsing tests: the committed documents, and one `check` per error with its position.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 
 use super::*;
 
@@ -378,6 +379,7 @@ fn proxy_protocol_errors_name_the_attribute() {
 }
 
 /// A cluster file in a fresh temporary folder with credential files next to it.
+#[allow(clippy::unwrap_in_result)]
 fn with_files(files: &[(&str, &[u8])], body: &str) -> Result<ClusterConfig, ConfigError> {
     let dir = std::env::temp_dir().join(format!(
         "presenced-config-test-{}-{}",
@@ -514,7 +516,7 @@ fn new_limits_have_defaults_and_ranges() {
 
 #[test]
 fn a_missing_config_file_names_the_os_error_once() {
-    let e = ClusterConfig::load(std::path::Path::new("/nonexistent/presenced.xml")).unwrap_err();
+    let e = ClusterConfig::load(Path::new("/nonexistent/presenced.xml")).unwrap_err();
     let chain = format!("{e}");
     assert_eq!(chain.matches("No such file").count(), 1, "{chain}");
     assert!(std::error::Error::source(&e).is_none());

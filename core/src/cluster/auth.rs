@@ -85,9 +85,8 @@ impl ClusterKey {
     /// Keys HMAC with the secret (any length; config requires at least 32 bytes).
     pub fn new(secret: &[u8]) -> Self {
         // HMAC takes keys of any length, so this cannot fail.
-        let mac = match HmacSha256::new_from_slice(secret) {
-            Ok(m) => m,
-            Err(_) => unreachable_hmac(),
+        let Ok(mac) = HmacSha256::new_from_slice(secret) else {
+            unreachable_hmac()
         };
         Self { mac }
     }
@@ -147,10 +146,10 @@ impl ClusterKey {
     pub fn session(&self, hello_body: &[u8], nonce_r: &Nonce, side: Side) -> Session {
         let key = |label| -> HmacSha256 {
             let k = self.prf(label, nonce_r, hello_body).finalize().into_bytes();
-            match HmacSha256::new_from_slice(&k) {
-                Ok(m) => m,
-                Err(_) => unreachable_hmac(),
-            }
+            let Ok(m) = HmacSha256::new_from_slice(&k) else {
+                unreachable_hmac()
+            };
+            m
         };
         let (send, recv) = match side {
             Side::Sender => (key(LABEL_S2R), key(LABEL_R2S)),
@@ -169,12 +168,10 @@ impl ClusterKey {
         let mut m = self.mac.clone();
         m.update(LABEL_TIME);
         let k = m.finalize().into_bytes();
-        TimeKey {
-            mac: match HmacSha256::new_from_slice(&k) {
-                Ok(m) => m,
-                Err(_) => unreachable_hmac(),
-            },
-        }
+        let Ok(mac) = HmacSha256::new_from_slice(&k) else {
+            unreachable_hmac()
+        };
+        TimeKey { mac }
     }
 }
 

@@ -188,6 +188,10 @@ impl LinkAuth {
                     Step::Authenticated(*hello)
                 }
                 Msg::Auth { .. } => Step::Refuse(ErrorCode::Auth, "authentication failed"),
+                Msg::Error { .. } => Step::Refuse(
+                    ErrorCode::Auth,
+                    "the peer refused this node's proof (does it hold another secret?)",
+                ),
                 _ => Step::Refuse(ErrorCode::Protocol, "expected AUTH"),
             },
             (

@@ -184,14 +184,14 @@ impl ClusterDriver {
             .filter_map(|(k, c)| {
                 let late = !c.established && !c.connecting && c.opened.elapsed() > handshake;
                 let quiet = c.dir == Dir::In && c.last_frame.elapsed() > limit;
-                (late || quiet).then_some((k, late))
+                (late || quiet).then_some((k, !c.established))
             })
             .collect();
-        for (k, late) in silent {
-            if late {
+        for (k, in_handshake) in silent {
+            if in_handshake {
                 self.shared.metrics.error("sync_handshake_timeout");
             }
-            debug!(late, "closing a silent replication connection");
+            debug!(in_handshake, "closing a silent replication connection");
             self.close(k);
         }
     }

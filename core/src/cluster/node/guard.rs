@@ -8,9 +8,10 @@
 //!   once the clocks agree). So one forged record cannot push every node's HLC to the end of
 //!   time. A node whose clock is not confirmed yet (just started, not serving) cannot judge
 //!   and refuses nothing.
-//! - **Terms**: a term further than [`MAX_TERM_JUMP`] above this node's is ignored (after the
-//!   first one this process adopts), and no term above [`TERM_CEILING`] is ever adopted, so a
-//!   term never wraps and never leaps.
+//! - **Terms**: a term more than [`MAX_TERM_JUMP`] above this node's raises it by that much only
+//!   (a node far behind catches up in steps, one per heartbeat; a forged term of 2^64 − 1 moves
+//!   it by one step), and no term above [`TERM_CEILING`] is ever adopted, so a term never wraps
+//!   and never leaps.
 //! - **Datagrams**: a time-sync datagram is taken only from a member's current incarnation (the
 //!   one its replication `HELLO` announced) and each counter once, in increasing order.
 //!
@@ -23,7 +24,7 @@ use super::clock::{Corrected, TimeFollower};
 use super::{ClusterNode, Event, Now};
 
 /// Most a term seen on the wire may raise this node's term in one step.
-pub const MAX_TERM_JUMP: u64 = 1 << 16;
+pub const MAX_TERM_JUMP: u64 = 1024;
 /// No term above this is ever adopted (so `term + 1` can never wrap).
 pub const TERM_CEILING: u64 = u64::MAX >> 1;
 
@@ -71,20 +72,19 @@ impl ClusterNode {
             .max(0) as u64
     }
 
-    /// A term seen on the wire, within the bounds. Returns whether it was acceptable.
+    /// A term seen on the wire, within the bounds: a leap is clamped to one step (and
+    /// counted). Returns whether the term was taken as it is.
     pub(super) fn observe_term_bounded(&mut self, term: u64) -> bool {
         let mine = self.membership.term();
-        let ok = term <= TERM_CEILING
-            && (term <= mine.saturating_add(MAX_TERM_JUMP) || !self.term_adopted);
-        if ok {
-            if term > mine {
-                self.term_adopted = true;
-            }
+        let step = mine.saturating_add(MAX_TERM_JUMP).min(TERM_CEILING);
+        if term <= step {
             self.membership.observe_term(term);
+            true
         } else {
             self.stats.rejected_terms += 1;
+            self.membership.observe_term(step);
+            false
         }
-        ok
     }
 
     /// A time-sync datagram arrived (its tag, if the cluster has a secret, was checked by the

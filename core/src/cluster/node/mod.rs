@@ -130,8 +130,6 @@ pub struct ClusterNode {
     dgrams: VecDeque<(u16, Packet)>,
     /// Per peer: (incarnation, highest datagram counter taken from it).
     datagram_counters: BTreeMap<u16, (u64, u64)>,
-    /// A term was adopted from the wire by this process (later ones are bounded per step).
-    term_adopted: bool,
     events: VecDeque<Event>,
     lag_samples: Vec<u64>,
     stats: Stats,
@@ -189,7 +187,6 @@ impl ClusterNode {
             time_master: TimeMaster::default(),
             clock: TimeFollower::default(),
             datagram_counters: BTreeMap::new(),
-            term_adopted: false,
             next_heartbeat_us: now.mono_us,
             next_sync_us: now.mono_us,
             out: VecDeque::new(),
