@@ -2,6 +2,12 @@
 //! then accepts connections on the pool, query and HTTP listeners, handing each to a worker,
 //! round robin, through a crossbeam channel and the worker's `Waker`.
 //!
+//! Each listener has its own budget: a connection is counted in `Shared::admission` (per
+//! listener, and per client address) before it is handed over, and closed at once, without a
+//! byte, when its listener holds `max-connections` or its address `max-connections-per-address`
+//! (counted per listener and reason, warned rate-limited). A flood of one listener therefore
+//! never refuses another's clients: health checks on the HTTP port keep answering.
+//!
 //! We chose one acceptor over `SO_REUSEPORT` listeners per worker because `SO_REUSEPORT` lets a
 //! second process started by mistake on the same ports silently take half the connections;
 //! accepting is a negligible share of the work.
@@ -9,6 +15,7 @@
 //! Architecture Invariant: this thread only accepts and counts connections; it reads and writes
 //! no byte of any of them.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +25,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use presenced_config::ClusterConfig;
 use tracing::{debug, info, warn};
 
+use crate::admission::Refusal;
 use crate::conn::listen;
 use crate::metrics::Proto;
+use crate::ratelog::RateLimited;
 use crate::shared::{ServeOptions, Shared};
 use crate::{cluster, repl, worker};
 
@@ -29,6 +38,9 @@ const LISTENERS: [(Proto, &str); 3] = [
     (Proto::Http, "http"),
 ];
 const ACCEPT_WAKER: Token = Token(100);
+
+static REFUSED: RateLimited = RateLimited::new();
+static ACCEPT_FAILED: RateLimited = RateLimited::new();
 
 /// Runs node `node_id` of `config` until SIGINT or SIGTERM.
 pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::Result<()> {
@@ -123,11 +135,17 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
             loop {
                 match listener.accept() {
                     Ok((stream, peer)) => {
-                        if shared.metrics.open_total()
-                            >= shared.config.limits().max_connections as i64
-                        {
-                            shared.metrics.refused.fetch_add(1, Ordering::Relaxed);
-                            warn!(%peer, "refusing {name} connection: max-connections reached");
+                        let counted = counted_addr(&shared, *proto, peer);
+                        if let Err(why) = shared.admission.admit(*proto, counted) {
+                            shared.metrics.refused(*proto, why);
+                            if let Some(suppressed) = REFUSED.allow() {
+                                warn!(
+                                    %peer,
+                                    suppressed,
+                                    "refusing {name} connection: {} reached",
+                                    refusal_limit(why)
+                                );
+                            }
                             continue;
                         }
                         let _ = stream.set_nodelay(true);
@@ -137,8 +155,9 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
                         next = next.wrapping_add(1);
                         debug!(%peer, "accepted {name} connection");
                         shared.metrics.opened(*proto);
-                        if h.tx.send((stream, *proto, peer)).is_err() {
+                        if h.tx.send((stream, *proto, peer, counted)).is_err() {
                             shared.metrics.closed(*proto);
+                            shared.admission.release(*proto, counted);
                             continue;
                         }
                         let _ = h.waker.wake();
@@ -147,7 +166,9 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => {
                         // EMFILE and friends: log and retry on the next readiness event.
-                        warn!("accept on {name} failed: {e}");
+                        if let Some(suppressed) = ACCEPT_FAILED.allow() {
+                            warn!(suppressed, "accept on {name} failed: {e}");
+                        }
                         std::thread::sleep(Duration::from_millis(10));
                         break;
                     }
@@ -171,6 +192,25 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
     drop(signals);
     info!("stopped");
     Ok(())
+}
+
+/// The address a new connection of `proto`'s listener from `peer` is counted under: `None` for
+/// a trusted balancer on a PROXY protocol listener (its header names the client, and the
+/// worker counts the connection under that address then), else the peer's address.
+fn counted_addr(shared: &Shared, proto: Proto, peer: SocketAddr) -> Option<IpAddr> {
+    let balancer = shared
+        .config
+        .proxy_protocol()
+        .is_some_and(|p| p.applies_to(worker::listener(proto)) && p.trusts(peer.ip()));
+    (!balancer).then_some(peer.ip())
+}
+
+/// The `<limits>` attribute a refusal names.
+fn refusal_limit(why: Refusal) -> &'static str {
+    match why {
+        Refusal::MaxConnections => "max-connections",
+        Refusal::PerAddress => "max-connections-per-address",
+    }
 }
 
 /// The signal thread. The first SIGTERM or SIGINT starts draining: the node reports not ready

@@ -23,6 +23,9 @@ const CHUNK: usize = 64 * 1024;
 /// Written output kept at the front of the output buffer before it is dropped, when the rest
 /// cannot be written yet.
 const COMPACT_AFTER: usize = 1 << 20;
+/// Capacity an empty buffer keeps; a larger one is freed, so that thousands of connections that
+/// once held a large response or request do not keep its memory.
+const KEEP_CAPACITY: usize = 64 << 10;
 
 /// Why [`BufConn::read`] stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +122,9 @@ impl BufConn {
             self.rbuf.drain(..self.rpos);
             self.rpos = 0;
         }
+        if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_CAPACITY {
+            self.rbuf = Vec::new();
+        }
         let mut chunk = [0u8; CHUNK];
         let mut read = 0;
         loop {
@@ -212,6 +218,9 @@ impl BufConn {
         if self.wpos >= self.wbuf.len() {
             self.wbuf.clear();
             self.wpos = 0;
+            if self.wbuf.capacity() > KEEP_CAPACITY {
+                self.wbuf = Vec::new();
+            }
         } else if self.wpos > COMPACT_AFTER {
             self.wbuf.drain(..self.wpos);
             self.wpos = 0;

@@ -13,6 +13,9 @@
 //!   (re-exported from [`cluster`]).
 //! - `conn`: `BufConn`, the one buffered non-blocking connection both drivers use, and `listen`.
 //! - [`ClusterClock`] (`clock`): cluster time (monotonic clock + start-up wall clock + correction).
+//! - [`admission`]: connections counted per listener and client address, against
+//!   `max-connections` and `max-connections-per-address`.
+//! - [`budget`]: the node-wide budget of buffered client output and who is cut above it.
 //! - [`ratelog`]: rate-limited warnings (one line per kind per second, with a suppressed count).
 //! - [`metrics`]: counters and histograms, and their one rendering as Prometheus text.
 //! - [`Shared`], [`NodeBackend`], [`ServeOptions`] (`shared`): what all threads share, and the
@@ -47,6 +50,8 @@
 //! move bytes, read clocks and count.
 
 mod acceptor;
+pub mod admission;
+pub mod budget;
 mod clock;
 pub mod cluster;
 mod conn;

@@ -34,6 +34,28 @@ const PROTOS: [(Proto, &str); 3] = [
     (Proto::Http, "http"),
 ];
 
+/// Why a connection was refused (the `reason` label of `presenced_connections_refused_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The listener holds `max-connections` connections.
+    MaxConnections = 0,
+    /// The client address holds `max-connections-per-address` connections on this listener.
+    PerAddress = 1,
+}
+
+impl Refusal {
+    /// Every reason, in metric order.
+    pub const ALL: [Self; 2] = [Self::MaxConnections, Self::PerAddress];
+
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MaxConnections => "max_connections",
+            Self::PerAddress => "per_address",
+        }
+    }
+}
+
 /// Query front ends, the `frontend` label.
 pub const FRONTENDS: [&str; 3] = ["tcp", "json", "soap"];
 
@@ -101,8 +123,14 @@ pub struct Metrics {
     pub open: [AtomicI64; 3],
     /// Connections accepted, by protocol.
     pub accepted: [AtomicU64; 3],
-    /// Connections refused at accept because `max-connections` was reached.
-    pub refused: AtomicU64,
+    /// Connections refused, by protocol (listener) and [`Refusal`] reason: at accept, or at
+    /// their PROXY header for the per-address cap.
+    refused: [[AtomicU64; 2]; 3],
+    /// Connections closed because their handshake was not complete within
+    /// `handshake-timeout-ms`, by protocol.
+    handshake_timeouts: [AtomicU64; 3],
+    /// Connections cut because the node's buffered output was over `output-budget-bytes`.
+    pub output_cut: AtomicU64,
     /// Replication lag: cluster time of apply minus the update's stamp, µs.
     pub repl_lag: Latency,
     /// Replication links resumed from the backlog.
@@ -150,7 +178,9 @@ impl Metrics {
             ingest_latency: Latency::new(workers),
             open: Default::default(),
             accepted: Default::default(),
-            refused: AtomicU64::new(0),
+            refused: Default::default(),
+            handshake_timeouts: Default::default(),
+            output_cut: AtomicU64::new(0),
             repl_lag: Latency::new(1),
             resumes: AtomicU64::new(0),
             full_resyncs: AtomicU64::new(0),
@@ -202,9 +232,22 @@ impl Metrics {
         }
     }
 
-    /// Connections open now, all protocols.
-    pub fn open_total(&self) -> i64 {
-        self.open.iter().map(|o| o.load(Ordering::Relaxed)).sum()
+    /// A connection of `p`'s listener refused for `why`.
+    pub fn refused(&self, p: Proto, why: Refusal) {
+        if let Some(r) = self
+            .refused
+            .get(p as usize)
+            .and_then(|r| r.get(why as usize))
+        {
+            r.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A connection of `p` closed because its handshake was overdue.
+    pub fn handshake_timeout(&self, p: Proto) {
+        if let Some(t) = self.handshake_timeouts.get(p as usize) {
+            t.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Counts one answered query of `ids` ids on front end index `f` (see [`FRONTENDS`]).
@@ -220,8 +263,9 @@ impl Metrics {
         }
     }
 
-    /// Renders every metric. `records` and `uptime_s` come from the node.
-    pub fn render(&self, out: &mut String, records: u64, uptime_s: f64) {
+    /// Renders every metric. `records`, `uptime_s` and `output_buffered` (the client output
+    /// buffered now, see `OutputBudget`) come from the node.
+    pub fn render(&self, out: &mut String, records: u64, uptime_s: f64, output_buffered: u64) {
         let c = |v: &AtomicU64| v.load(Ordering::Relaxed);
         family(
             out,
@@ -334,13 +378,49 @@ impl Metrics {
             out,
             "presenced_connections_refused_total",
             "counter",
-            "Connections refused at max-connections.",
+            "Connections refused, by listener and reason (max_connections, per_address).",
         );
-        let _ = writeln!(
+        for (p, name) in PROTOS {
+            for why in Refusal::ALL {
+                let v = self
+                    .refused
+                    .get(p as usize)
+                    .and_then(|r| r.get(why as usize))
+                    .map_or(0, c);
+                let _ = writeln!(
+                    out,
+                    "presenced_connections_refused_total{{protocol=\"{name}\",reason=\"{}\"}} {v}",
+                    why.name()
+                );
+            }
+        }
+        family(
             out,
-            "presenced_connections_refused_total {}",
-            c(&self.refused)
+            "presenced_handshake_timeouts_total",
+            "counter",
+            "Connections closed with their handshake incomplete after handshake-timeout-ms.",
         );
+        for (p, name) in PROTOS {
+            let v = self.handshake_timeouts.get(p as usize).map_or(0, c);
+            let _ = writeln!(
+                out,
+                "presenced_handshake_timeouts_total{{protocol=\"{name}\"}} {v}"
+            );
+        }
+        family(
+            out,
+            "presenced_output_buffered_bytes",
+            "gauge",
+            "Client output buffered and not yet sent, all connections.",
+        );
+        let _ = writeln!(out, "presenced_output_buffered_bytes {output_buffered}");
+        family(
+            out,
+            "presenced_output_cut_total",
+            "counter",
+            "Connections cut because buffered output was over output-budget-bytes.",
+        );
+        let _ = writeln!(out, "presenced_output_cut_total {}", c(&self.output_cut));
         family(
             out,
             "presenced_errors_total",
@@ -490,7 +570,10 @@ mod tests {
         m.error("bad_json");
         m.opened(Proto::Http);
         let mut s = String::new();
-        m.render(&mut s, 7, 1.5);
+        m.refused(Proto::Pool, Refusal::PerAddress);
+        m.handshake_timeout(Proto::Query);
+        m.output_cut.fetch_add(2, Ordering::Relaxed);
+        m.render(&mut s, 7, 1.5, 4096);
         assert!(s.contains("presenced_updates_total 3\n"));
         assert!(s.contains("presenced_query_ids_total{frontend=\"json\"} 40\n"));
         assert!(s.contains("presenced_query_latency_seconds_count{frontend=\"json\"} 2\n"));
@@ -499,5 +582,14 @@ mod tests {
         assert!(s.contains("presenced_records 7\n"));
         assert!(s.contains("# TYPE presenced_replication_merged_total counter\n"));
         assert!(s.contains("presenced_replication_merged_total 5\n"));
+        assert!(s.contains(
+            "presenced_connections_refused_total{protocol=\"pool\",reason=\"per_address\"} 1\n"
+        ));
+        assert!(s.contains(
+            "presenced_connections_refused_total{protocol=\"http\",reason=\"max_connections\"} 0\n"
+        ));
+        assert!(s.contains("presenced_handshake_timeouts_total{protocol=\"query\"} 1\n"));
+        assert!(s.contains("presenced_output_buffered_bytes 4096\n"));
+        assert!(s.contains("presenced_output_cut_total 2\n"));
     }
 }

@@ -22,6 +22,8 @@ use presenced_core::{Hlc, Sid, Status, Store};
 use presenced_frontends::backend::{Backend, ClusterView, Frontend, MemberChangeError, MemberView};
 use presenced_frontends::http::HttpLimits;
 
+use crate::admission::Admission;
+use crate::budget::OutputBudget;
 use crate::clock::ClusterClock;
 use crate::metrics::Metrics;
 use crate::repl::{ChangeError, MemberChange, Repl};
@@ -73,6 +75,11 @@ pub struct Shared {
     /// When pool acks may leave (`<replication ack>`; `Local` when the file names no other
     /// node).
     pub ack_mode: AckMode,
+    /// Connections counted per listener and client address (`max-connections`,
+    /// `max-connections-per-address`).
+    pub admission: Admission,
+    /// Client output buffered across the node, against `output-budget-bytes`.
+    pub output: OutputBudget,
     /// A worker loop gap beyond this means the process did not run (see
     /// `Worker::abandon_pool_conns`): half of `down-after-ms`.
     pub stall_after: Duration,
@@ -117,6 +124,8 @@ impl Shared {
             },
             http_limits: HttpLimits::from_config(&l),
             ack_mode: ack_mode(&config),
+            admission: Admission::new(l.max_connections, l.max_connections_per_address),
+            output: OutputBudget::new(l.output_budget_bytes, workers),
             stall_after: Duration::from_millis((config.timing().down_after_ms / 2).max(50)),
             repl,
             config,
@@ -220,8 +229,12 @@ impl Backend for NodeBackend<'_> {
 
     fn render_metrics(&self, out: &mut String) {
         let s = self.shared;
-        s.metrics
-            .render(out, s.store.len() as u64, s.started.elapsed().as_secs_f64());
+        s.metrics.render(
+            out,
+            s.store.len() as u64,
+            s.started.elapsed().as_secs_f64(),
+            s.output.total() as u64,
+        );
     }
 
     fn record_query(&self, f: Frontend, ids: usize, micros: u64) {

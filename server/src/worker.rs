@@ -7,15 +7,20 @@
 //! Work per wakeup is bounded: at most [`FRAME_BUDGET`] frames or requests per connection, and at
 //! most [`READ_CAP_SLACK`] bytes beyond one maximal frame buffered per connection. A connection
 //! with work left goes on the `pending` list and is served again before the next blocking poll.
-//! A connection whose peer does not read its answers stops being read from once
-//! `<limits max-output-bytes>` bytes are waiting.
+//! A connection whose peer does not read its answers stops being read from, and served, once
+//! `<limits max-output-bytes>` bytes are waiting: query and HTTP requests are answered one per
+//! session call and the cap is checked before each, so its output stays under the cap plus one
+//! response; its input stays under [`INPUT_CAP`] plus one read unless a single frame or request
+//! needs more (then up to one maximal frame). Across connections, `limits` enforces
+//! `<limits output-budget-bytes>` (policy in `crate::budget`), the handshake deadline and the
+//! idle timeout.
 //!
 //! On a `<proxy-protocol>` listener a connection must come from a trusted balancer and start
 //! with a PROXY header, consumed before its session sees a byte (`proxied`).
 
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,25 +37,34 @@ use presenced_frontends::router::Router;
 use slab::Slab;
 use tracing::{debug, warn};
 
+pub(crate) use self::proxied::listener;
 use self::proxied::proto_name;
 use crate::conn::BufConn;
 use crate::metrics::Proto;
+use crate::ratelog::RateLimited;
 use crate::shared::Shared;
 
+mod limits;
 mod proxied;
 
 /// Most frames or requests served per connection per wakeup.
 const FRAME_BUDGET: usize = 256;
 /// Input buffered beyond one maximal frame or request.
 const READ_CAP_SLACK: usize = 256 << 10;
+/// Unconsumed input a connection may hold unless its next frame or request is larger.
+const INPUT_CAP: usize = 64 << 10;
+/// One warning line per second per protocol for connections closed on a protocol error.
+static PROTOCOL_ERROR: [RateLimited; 3] =
+    [RateLimited::new(), RateLimited::new(), RateLimited::new()];
 /// How often idle connections and HTTP deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 const WAKER: Token = Token(usize::MAX);
 /// Longest a stopping worker waits for its connections to flush (held acks included).
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-/// What the acceptor hands a worker.
-pub(crate) type NewConn = (TcpStream, Proto, SocketAddr);
+/// What the acceptor hands a worker: the stream, its listener, its peer, and the address it is
+/// counted under in `Shared::admission`.
+pub(crate) type NewConn = (TcpStream, Proto, SocketAddr, Option<IpAddr>);
 
 /// The acceptor's end of a worker.
 pub(crate) struct Handle {
@@ -79,6 +93,17 @@ struct Conn {
     /// The session's last call said work is left: call it again even without new input.
     again: bool,
     last_active: Instant,
+    /// When the connection was accepted (the handshake deadline counts from here).
+    accepted: Instant,
+    /// The handshake is complete: for pool and query, `HELLO` answered by `WELCOME`; for HTTP,
+    /// the PROXY header where one is owed (else from the start).
+    handshaken: bool,
+    /// The address the connection is counted under in `Shared::admission`.
+    counted: Option<IpAddr>,
+    /// INVARIANT: the output bytes this connection has added to `Shared::output`.
+    accounted: usize,
+    /// Its next frame or request is larger than [`INPUT_CAP`]: read up to the full read cap.
+    big_frame: bool,
     /// Pool replies, released in order once the updates they ack are on a peer (the policy
     /// decides; see `presenced_core::ack_gate`).
     gate: AckGate,
@@ -202,8 +227,11 @@ impl Worker {
                     self.abandon_pool_conns(gap);
                 }
                 self.service(key);
+                // Checked after every service: a round over many connections may add a lot.
+                self.enforce_budget();
                 last = Instant::now();
             }
+            self.enforce_budget();
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 last_sweep = Instant::now();
                 self.sweep(last_sweep);
@@ -211,37 +239,10 @@ impl Worker {
         }
     }
 
-    /// This worker did not run for `gap` (the process was paused, frozen or swapped out): its
-    /// pool clients may have given up on these connections and re-sent their events elsewhere,
-    /// so what is still unread on them is stale. They are closed without reading it; every
-    /// event not acked is re-sent by its client on a new connection.
-    fn abandon_pool_conns(&mut self, gap: Duration) {
-        let stale: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.proto == Proto::Pool)
-            .map(|(k, _)| k)
-            .collect();
-        if !stale.is_empty() {
-            warn!(
-                worker = self.idx,
-                gap_ms = gap.as_millis() as u64,
-                connections = stale.len(),
-                "stalled: closing pool connections without reading them"
-            );
-        }
-        for key in stale {
-            self.shared
-                .metrics
-                .pool_abandoned
-                .fetch_add(1, Ordering::Relaxed);
-            self.close(key);
-        }
-    }
-
     fn accept_new(&mut self) {
-        while let Ok((stream, proto, peer)) = self.rx.try_recv() {
+        while let Ok((stream, proto, peer, counted)) = self.rx.try_recv() {
             let Some(awaiting_header) = proxied::admit(&self.shared, proto, peer) else {
+                self.shared.admission.release(proto, counted);
                 continue;
             };
             let entry = self.conns.vacant_entry();
@@ -251,6 +252,7 @@ impl Worker {
             if let Err(e) = io.register(self.poll.registry(), Token(key), false) {
                 warn!(%peer, "cannot register connection: {e}");
                 self.shared.metrics.closed(proto);
+                self.shared.admission.release(proto, counted);
                 continue;
             }
             let session = match proto {
@@ -274,6 +276,11 @@ impl Worker {
                 closing: false,
                 again: false,
                 last_active: Instant::now(),
+                accepted: Instant::now(),
+                handshaken: proto == Proto::Http && !awaiting_header,
+                counted,
+                accounted: 0,
+                big_frame: false,
                 gate: AckGate::new(self.shared.ack_mode),
             });
             self.service(key);
@@ -282,11 +289,17 @@ impl Worker {
 
     /// Reads, processes and writes for one connection, then closes or re-queues it as needed.
     fn service(&mut self, key: usize) {
-        let read_cap = self.read_cap;
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        if c.io.readable() && !c.io.eof() && !c.closing {
+        let read_cap = if c.big_frame {
+            self.read_cap
+        } else {
+            INPUT_CAP
+        };
+        // A peer that does not read its answers is not read either: its requests stay in the
+        // socket until its output drained below the cap.
+        if c.io.readable() && !c.io.eof() && !c.closing && c.output_len() < self.out_cap {
             match c.io.read(read_cap, usize::MAX) {
                 // A header that is still incomplete does not keep the connection alive.
                 Ok((0, _)) => {}
@@ -327,8 +340,9 @@ impl Worker {
             }
             if !c.closing && (c.io.input_len() > 0 || c.again) {
                 if c.output_len() < self.out_cap {
-                    more = process(&self.shared, self.idx, c);
+                    more = serve(&self.shared, self.idx, c, self.out_cap);
                     c.again = more;
+                    c.big_frame = !more && c.io.input_len() >= INPUT_CAP;
                 } else {
                     held_back = true;
                 }
@@ -346,7 +360,11 @@ impl Worker {
         } else {
             self.holding.insert(key);
         }
-        if let Err(e) = c.io.flush() {
+        let flushed = c.io.flush();
+        let now = c.output_len();
+        self.shared.output.account(c.accounted, now);
+        c.accounted = now;
+        if let Err(e) = flushed {
             debug!(peer = %c.client_addr(), "write failed: {e}");
             self.close(key);
             return;
@@ -381,39 +399,9 @@ impl Worker {
                 .fetch_sub(c.gate.held() as i64, Ordering::Relaxed);
             c.io.deregister(self.poll.registry());
             self.shared.metrics.closed(c.proto);
+            self.shared.admission.release(c.proto, c.counted);
+            self.shared.output.account(c.accounted, 0);
             debug!(peer = %c.client_addr(), "connection closed");
-        }
-    }
-
-    /// Closes idle connections and answers HTTP requests whose head or body is overdue.
-    fn sweep(&mut self, now: Instant) {
-        let idle = Duration::from_millis(self.shared.config.limits().idle_timeout_ms);
-        let mut expired = Vec::new();
-        let mut to_flush = Vec::new();
-        for (key, c) in self.conns.iter_mut() {
-            if let Session::Http(h) = &mut c.session {
-                if h.poll_timeout().is_some_and(|d| d <= now) {
-                    let wall = self.shared.clock.now_system();
-                    if h.handle_timeout(now, wall, c.io.output()) {
-                        debug!(peer = %c.client_addr(), "http request timed out");
-                        self.shared.metrics.error("timeout");
-                        c.closing = true;
-                    }
-                    to_flush.push(key);
-                    continue;
-                }
-            }
-            if now.saturating_duration_since(c.last_active) > idle && c.output_len() == 0 {
-                debug!(peer = %c.client_addr(), "idle timeout");
-                expired.push(key);
-            }
-        }
-        for key in expired {
-            self.shared.metrics.error("idle_timeout");
-            self.close(key);
-        }
-        for key in to_flush {
-            self.service(key);
         }
     }
 
@@ -429,7 +417,7 @@ impl Worker {
                     continue;
                 }
                 if c.io.input_len() > 0 && !c.io.eof() && !c.awaiting_header {
-                    process(&self.shared, self.idx, c);
+                    process(&self.shared, self.idx, c, FRAME_BUDGET);
                 }
                 match c.proto {
                     Proto::Pool | Proto::Query => {
@@ -456,9 +444,26 @@ impl Worker {
     }
 }
 
+/// Serves up to [`FRAME_BUDGET`] frames or requests of `c`'s input. Pool frames go in one call
+/// (their replies are small); query and HTTP requests one per call, stopping once `out_cap`
+/// bytes of output are waiting, so a connection holds at most one response beyond the cap.
+/// Returns whether work is left.
+fn serve(shared: &Shared, worker: usize, c: &mut Conn, out_cap: usize) -> bool {
+    if c.proto == Proto::Pool {
+        return process(shared, worker, c, FRAME_BUDGET);
+    }
+    for _ in 0..FRAME_BUDGET {
+        let more = process(shared, worker, c, 1);
+        if !more || c.closing || c.output_len() >= out_cap {
+            return more;
+        }
+    }
+    true
+}
+
 /// Feeds the unconsumed input to the session. Returns whether the session has work left (whole
 /// frames beyond the budget, or work it asks to be called again for even without new input).
-fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
+fn process(shared: &Shared, worker: usize, c: &mut Conn, budget: usize) -> bool {
     let (input, wbuf) = c.io.input_and_output();
     let start = Instant::now();
     let m = &shared.metrics;
@@ -481,7 +486,7 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
                 changed: &mut changed,
             };
             let out_start = wbuf.len();
-            let r = s.handle_input(input, FRAME_BUDGET, &mut ctx, wbuf);
+            let r = s.handle_input(input, budget, &mut ctx, wbuf);
             drop(pinned);
             // Hand the changed users to replication, then give the replies to the ack gate: a
             // durable reply (ACK, WELCOME) waits until everything this node numbered so far,
@@ -531,7 +536,7 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
                 node: shared.me.id,
                 now_ms: shared.clock.now_ms(),
             };
-            let r = s.handle_input(input, FRAME_BUDGET, &ctx, wbuf);
+            let r = s.handle_input(input, budget, &ctx, wbuf);
             match r {
                 Ok(o) => {
                     if let Some(micros) =
@@ -550,7 +555,7 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
         Session::Http(h) => {
             let backend = shared.backend(worker, start);
             let wall = shared.clock.now_system();
-            let o = h.handle_input(start, wall, input, FRAME_BUDGET, &backend, wbuf);
+            let o = h.handle_input(start, wall, input, budget, &backend, wbuf);
             if o.close {
                 c.closing = true;
             }
@@ -558,9 +563,17 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
         }
     };
     c.io.consume(consumed);
+    // The first frame of pool and query must be HELLO: consumed without an error, it was
+    // answered by WELCOME.
+    c.handshaken |= consumed > 0 && error.is_none() && !c.awaiting_header;
     if let Some(reason) = error {
         let proto = proto_name(c.proto);
-        warn!(peer = %c.client_addr(), "closing {proto} connection: {reason}");
+        if let Some(suppressed) = PROTOCOL_ERROR
+            .get(c.proto as usize)
+            .and_then(RateLimited::allow)
+        {
+            warn!(peer = %c.client_addr(), suppressed, "closing {proto} connection: {reason}");
+        }
         m.error(if proto == "pool" {
             "pool_protocol"
         } else {

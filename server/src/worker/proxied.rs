@@ -7,12 +7,16 @@
 //!   client is.
 //! - [`Worker::proxy_header`]: every other one must start with a PROXY header, consumed before
 //!   the session sees any byte. Until it is complete nothing else happens on the connection, and
-//!   reads do not refresh its idle timer, so `<limits idle-timeout-ms>` bounds the time from the
-//!   accept to a complete header. Input that is no header at all is refused without an answer
+//!   reads do not refresh its idle timer; `<limits handshake-timeout-ms>` (the header is part of
+//!   every listener's handshake) bounds the time from the accept to a complete header. Input that is no header at all is refused without an answer
 //!   (`proxy_missing`), a broken or truncated header too (`proxy_malformed`).
 //! - From then on the header's source address is the connection's client address
 //!   (`Conn::client_addr`): `LOCAL` (the balancer's health checks) and headers without
-//!   addresses keep the socket's peer.
+//!   addresses keep the socket's peer. The connection, counted in the listener's total only
+//!   until then (the balancer's address is not the client's), is counted under that address
+//!   (`Admission::readdress`) and closed if that address already holds
+//!   `<limits max-connections-per-address>` connections on this listener.
+//! - Warnings for refused and malformed connections are rate-limited (`crate::ratelog`).
 //!
 //! Other listeners are unchanged: no header is expected, and one would reach the session as
 //! its first bytes.
@@ -29,7 +33,18 @@ use tracing::{debug, warn};
 
 use super::Worker;
 use crate::metrics::Proto;
+use crate::ratelog::RateLimited;
 use crate::shared::Shared;
+
+/// One gate per listener (index `Proto as usize`) for each kind of warning.
+static UNTRUSTED: [RateLimited; 3] = [RateLimited::new(), RateLimited::new(), RateLimited::new()];
+static MALFORMED: [RateLimited; 3] = [RateLimited::new(), RateLimited::new(), RateLimited::new()];
+static REFUSED: [RateLimited; 3] = [RateLimited::new(), RateLimited::new(), RateLimited::new()];
+
+/// `Some(suppressed)` when a warning of `kind` on `proto`'s listener may be logged now.
+fn allow(kind: &[RateLimited; 3], proto: Proto) -> Option<u64> {
+    kind.get(proto as usize).and_then(RateLimited::allow)
+}
 
 /// Whether a connection accepted on `proto`'s listener from `peer` may be served: `None` to
 /// drop it now (counted and logged here), else whether it owes a PROXY header.
@@ -44,11 +59,14 @@ pub(super) fn admit(shared: &Shared, proto: Proto, peer: SocketAddr) -> Option<b
     if p.trusts(peer.ip()) {
         return Some(true);
     }
-    warn!(
-        %peer,
-        "refusing {} connection: source not trusted to send a PROXY header",
-        proto_name(proto)
-    );
+    if let Some(suppressed) = allow(&UNTRUSTED, proto) {
+        warn!(
+            %peer,
+            suppressed,
+            "refusing {} connection: source not trusted to send a PROXY header",
+            proto_name(proto)
+        );
+    }
     shared.metrics.error("proxy_untrusted");
     shared.metrics.closed(proto);
     None
@@ -75,6 +93,28 @@ impl Worker {
                 c.awaiting_header = false;
                 c.client = header.source();
                 c.last_active = Instant::now();
+                // HTTP's handshake is this header; its head timeout bounds the rest.
+                c.handshaken |= c.proto == Proto::Http;
+                if let Some(client) = c.client {
+                    // Counted under the real client from now on, or refused if it is full.
+                    let to = client.ip();
+                    match self.shared.admission.readdress(c.proto, c.counted, to) {
+                        Ok(()) => c.counted = Some(to),
+                        Err(why) => {
+                            self.shared.metrics.refused(c.proto, why);
+                            if let Some(suppressed) = allow(&REFUSED, c.proto) {
+                                warn!(
+                                    peer = %client,
+                                    via = %c.peer,
+                                    suppressed,
+                                    "refusing {name} connection: max-connections-per-address reached"
+                                );
+                            }
+                            self.close(key);
+                            return false;
+                        }
+                    }
+                }
                 debug!(
                     peer = %c.client_addr(),
                     via = %c.peer,
@@ -90,11 +130,19 @@ impl Worker {
                 return false;
             }
             Ok(None) => {
-                warn!(peer = %c.peer, "closing {name} connection: truncated PROXY header");
+                if let Some(suppressed) = allow(&MALFORMED, c.proto) {
+                    warn!(
+                        peer = %c.peer,
+                        suppressed,
+                        "closing {name} connection: truncated PROXY header"
+                    );
+                }
                 "proxy_malformed"
             }
             Err(e) => {
-                warn!(peer = %c.peer, "closing {name} connection: {e}");
+                if let Some(suppressed) = allow(&MALFORMED, c.proto) {
+                    warn!(peer = %c.peer, suppressed, "closing {name} connection: {e}");
+                }
                 if e.is_missing() {
                     "proxy_missing"
                 } else {
@@ -116,7 +164,7 @@ pub(super) fn proto_name(proto: Proto) -> &'static str {
 }
 
 /// The `<proxy-protocol>` listener of a connection kind.
-fn listener(proto: Proto) -> Listener {
+pub(crate) fn listener(proto: Proto) -> Listener {
     match proto {
         Proto::Pool => Listener::Pool,
         Proto::Query => Listener::Query,
