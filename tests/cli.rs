@@ -79,6 +79,89 @@ fn check_config_accepts_the_example_and_names_errors() {
         err.contains("bad.xml:2:") && err.contains("pool-port"),
         "{err}"
     );
+
+    // An attribute given twice is refused with the file, line and column of its element.
+    let dup = dir.join("dup.xml");
+    std::fs::write(&dup, "<cluster name=\"x\">\n  <timing heartbeat-ms=\"100\" heartbeat-ms=\"200\"/>\n  <node id=\"1\" host=\"127.0.0.1\" pool-port=\"1\" query-port=\"2\" sync-port=\"3\" time-port=\"4\" http-port=\"5\"/>\n</cluster>\n").unwrap();
+    let out = run_cli_raw(&["check-config", dup.to_str().unwrap()], "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("dup.xml:2:3:") && err.contains("duplicated attribute"),
+        "{err}"
+    );
+}
+
+/// Every file the command line reads names its OS error exactly once (an error chain printed
+/// with `{e:#}` used to repeat it).
+#[test]
+fn file_errors_name_the_os_error_once() {
+    let dir = std::env::temp_dir().join(format!("presenced-cli-io-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let node = r#"<node id="1" host="127.0.0.1" pool-port="1" query-port="2" sync-port="3" time-port="4" http-port="5"/>"#;
+    let with = |name: &str, section: &str| {
+        let f = dir.join(name);
+        std::fs::write(
+            &f,
+            format!("<cluster name=\"x\">{section}{node}</cluster>\n"),
+        )
+        .unwrap();
+        f.to_str().unwrap().to_owned()
+    };
+    let missing = "/nonexistent/presenced.xml".to_owned();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["check-config".into(), missing.clone()],
+            "No such file or directory",
+        ),
+        (
+            vec!["serve".into(), "--config".into(), missing],
+            "No such file or directory",
+        ),
+        (
+            vec!["check-config".into(), dir.to_str().unwrap().into()],
+            "Is a directory",
+        ),
+        (
+            vec![
+                "serve".into(),
+                "--config".into(),
+                dir.to_str().unwrap().into(),
+            ],
+            "Is a directory",
+        ),
+        (
+            vec![
+                "check-config".into(),
+                with("secret.xml", r#"<security cluster-secret-file="nope"/>"#),
+            ],
+            "No such file or directory",
+        ),
+        (
+            vec![
+                "serve".into(),
+                "--config".into(),
+                with("token.xml", r#"<security pool-token-file="nope"/>"#),
+            ],
+            "No such file or directory",
+        ),
+        (
+            vec![
+                "check-config".into(),
+                with("key.xml", r#"<api-key name="a" file="nope"/>"#),
+            ],
+            "No such file or directory",
+        ),
+    ];
+    for (args, os) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run_cli_raw(&args, "");
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert_eq!(err.matches(os).count(), 1, "{args:?}: {err}");
+        assert_eq!(err.matches("(os error").count(), 1, "{args:?}: {err}");
+    }
 }
 
 #[test]

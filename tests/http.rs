@@ -454,6 +454,65 @@ fn every_error_code() {
     );
 }
 
+/// Security review: where the contract is strict, so is the server (default limits).
+#[test]
+fn strict_where_the_contract_is_strict() {
+    let node = node_with_data("");
+    let addr = node.http_addr();
+    // A 16 KiB target is 414, although it also makes the head longer than 16 KiB.
+    let r = one(
+        addr,
+        &get(&format!("/v1/presence?ids={}", "1".repeat(16 * 1024))),
+    );
+    assert_eq!(r.summary(), "414:uri_too_long", "{}", r.text());
+    // The echo of an id that is not a u64 is the literal as sent.
+    let r = one(
+        addr,
+        &post(
+            "/v1/presence",
+            "application/json",
+            r#"{"ids":[1,18446744073709551616]}"#,
+        ),
+    );
+    assert_eq!(r.summary(), "400:invalid_id");
+    assert!(
+        r.text().contains(r#""value":18446744073709551616}"#),
+        "{}",
+        r.text()
+    );
+    // Invalid UTF-8 in a member that is otherwise ignored.
+    let body = b"{\"ids\":[1],\"x\":\"\xff\"}";
+    let mut raw = format!(
+        "POST /v1/presence HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    let r = send(addr, &raw);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].summary(), "400:bad_json", "{}", r[0].text());
+    // GetPresence without ids, and a duplicate attribute: MalformedRequest faults.
+    let soap = |env: &str| one(addr, &post("/soap", "text/xml; charset=utf-8", env));
+    let no_ids = format!(
+        r#"<s:Envelope xmlns:s="{SOAP11}"><s:Body><p:GetPresence xmlns:p="urn:presenced:v1"/></s:Body></s:Envelope>"#
+    );
+    let dup = soap_request(SOAP11, "<p:id>1</p:id>").replace("<p:ids>", r#"<p:ids a="1" a="2">"#);
+    for env in [no_ids, dup] {
+        let r = soap(&env);
+        let t = r.text();
+        assert_eq!(r.status, 500, "{env}: {t}");
+        assert!(
+            t.contains("<faultcode>soap:Client</faultcode>")
+                && t.contains("PresenceFault")
+                && t.contains("<code>MalformedRequest</code>"),
+            "{env}: {t}"
+        );
+    }
+    // An empty ids is an empty batch.
+    let r = soap(&soap_request(SOAP11, ""));
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 #[test]
 fn keep_alive_pipelining_head_and_http10() {
     let node = node_with_data("");

@@ -3,7 +3,12 @@
 //!
 //! Invariants:
 //! - Ids are decimal integers from 1 to 2^64−1, given as JSON numbers or strings; anything else
-//!   is `invalid_id` with the offending value echoed in `value`.
+//!   is `invalid_id` with the offending value echoed in `value`. From a JSON body the echo is
+//!   the value's text exactly as sent (`18446744073709551616`, `1e3`, `-0` stay as written):
+//!   the first pass only notes the position of the bad id, and a second pass, on that error path
+//!   only, takes its text as a [`RawValue`], so a valid batch is parsed once and never copied.
+//! - A POST body must be UTF-8 throughout (RFC 8259 §8.1), including in members that are
+//!   ignored: it is checked once up front, and then parsed as a `str`.
 //! - No more than the batch limit of ids is ever collected: the POST body is streamed through a
 //!   serde visitor that stops at the limit instead of building a `Vec<Value>`.
 //!
@@ -14,17 +19,22 @@ use std::fmt;
 
 use presenced_core::Sid;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 
 use crate::http::HttpError;
 
 /// 400 `invalid_id`, echoing `value`.
 pub(super) fn invalid_id(value: serde_json::Value) -> HttpError {
+    invalid_id_without_value().with_value(value)
+}
+
+/// 400 `invalid_id`.
+fn invalid_id_without_value() -> HttpError {
     HttpError::new(
         400,
         "invalid_id",
         "ids are decimal integers from 1 to 18446744073709551615",
     )
-    .with_value(value)
 }
 
 /// 400 `too_many_ids`.
@@ -128,14 +138,34 @@ pub(super) fn check_json_type(content_type: Option<&str>) -> Result<(), HttpErro
     .with_value(ct.into()))
 }
 
+/// 400 `bad_json`.
+fn bad_json(why: impl fmt::Display) -> HttpError {
+    HttpError::new(400, "bad_json", format!("invalid JSON body: {why}"))
+}
+
+/// Why the visitors stopped, beyond what serde's error type can carry.
+enum Refusal {
+    /// An API error to answer as is.
+    Error(HttpError),
+    /// The element of `ids` at this index is not an id; its text is taken by [`raw_id_at`].
+    BadId(usize),
+}
+
 /// Parses `{"ids":[...]}` into `out`, stopping at the first bad id or at `limit`.
 pub(super) fn ids_from_json(
     body: &[u8],
     limit: usize,
     out: &mut Vec<Sid>,
 ) -> Result<(), HttpError> {
+    //= https://www.rfc-editor.org/rfc/rfc8259#section-8.1
+    //# JSON text exchanged between systems that are not part of a closed ecosystem MUST be
+    //# encoded using UTF-8
+    // serde_json skips the strings of ignored members without decoding them; checking the
+    // whole body here also lets it parse a `str`, whose strings it then need not check again.
+    let text = std::str::from_utf8(body)
+        .map_err(|e| bad_json(format_args!("not UTF-8 (at byte {})", e.valid_up_to())))?;
     let mut refusal = None;
-    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut de = serde_json::Deserializer::from_str(text);
     let parsed = BodySeed {
         limit,
         out,
@@ -144,13 +174,90 @@ pub(super) fn ids_from_json(
     .deserialize(&mut de)
     .and_then(|()| de.end());
     match (parsed, refusal) {
-        (_, Some(e)) => Err(e),
+        (_, Some(Refusal::Error(e))) => Err(e),
+        (_, Some(Refusal::BadId(index))) => Err(match raw_id_at(text, index) {
+            Some(raw) => invalid_id_without_value().with_raw_value(raw),
+            // Cannot happen: the first pass read the same text up to that element.
+            None => invalid_id_without_value(),
+        }),
         (Ok(()), None) => Ok(()),
-        (Err(e), None) => Err(HttpError::new(
-            400,
-            "bad_json",
-            format!("invalid JSON body: {e}"),
-        )),
+        (Err(e), None) => Err(bad_json(e)),
+    }
+}
+
+/// The text of element `index` of the `ids` member of `text`, a body the first pass already
+/// read up to that element. Error path only.
+fn raw_id_at(text: &str, index: usize) -> Option<Box<RawValue>> {
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_str(text);
+    // The seed ends the parse with an error right after the element.
+    let _ = RawSeed {
+        index,
+        found: &mut found,
+    }
+    .deserialize(&mut de);
+    found
+}
+
+/// Finds the first `ids` member of the top-level object and takes its element `index`.
+struct RawSeed<'a> {
+    index: usize,
+    found: &'a mut Option<Box<RawValue>>,
+}
+
+impl<'de> DeserializeSeed<'de> for RawSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RawSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(r#"an object {"ids":[...]}"#)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key == "ids" {
+                return map.next_value_seed(RawIdsSeed(self));
+            }
+            map.next_value::<IgnoredAny>()?;
+        }
+        Ok(())
+    }
+}
+
+/// The `ids` array of [`RawSeed`].
+struct RawIdsSeed<'a>(RawSeed<'a>);
+
+impl<'de> DeserializeSeed<'de> for RawIdsSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RawIdsSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of ids")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        for _ in 0..self.0.index {
+            if seq.next_element::<IgnoredAny>()?.is_none() {
+                return Ok(());
+            }
+        }
+        *self.0.found = seq.next_element::<&'de RawValue>()?.map(RawValue::to_owned);
+        // Stop here: what follows the element may be anything.
+        Err(de::Error::custom("found"))
     }
 }
 
@@ -159,7 +266,7 @@ pub(super) fn ids_from_json(
 struct BodySeed<'a> {
     limit: usize,
     out: &'a mut Vec<Sid>,
-    refusal: &'a mut Option<HttpError>,
+    refusal: &'a mut Option<Refusal>,
 }
 
 impl<'de> DeserializeSeed<'de> for BodySeed<'_> {
@@ -195,9 +302,9 @@ impl<'de> Visitor<'de> for BodySeed<'_> {
             })?;
         }
         if !seen {
-            *self.refusal = Some(HttpError::bad_request(
+            *self.refusal = Some(Refusal::Error(HttpError::bad_request(
                 r#"missing "ids" (expected {"ids":[...]})"#,
-            ));
+            )));
             return Err(de::Error::missing_field("ids"));
         }
         Ok(())
@@ -208,7 +315,7 @@ impl<'de> Visitor<'de> for BodySeed<'_> {
 struct IdsSeed<'a> {
     limit: usize,
     out: &'a mut Vec<Sid>,
-    refusal: &'a mut Option<HttpError>,
+    refusal: &'a mut Option<Refusal>,
 }
 
 impl<'de> DeserializeSeed<'de> for IdsSeed<'_> {
@@ -227,27 +334,29 @@ impl<'de> Visitor<'de> for IdsSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut index = 0;
         while let Some(item) = seq.next_element::<IdItem>()? {
             if self.out.len() >= self.limit {
-                *self.refusal = Some(too_many_ids(self.limit));
+                *self.refusal = Some(Refusal::Error(too_many_ids(self.limit)));
                 return Err(de::Error::custom("too many ids"));
             }
             match item {
                 IdItem::Ok(sid) => self.out.push(sid),
-                IdItem::Bad(v) => {
-                    *self.refusal = Some(invalid_id(v));
+                IdItem::Bad => {
+                    *self.refusal = Some(Refusal::BadId(index));
                     return Err(de::Error::custom("invalid id"));
                 }
             }
+            index += 1;
         }
         Ok(())
     }
 }
 
-/// One element of `ids`: a valid id, or the value to echo in `invalid_id`.
+/// One element of `ids`: a valid id, or not (its text is then found by [`raw_id_at`]).
 enum IdItem {
     Ok(Sid),
-    Bad(serde_json::Value),
+    Bad,
 }
 
 impl<'de> de::Deserialize<'de> for IdItem {
@@ -265,41 +374,41 @@ impl<'de> Visitor<'de> for IdItemVisitor {
         f.write_str("an id (a number or a string of digits)")
     }
 
+    // serde_json calls `visit_u64` for a literal of digits only that fits a u64, `visit_i64`
+    // for a negative one that fits an i64, and `visit_f64` for every other number (fraction,
+    // exponent, too big): only the first can be an id.
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<IdItem, E> {
-        Ok(Sid::new(v).map_or(IdItem::Bad(v.into()), IdItem::Ok))
+        Ok(Sid::new(v).map_or(IdItem::Bad, IdItem::Ok))
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<IdItem, E> {
-        match u64::try_from(v) {
-            Ok(u) => self.visit_u64(u),
-            Err(_) => Ok(IdItem::Bad(v.into())),
-        }
+        u64::try_from(v).map_or(Ok(IdItem::Bad), |u| self.visit_u64(u))
     }
 
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<IdItem, E> {
-        Ok(IdItem::Bad(v.into()))
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<IdItem, E> {
+        Ok(IdItem::Bad)
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<IdItem, E> {
-        Ok(parse_id(v).map_or_else(|| IdItem::Bad(v.into()), IdItem::Ok))
+        Ok(parse_id(v).map_or(IdItem::Bad, IdItem::Ok))
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<IdItem, E> {
-        Ok(IdItem::Bad(v.into()))
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<IdItem, E> {
+        Ok(IdItem::Bad)
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<IdItem, E> {
-        Ok(IdItem::Bad(serde_json::Value::Null))
+        Ok(IdItem::Bad)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<IdItem, A::Error> {
-        let v = de::Deserialize::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-        Ok(IdItem::Bad(v))
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<IdItem, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(IdItem::Bad)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<IdItem, A::Error> {
-        let v = de::Deserialize::deserialize(de::value::MapAccessDeserializer::new(map))?;
-        Ok(IdItem::Bad(v))
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IdItem, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(IdItem::Bad)
     }
 }
 
@@ -334,7 +443,7 @@ mod tests {
         check(r#"{"ids":[1,2,3,4]}"#, "too_many_ids");
         check(r#"{"ids":[1,2,3,"x"]}"#, "too_many_ids");
         check(r#"{"ids":[1,"x",3,4]}"#, r#"invalid_id "x""#);
-        check(r#"{"ids":[1e3]}"#, "invalid_id 1000.0");
+        check(r#"{"ids":[1e3]}"#, "invalid_id 1e3");
         check(r#"{"ids":["+1"]}"#, r#"invalid_id "+1""#);
         check(r#"{"ids":[""]}"#, r#"invalid_id """#);
         check(r#"{"ids":["\u0031"]}"#, "ok 1");
@@ -343,6 +452,69 @@ mod tests {
         check(r#"{"ids":[1]"#, "bad_json");
         check(r#"{"ids":[1]}{}"#, "bad_json");
         check("\u{FEFF}{\"ids\":[1]}", "bad_json");
+    }
+
+    /// The echo of a bad id is its text exactly as sent; a number is never rounded through f64.
+    #[test]
+    fn invalid_ids_echo_the_literal() {
+        for lit in [
+            "18446744073709551616",
+            "99999999999999999999999999999",
+            "-1",
+            "-0",
+            "0",
+            "-9223372036854775809",
+            "1.0",
+            "1.5",
+            "1E3",
+            "1e-7",
+            "18446744073709551615.0",
+            "1.8446744073709552e19",
+            r#""\u0031x""#,
+            r#""18446744073709551616""#,
+            "true",
+            "null",
+            r#"[ 1, "2" ]"#,
+            r#"{ "a" : 1 }"#,
+        ] {
+            check(
+                &format!(r#"{{"x":[0],"ids":[1, {lit} ,2],"y":{{}}}}"#),
+                &format!("invalid_id {lit}"),
+            );
+        }
+        // What follows the bad id is not looked at (it need not even be JSON).
+        check(
+            r#"{"ids":[1,2,18446744073709551616 , garbage"#,
+            "invalid_id 18446744073709551616",
+        );
+        // The key may be escaped.
+        check(r#"{"\u0069ds":[-5]}"#, "invalid_id -5");
+        // The error body carries the literal.
+        let mut out = Vec::new();
+        let e = ids_from_json(br#"{"ids":[18446744073709551616]}"#, 3, &mut out).unwrap_err();
+        let mut body = Vec::new();
+        e.write_body(&mut body);
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            r#"{"error":{"code":"invalid_id","message":"ids are decimal integers from 1 to 18446744073709551615","value":18446744073709551616}}"#
+        );
+    }
+
+    /// RFC 8259 §8.1: a body that is not UTF-8 anywhere is not JSON, even inside a member that
+    /// is ignored.
+    #[test]
+    fn json_bodies_must_be_utf8() {
+        let check_bytes = |body: &[u8]| {
+            let mut out = Vec::new();
+            let e = ids_from_json(body, 3, &mut out).unwrap_err();
+            assert_eq!((e.status, e.code), (400, "bad_json"), "{body:?}");
+        };
+        check_bytes(b"{\"ids\":[1],\"x\":\"\xff\"}");
+        check_bytes(b"{\"x\":\"\xc3\x28\",\"ids\":[1]}");
+        check_bytes(b"{\"ids\":[1],\"x\":[\"\xed\xa0\x80\"]}");
+        check_bytes(b"{\"ids\":[1]} \xff");
+        check_bytes(b"{\"ids\":[\"\xff\"]}");
+        check("{\"ids\":[1],\"x\":\"h\u{e9}\u{1F600}\"}", "ok 1");
     }
 
     #[test]

@@ -17,6 +17,9 @@
 //!   more), end in CRLF with no bare LF inside its extensions, and be at most
 //!   [`MAX_CHUNK_LINE`] bytes long. Chunk data must be followed by exactly CRLF.
 //! - HTTP/1.1 requests must carry exactly one `Host` (RFC 9112 §3.2).
+//! - Size limits are decided by the request line first: a target above `max_uri`, or a request
+//!   line alone above `max_head`, is 414 whether or not the head is complete; 431 is only for
+//!   what the headers add (a longer head, or more of them than `max_headers`).
 //!
 //! Every refusal here is an [`HttpError`] after which the connection is closed: once framing is
 //! in doubt, no later byte on the connection can be trusted.
@@ -124,18 +127,22 @@ pub(super) fn parse_head<'a>(
             )))
         }
     };
-    if n > limits.max_head {
-        return Err(HttpError::headers_too_large(format!(
-            "request head longer than {} bytes",
-            limits.max_head
-        )));
-    }
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         // httparse fills all three before it reports a complete head.
         return Err(HttpError::bad_request("malformed request line"));
     };
+    // The request line decides first: a long target is 414 even when it also makes the head too
+    // long, as it is when the head arrives in pieces (`check_partial`).
     if target.len() > limits.max_uri {
         return Err(uri_too_long(limits));
+    }
+    if n > limits.max_head {
+        let line_len = buf.iter().position(|&b| b == b'\n').unwrap_or(n);
+        return Err(if line_len > limits.max_head {
+            uri_too_long(limits)
+        } else {
+            head_too_large(limits)
+        });
     }
     if split_target(target).is_none() {
         return Err(HttpError::bad_request(
@@ -148,7 +155,7 @@ pub(super) fn parse_head<'a>(
 
 /// Applies the limits that can be decided before a head is complete: a request line whose
 /// target already exceeds `max_uri` (414), a head longer than `max_head` (431, or 414 when the
-/// request line alone is that long).
+/// request line alone is that long). [`parse_head`] decides a complete head the same way.
 pub(super) fn check_partial(buf: &[u8], limits: &HttpLimits) -> Result<(), HttpError> {
     if buf.len() <= limits.max_uri && buf.len() <= limits.max_head {
         // Neither limit can be exceeded yet; skip the scan.
@@ -165,16 +172,20 @@ pub(super) fn check_partial(buf: &[u8], limits: &HttpLimits) -> Result<(), HttpE
         return Err(uri_too_long(limits));
     }
     if buf.len() > limits.max_head {
-        return Err(match (line_end, target_len) {
-            (None, Some(_)) => uri_too_long(limits),
-            (None, None) => HttpError::bad_request("request line without a target"),
-            (Some(_), _) => HttpError::headers_too_large(format!(
-                "request head longer than {} bytes",
-                limits.max_head
-            )),
+        return Err(match (line.len() > limits.max_head, target_len) {
+            (true, Some(_)) => uri_too_long(limits),
+            (true, None) => HttpError::bad_request("request line without a target"),
+            (false, _) => head_too_large(limits),
         });
     }
     Ok(())
+}
+
+fn head_too_large(limits: &HttpLimits) -> HttpError {
+    HttpError::headers_too_large(format!(
+        "request head longer than {} bytes",
+        limits.max_head
+    ))
 }
 
 fn uri_too_long(limits: &HttpLimits) -> HttpError {

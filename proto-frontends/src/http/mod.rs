@@ -39,7 +39,7 @@ use self::response::{Connection, DateCache, ResponseHead};
 
 pub(crate) use self::framing::split_target;
 pub use self::limits::HttpLimits;
-pub use self::response::HttpError;
+pub use self::response::{Echo, HttpError};
 
 /// What [`HttpConn::handle_input`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -7,6 +7,8 @@
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde_json::value::RawValue;
+
 use super::limits::HttpLimits;
 use crate::text::push_u64;
 
@@ -24,7 +26,7 @@ pub struct HttpError {
     /// A sentence for humans.
     pub message: Cow<'static, str>,
     /// The offending value, echoed back when there is one.
-    pub value: Option<serde_json::Value>,
+    pub value: Option<Echo>,
     /// The `Allow` header of a 405.
     pub allow: Option<&'static str>,
 }
@@ -70,25 +72,73 @@ impl HttpError {
 
     /// Adds the offending value.
     pub fn with_value(mut self, value: serde_json::Value) -> Self {
-        self.value = Some(value);
+        self.value = Some(Echo::from(value));
+        self
+    }
+
+    /// Adds the offending value as the client wrote it (a number keeps its literal).
+    pub fn with_raw_value(mut self, value: Box<RawValue>) -> Self {
+        self.value = Some(Echo(value));
         self
     }
 
     /// Appends the JSON body.
     pub fn write_body(&self, out: &mut Vec<u8>) {
-        let mut inner = serde_json::Map::new();
-        inner.insert("code".into(), self.code.into());
-        inner.insert("message".into(), self.message.as_ref().into());
-        if let Some(v) = &self.value {
-            inner.insert("value".into(), v.clone());
+        /// `{"error":{...}}`.
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            error: Inner<'a>,
         }
-        let mut outer = serde_json::Map::new();
-        outer.insert("error".into(), serde_json::Value::Object(inner));
-        // Serializing a `Value` into a `Vec` cannot fail; the fallback keeps the body valid JSON
-        // even so.
-        if serde_json::to_writer(&mut *out, &outer).is_err() {
+        /// The members, in the order they are written.
+        #[derive(serde::Serialize)]
+        struct Inner<'a> {
+            code: &'a str,
+            message: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            value: Option<&'a RawValue>,
+        }
+        let body = Body {
+            error: Inner {
+                code: self.code,
+                message: &self.message,
+                value: self.value.as_ref().map(|v| &*v.0),
+            },
+        };
+        // Serializing into a `Vec` cannot fail; the fallback keeps the body valid JSON even so.
+        if serde_json::to_writer(&mut *out, &body).is_err() {
             out.extend_from_slice(br#"{"error":{"code":"internal","message":"internal error"}}"#);
         }
+    }
+}
+
+/// An offending value echoed in an error's `value`: JSON text, written exactly as it is held
+/// (for a value taken from a request body, as the client wrote it).
+#[derive(Clone, Debug)]
+pub struct Echo(Box<RawValue>);
+
+impl Echo {
+    /// The JSON text.
+    pub fn as_json(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl From<serde_json::Value> for Echo {
+    fn from(v: serde_json::Value) -> Self {
+        // Serializing a `Value` cannot fail; `null` keeps the error valid JSON even so.
+        Self(serde_json::value::to_raw_value(&v).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+    }
+}
+
+impl PartialEq for Echo {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_json() == other.as_json()
+    }
+}
+
+impl std::fmt::Display for Echo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_json())
     }
 }
 

@@ -700,6 +700,50 @@ fn size_limits() {
     check_small(&format!("GET {long}"), "414:uri_too_long close");
     // A method with no end in sight.
     check_small(&"A".repeat(1100), "400:bad_request close");
+}
+
+/// The request line alone decides 414: a target above max_uri (256) is 414 even when it also
+/// makes the head longer than max_head (1024), whether the head arrives whole, with its line
+/// complete but not its headers, or cut inside the target. 431 is for what the headers add.
+#[test]
+fn long_targets_are_414_even_past_the_head_limit() {
+    let long = format!("/{}", "a".repeat(2000));
+    check_small(&get(&long), "414:uri_too_long close");
+    check_small(
+        &format!("GET {long} HTTP/1.1\r\nHost: x\r\n"),
+        "414:uri_too_long close",
+    );
+    check_small(&format!("GET {long}"), "414:uri_too_long close");
+    let pieces = get(&long);
+    let (head, tail) = pieces.split_at(600);
+    let (out, close, _) = run_with(
+        &FakeBackend::new(),
+        fuzzing::small_limits(),
+        &[head.as_bytes(), tail.as_bytes()],
+    );
+    assert_eq!(
+        summary(&parse_responses(&out, false), close),
+        "414:uri_too_long close"
+    );
+    // Exactly at the limits.
+    let at_uri = format!("/{}", "a".repeat(255));
+    check_small(&get(&at_uri), "404:not_found");
+    check_small(&get(&format!("{at_uri}a")), "414:uri_too_long close");
+    // A target at max_uri, headers past max_head: 431, complete or not.
+    let big = format!(
+        "GET {at_uri} HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+        "b".repeat(800)
+    );
+    check_small(&big, "431:headers_too_large close");
+    check_small(&big[..1030], "431:headers_too_large close");
+    // A head of exactly max_head bytes is accepted, one more byte is not.
+    let sized = |n: usize| {
+        let base = format!("GET {at_uri} HTTP/1.1\r\nHost: x\r\nX: \r\n\r\n");
+        base.replace("X: ", &format!("X: {}", "b".repeat(n - base.len())))
+    };
+    assert_eq!(sized(1024).len(), 1024);
+    check_small(&sized(1024), "404:not_found");
+    check_small(&sized(1025), "431:headers_too_large close");
     // Body larger than max_body (4096): refused before it arrives.
     check_small(
         "POST /v1/presence HTTP/1.1\r\nHost: x\r\nContent-Length: 4097\r\n\r\n",

@@ -5,7 +5,10 @@
 //! The reader refuses `DOCTYPE` (hence entity declarations), processing instructions, entity
 //! references other than the five predefined ones and character references, nesting deeper than
 //! [`SoapLimits::max_depth`], and more than [`SoapLimits::max_ids`] ids: no input expands, and
-//! nothing is collected beyond the batch limit.
+//! nothing is collected beyond the batch limit. It refuses what the schema or XML itself forbids
+//! even where the content would be skipped: a `GetPresence` without `ids` (`ids` is required,
+//! its `id`s are not), an attribute given twice (by name, or by namespace and local name), an
+//! attribute with an undeclared prefix.
 //!
 //! This module writes nothing.
 
@@ -223,6 +226,7 @@ impl Parser<'_> {
         if ns == Ns::Undeclared {
             return Err(self.malformed("undeclared namespace prefix"));
         }
+        self.check_attributes(reader, e)?;
         let local = e.local_name();
         let local = local.as_ref();
         let env = ns == self.env_ns();
@@ -301,7 +305,10 @@ impl Parser<'_> {
                 At::Ids
             }
             At::Ids => At::AfterIds,
-            At::Op | At::AfterIds => At::AfterOp,
+            //= docs/presenced.wsdl
+            //# <xs:element name="ids" type="tns:IdList"/>
+            At::Op => return Err(self.malformed("GetPresence has no ids element")),
+            At::AfterIds => At::AfterOp,
             At::AfterOp => At::AfterBody,
             At::AfterBody => At::Epilog,
             At::Prolog | At::Epilog => return Err(self.malformed("unbalanced end tag")),
@@ -349,6 +356,48 @@ impl Parser<'_> {
         Err(f)
     }
 
+    /// Refuses a malformed attribute, an attribute whose prefix is not declared, and two
+    /// attributes with the same name: the same qualified name, or the same namespace and local
+    /// name under two prefixes (XML 1.0 §3.1 "Unique Att Spec", Namespaces in XML §6.3).
+    /// Sorting keeps this O(n log n) in the number of attributes.
+    fn check_attributes(&self, reader: &NsReader<&[u8]>, e: &BytesStart<'_>) -> Result<(), Fault> {
+        let mut attributes = e.attributes();
+        attributes.with_checks(false);
+        // (kind, namespace, name): kind 0 is a namespace declaration (compared by its qualified
+        // name), 1 an attribute in no namespace, 2 one in a namespace.
+        let mut names: Vec<(u8, &[u8], &[u8])> = Vec::new();
+        for a in attributes {
+            let a = a.map_err(|err| self.malformed(format!("bad attribute: {err}")))?;
+            let qname = a.key.into_inner();
+            if qname == b"xmlns" || qname.starts_with(b"xmlns:") {
+                names.push((0, b"", qname));
+                continue;
+            }
+            let (ns, local) = reader.resolve_attribute(a.key);
+            names.push(match ns {
+                ResolveResult::Unbound => (1, b"", local.into_inner()),
+                ResolveResult::Bound(Namespace(ns)) => (2, ns, local.into_inner()),
+                ResolveResult::Unknown(_) => {
+                    return Err(self.malformed(format!(
+                        "undeclared namespace prefix on attribute {}",
+                        String::from_utf8_lossy(qname)
+                    )))
+                }
+            });
+        }
+        if names.len() < 2 {
+            return Ok(());
+        }
+        names.sort_unstable();
+        match names.windows(2).find(|w| w.first() == w.get(1)) {
+            Some([(_, _, name), ..]) => Err(self.malformed(format!(
+                "attribute {} given twice",
+                String::from_utf8_lossy(name)
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Faults on a header block targeted at this node (no actor/role, or the "next" or
     /// "ultimateReceiver" one) whose `mustUnderstand` is true. Only WS-Addressing blocks (which
     /// WCF marks mustUnderstand) count as understood: ignoring them is harmless for a
@@ -361,7 +410,11 @@ impl Parser<'_> {
         let env = self.version.unwrap_or(self.fallback);
         let mut must = false;
         let mut for_us = true;
-        for a in e.attributes() {
+        // `check_attributes` already refused duplicates (in O(n log n); quick-xml's check is
+        // quadratic).
+        let mut attributes = e.attributes();
+        attributes.with_checks(false);
+        for a in attributes {
             let a = a.map_err(|err| self.malformed(format!("bad attribute: {err}")))?;
             let (ns, local) = reader.resolve_attribute(a.key);
             if classify(&ns) != self.env_ns() {

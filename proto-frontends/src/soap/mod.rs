@@ -19,14 +19,17 @@
 //!   references other than the five predefined ones and character references, nesting deeper
 //!   than [`SoapLimits::max_depth`], and more than [`SoapLimits::max_ids`] ids: no input expands,
 //!   and nothing is collected beyond the batch limit. Body size is bounded by the HTTP layer.
+//! - A request that does not match the schema is a `MalformedRequest` fault, never an empty
+//!   answer (DESIGN.md §3): a `GetPresence` without `ids` (`<ids/>` is an empty batch), an
+//!   attribute given twice, an attribute with an undeclared prefix.
 //! - Everything written is escaped with quick-xml's `escape` after replacing the characters XML
 //!   1.0 cannot carry (C0 controls other than tab, LF, CR; U+FFFE; U+FFFF) with U+FFFD.
 //!
 //! Tolerated on input: any namespace prefixes (or default namespaces), white space and comments
 //! anywhere, an XML declaration, a UTF-8 BOM, a `Header` (whose blocks are skipped unless one
 //! targeted at us has `mustUnderstand` set, which is a MustUnderstand fault), `ids`/`id` in no
-//! namespace as well as in `urn:presenced:v1`, a missing `ids` (no ids), white space around ids,
-//! leading zeros and a `+` sign (the `xs:unsignedLong` lexical space).
+//! namespace as well as in `urn:presenced:v1`, an empty `<ids/>` (no ids), white space around
+//! ids, leading zeros and a `+` sign (the `xs:unsignedLong` lexical space).
 //!
 //! Layout: `model` (versions, faults, limits), `envelope` (the request parser), `write`
 //! (responses, faults, requests), `wsdl`; this module re-exports them and holds the `POST /soap`

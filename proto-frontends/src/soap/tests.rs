@@ -90,10 +90,83 @@ fn what_real_clients_send() {
         &env11(r#"<GetPresence xmlns="urn:presenced:v1"><ids/></GetPresence>"#),
         "1.1 ids=",
     );
+}
+
+/// DESIGN.md §3 "SOAP": a request that does not match the schema is a fault, not an empty
+/// answer. `ids` is required (no `minOccurs`); its `id`s are `minOccurs="0"`.
+#[test]
+fn get_presence_without_ids_is_malformed() {
+    let m = "fault 1.1 Client MalformedRequest";
+    check(&env11(r#"<GetPresence xmlns="urn:presenced:v1"/>"#), m);
     check(
-        &env11(r#"<GetPresence xmlns="urn:presenced:v1"/>"#),
+        &env11(r#"<GetPresence xmlns="urn:presenced:v1"></GetPresence>"#),
+        m,
+    );
+    check(
+        &env11(r#"<GetPresence xmlns="urn:presenced:v1"> <!-- c --> </GetPresence>"#),
+        m,
+    );
+    check(
+        &env11(r#"<GetPresence xmlns="urn:presenced:v1"><ids/></GetPresence>"#),
         "1.1 ids=",
     );
+    check(
+        &env11(r#"<GetPresence xmlns="urn:presenced:v1"><ids> </ids></GetPresence>"#),
+        "1.1 ids=",
+    );
+}
+
+#[test]
+fn duplicate_attributes_are_malformed() {
+    let m = "fault 1.1 Client MalformedRequest";
+    // The same name twice, on every kind of element, skipped header blocks included.
+    check(&ids(r#"<id a="1" a="2">1</id>"#), m);
+    check(
+        &env11(r#"<GetPresence xmlns="urn:presenced:v1"><ids a="1" b="2" a="1"/></GetPresence>"#),
+        m,
+    );
+    check(
+        &env11(
+            r#"<GetPresence xmlns="urn:presenced:v1" xmlns="urn:presenced:v1"><ids/></GetPresence>"#,
+        ),
+        m,
+    );
+    check(
+        &env11(
+            r#"<GetPresence xmlns="urn:presenced:v1" xmlns:p="urn:x" xmlns:p="urn:y"><ids/></GetPresence>"#,
+        ),
+        m,
+    );
+    check(
+        r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Header><h xmlns="urn:h" soap:mustUnderstand="0" soap:mustUnderstand="0"/></soap:Header><soap:Body><GetPresence xmlns="urn:presenced:v1"><ids/></GetPresence></soap:Body></soap:Envelope>"#,
+        m,
+    );
+    // The same namespace and local name under two prefixes.
+    check(
+        &env11(
+            r#"<GetPresence xmlns="urn:presenced:v1" xmlns:a="urn:x" xmlns:b="urn:x" a:n="1" b:n="2"><ids/></GetPresence>"#,
+        ),
+        m,
+    );
+    // An undeclared prefix, a malformed attribute.
+    check(
+        &env11(r#"<GetPresence xmlns="urn:presenced:v1" q:n="1"><ids/></GetPresence>"#),
+        m,
+    );
+    check(
+        &env11(r#"<GetPresence xmlns="urn:presenced:v1"><ids a/></GetPresence>"#),
+        m,
+    );
+    // Distinct names stay fine: same local name in two namespaces or none, `xml:` attributes.
+    check(
+        &env11(
+            r#"<GetPresence xmlns="urn:presenced:v1" xmlns:a="urn:x" xmlns:b="urn:y" a:n="1" b:n="2" n="3" xml:lang="en"><ids/></GetPresence>"#,
+        ),
+        "1.1 ids=",
+    );
+    let many: String = (0..2000).map(|i| format!(" a{i}=\"{i}\"")).collect();
+    check(&ids(&format!("<id{many}>7</id>")), "1.1 ids=7");
+    check(&ids(&format!("<id{many} a1999=\"x\">7</id>")), m);
 }
 
 #[test]
@@ -207,7 +280,7 @@ fn nesting_is_bounded() {
         let open: String = (0..n).map(|_| "<h>").collect();
         let close: String = (0..n).map(|_| "</h>").collect();
         format!(
-            r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Header>{open}{close}</soap:Header><soap:Body><GetPresence xmlns="urn:presenced:v1"/></soap:Body></soap:Envelope>"#
+            r#"<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Header>{open}{close}</soap:Header><soap:Body><GetPresence xmlns="urn:presenced:v1"><ids/></GetPresence></soap:Body></soap:Envelope>"#
         )
     };
     // Envelope and Header take two levels of the twelve.
@@ -250,7 +323,7 @@ fn must_understand_headers() {
     let with_header = |v: SoapVersion, header: &str| {
         let ns = v.namespace();
         format!(
-            r#"<s:Envelope xmlns:s="{ns}"><s:Header xmlns:x="urn:x">{header}</s:Header><s:Body><GetPresence xmlns="urn:presenced:v1"/></s:Body></s:Envelope>"#
+            r#"<s:Envelope xmlns:s="{ns}"><s:Header xmlns:x="urn:x">{header}</s:Header><s:Body><GetPresence xmlns="urn:presenced:v1"><ids/></GetPresence></s:Body></s:Envelope>"#
         )
     };
     let v11 = SoapVersion::V11;
