@@ -14,6 +14,7 @@
 //! - `conn`: `BufConn`, the one buffered non-blocking connection both drivers use, and `listen`.
 //! - [`ClusterClock`] (`clock`): cluster time (monotonic clock + start-up wall clock + correction).
 //! - [`ratelog`]: rate-limited warnings (one line per kind per second, with a suppressed count).
+//! - `throttle`: `LoginThrottle`, the per-address failure budget of pool logins.
 //! - [`metrics`]: counters and histograms, and their one rendering as Prometheus text.
 //! - [`Shared`], [`NodeBackend`], [`ServeOptions`] (`shared`): what all threads share, and the
 //!   [`Backend`](presenced_frontends::backend::Backend) the HTTP handlers see.
@@ -54,6 +55,7 @@ pub mod metrics;
 pub mod ratelog;
 mod repl;
 mod shared;
+mod throttle;
 mod worker;
 
 pub use self::acceptor::run;

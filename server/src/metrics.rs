@@ -17,6 +17,10 @@ use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
 
+pub use self::auth::AuthMetrics;
+
+mod auth;
+
 /// A protocol family, used as the `protocol` label of connection metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
@@ -129,6 +133,8 @@ pub struct Metrics {
     pub repl_pending: AtomicU64,
     /// This node's clock correction, µs.
     pub clock_offset_us: AtomicI64,
+    /// Credential checks: pool tokens and API keys.
+    pub auth: AuthMetrics,
     /// Errors by kind (a label value).
     errors: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -164,8 +170,15 @@ impl Metrics {
             backlog: AtomicU64::new(0),
             repl_pending: AtomicU64::new(0),
             clock_offset_us: AtomicI64::new(0),
+            auth: AuthMetrics::default(),
             errors: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The same, with per-key counters for the API keys named `names`.
+    pub fn with_api_keys(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        self.auth = AuthMetrics::new(names);
+        self
     }
 
     /// Counts an error of `kind`.
@@ -342,6 +355,7 @@ impl Metrics {
                 let _ = writeln!(out, "presenced_errors_total{{kind=\"{kind}\"}} {n}");
             }
         }
+        self.auth.render(out);
         family(
             out,
             "presenced_replication_lag_seconds",
@@ -489,5 +503,26 @@ mod tests {
         assert!(s.contains("presenced_records 7\n"));
         assert!(s.contains("# TYPE presenced_replication_merged_total counter\n"));
         assert!(s.contains("presenced_replication_merged_total 5\n"));
+    }
+
+    #[test]
+    fn renders_credential_counters() {
+        use presenced_core::auth::AuthOutcome;
+        let m = Metrics::new(1).with_api_keys(["portal".to_owned(), "wiki".to_owned()]);
+        m.auth.api(0, AuthOutcome::Granted(1));
+        m.auth.api(1, AuthOutcome::Missing);
+        m.auth.api(2, AuthOutcome::Invalid);
+        m.auth.api(2, AuthOutcome::Open);
+        m.auth.pool_failures.fetch_add(4, Ordering::Relaxed);
+        m.auth.pool_throttled.fetch_add(2, Ordering::Relaxed);
+        let mut s = String::new();
+        m.render(&mut s, 0, 0.0);
+        assert!(s.contains("presenced_api_auth_total{frontend=\"tcp\",outcome=\"granted\"} 1\n"));
+        assert!(s.contains("presenced_api_auth_total{frontend=\"json\",outcome=\"missing\"} 1\n"));
+        assert!(s.contains("presenced_api_auth_total{frontend=\"soap\",outcome=\"invalid\"} 1\n"));
+        assert!(s.contains("presenced_api_key_requests_total{key=\"wiki\"} 1\n"));
+        assert!(s.contains("presenced_api_key_requests_total{key=\"portal\"} 0\n"));
+        assert!(s.contains("presenced_pool_auth_failures_total 4\n"));
+        assert!(s.contains("presenced_pool_auth_throttled_total 2\n"));
     }
 }

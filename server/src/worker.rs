@@ -32,11 +32,13 @@ use presenced_frontends::router::Router;
 use slab::Slab;
 use tracing::{debug, warn};
 
+use self::login::Failure;
 use self::proxied::proto_name;
 use crate::conn::BufConn;
 use crate::metrics::Proto;
 use crate::shared::Shared;
 
+mod login;
 mod proxied;
 
 /// Most frames or requests served per connection per wakeup.
@@ -317,6 +319,9 @@ impl Worker {
                     .fetch_add(1, Ordering::Relaxed);
             }
             if c.proto == Proto::Pool && !c.closing && c.io.input_len() > 0 {
+                login::refuse_throttled(&self.shared, c);
+            }
+            if c.proto == Proto::Pool && !c.closing && c.io.input_len() > 0 {
                 if let Some(reason) = self.shared.not_ready() {
                     // Neither applied nor acked before the node is ready: the client retries
                     // or fails over.
@@ -520,7 +525,7 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
                     }
                     (o.consumed, o.more, None)
                 }
-                Err(e) => (0, false, Some(e.to_string())),
+                Err(e) => (0, false, Some(Failure::from(e))),
             }
         }
         Session::Query(s) => {
@@ -530,10 +535,14 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
                 store: &pinned,
                 node: shared.me.id,
                 now_ms: shared.clock.now_ms(),
+                keys: &shared.api_keys,
             };
             let r = s.handle_input(input, FRAME_BUDGET, &ctx, wbuf);
             match r {
                 Ok(o) => {
+                    if let Some(outcome) = o.auth {
+                        m.auth.api(0, outcome);
+                    }
                     if let Some(micros) =
                         (start.elapsed().as_micros() as u64).checked_div(o.requests)
                     {
@@ -544,7 +553,7 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
                     }
                     (o.consumed, o.more, None)
                 }
-                Err(e) => (0, false, Some(e.to_string())),
+                Err(e) => (0, false, Some(Failure::from(e))),
             }
         }
         Session::Http(h) => {
@@ -558,7 +567,10 @@ fn process(shared: &Shared, worker: usize, c: &mut Conn) -> bool {
         }
     };
     c.io.consume(consumed);
-    if let Some(reason) = error {
+    if let Some(f @ (Failure::BadToken | Failure::Unauthorized(_))) = &error {
+        login::failed(shared, c, f);
+        c.closing = true;
+    } else if let Some(Failure::Protocol(reason)) = error {
         let proto = proto_name(c.proto);
         warn!(peer = %c.client_addr(), "closing {proto} connection: {reason}");
         m.error(if proto == "pool" {
