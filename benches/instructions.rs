@@ -274,7 +274,7 @@ const QUERY_IDS: usize = 100;
 /// are unknown).
 fn setup_query_batch() -> Vec<query::ClientFrame> {
     let mut rng = Rng(0x5eed_0002);
-    let mut frames = vec![query::ClientFrame::Hello];
+    let mut frames = vec![query::ClientFrame::Hello(query::Hello::V1)];
     for req_id in 1..=QUERY_REQUESTS {
         let ids = (0..QUERY_IDS)
             .map(|_| rng.id(QUERY_USERS + QUERY_USERS / 10))
@@ -298,11 +298,13 @@ fn measure_query_batch(store: &Store, frames: &[query::ClientFrame]) -> u64 {
     }
     let limits = QueryLimits::default();
     let pinned = store.pin();
+    let keys = presenced_core::auth::ApiKeys::default();
     let ctx = QueryCtx {
         limits: &limits,
         store: &pinned,
         node: 1,
         now_ms: NOW_MS,
+        keys: &keys,
     };
     let mut session = QuerySession::default();
     let mut out = Vec::new();

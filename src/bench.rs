@@ -403,7 +403,7 @@ fn ingest_conn(
 
 fn query_conn(i: usize, c: &Common, batch: usize, t: &Totals) -> anyhow::Result<Histogram<u64>> {
     let mut hello = Vec::new();
-    query::ClientFrame::Hello.encode(&mut hello);
+    query::ClientFrame::Hello(query::Hello::V1).encode(&mut hello);
     let (mut s, mut buf) = connect(c.target, &hello)?;
     let mut rng = Rng(0xA076_1D64_78BD_642F ^ (i as u64 + 1).wrapping_mul(0xE703_7ED1_A0B4_28DB));
     let mut hist = new_hist()?;

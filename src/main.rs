@@ -6,6 +6,7 @@
 
 mod bench;
 mod push;
+mod secret;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -85,9 +86,14 @@ enum Command {
         /// This pool's id.
         #[arg(long, default_value_t = 1)]
         pool_id: u32,
-        /// Token, if the cluster requires one.
-        #[arg(long)]
+        /// Token, if the cluster requires one (visible in `ps`: prefer --token-file or the
+        /// PRESENCED_POOL_TOKEN environment variable).
+        #[arg(long, conflicts_with = "token_file")]
         token: Option<String>,
+        /// File holding the token (its bytes, without one trailing newline). Either flag wins
+        /// over PRESENCED_POOL_TOKEN.
+        #[arg(long, value_name = "PATH")]
+        token_file: Option<PathBuf>,
         /// Events per frame.
         #[arg(long, default_value_t = 1024)]
         batch: usize,
@@ -102,6 +108,11 @@ enum Command {
         /// Query port of a node (HOST may be a name); repeat to give fail-over nodes.
         #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7401")]
         server: Vec<ServerAddr>,
+        /// File holding the API key, if the node requires one (its bytes, without one trailing
+        /// newline); wins over the PRESENCED_API_KEY environment variable. With a key the
+        /// client speaks query protocol version 2, else version 1.
+        #[arg(long, value_name = "PATH")]
+        api_key_file: Option<PathBuf>,
         /// IM ids to look up.
         #[arg(required = true, value_name = "SID")]
         ids: Vec<String>,
@@ -237,12 +248,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             pool,
             pool_id,
             token,
+            token_file,
             batch,
         } => push::run(
             push::PushArgs {
                 pool,
                 pool_id,
-                token,
+                token: secret::resolve(
+                    token.as_deref(),
+                    token_file.as_deref(),
+                    secret::POOL_TOKEN_ENV,
+                )
+                .context("--token-file")?,
                 batch,
                 connect_timeout: CLI_CONNECT_TIMEOUT,
                 handshake_timeout: CLI_HANDSHAKE_TIMEOUT,
@@ -250,7 +267,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::io::stdin().lock(),
             &mut std::io::stdout(),
         ),
-        Command::Query { server, ids } => query(server, &ids),
+        Command::Query {
+            server,
+            api_key_file,
+            ids,
+        } => {
+            let key = secret::resolve(None, api_key_file.as_deref(), secret::API_KEY_ENV)
+                .context("--api-key-file")?;
+            query(server, key, &ids)
+        }
         Command::RemoveNode { id, server } => change_member(&server, "DELETE", id),
         Command::ReadmitNode { id, server } => change_member(&server, "POST", id),
         Command::CheckConfig { file } => {
@@ -270,7 +295,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `presenced query`: parses the ids, queries the first server that answers, prints one JSON line
 /// per id.
-fn query(servers: Vec<ServerAddr>, ids: &[String]) -> anyhow::Result<()> {
+fn query(servers: Vec<ServerAddr>, key: Option<Vec<u8>>, ids: &[String]) -> anyhow::Result<()> {
     let mut parsed = Vec::with_capacity(ids.len());
     for id in ids {
         match id.parse::<u64>() {
@@ -286,6 +311,7 @@ fn query(servers: Vec<ServerAddr>, ids: &[String]) -> anyhow::Result<()> {
     opts.connect_timeout = CLI_CONNECT_TIMEOUT;
     opts.handshake_timeout = CLI_HANDSHAKE_TIMEOUT;
     opts.retry_for = CLI_QUERY_RETRY;
+    opts.api_key = key;
     let mut c = QueryClient::connect_with(opts).with_context(|| format!("cannot query {list}"))?;
     let statuses = c
         .query(&parsed)

@@ -100,7 +100,7 @@ pub(crate) struct PushArgs {
     /// This pool's id.
     pub(crate) pool_id: u32,
     /// The token, if the cluster requires one.
-    pub(crate) token: Option<String>,
+    pub(crate) token: Option<Vec<u8>>,
     /// Events per frame.
     pub(crate) batch: usize,
     /// Per resolved address.
@@ -130,7 +130,7 @@ pub(crate) fn run(args: PushArgs, input: impl BufRead, out: &mut impl Write) -> 
     let mut opts = PoolClientOptions::new(first);
     opts.addrs = args.pool;
     opts.pool = args.pool_id;
-    opts.token = args.token.unwrap_or_default().into_bytes();
+    opts.token = args.token.unwrap_or_default();
     opts.batch = args.batch.clamp(1, 4096);
     opts.connect_timeout = args.connect_timeout;
     opts.handshake_timeout = args.handshake_timeout;

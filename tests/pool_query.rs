@@ -110,6 +110,8 @@ fn garbage_closes_only_that_connection() {
         // A huge length is refused before anything is buffered for it.
         let reply = exchange(addr, &hex!("7fffffff 10"), Duration::from_secs(5));
         assert!(reply.len() >= 5 && reply[4] == 0x7F, "{what}: {reply:?}");
+        let text = String::from_utf8_lossy(&reply);
+        assert!(text.contains("exceeds the limit"), "{what}: {text}");
         // A well-framed HELLO with the wrong magic.
         let reply = exchange(
             addr,
@@ -117,9 +119,18 @@ fn garbage_closes_only_that_connection() {
             Duration::from_secs(5),
         );
         assert!(reply.len() >= 5 && reply[4] == 0x7F, "{what}: {reply:?}");
+        let text = String::from_utf8_lossy(&reply);
+        assert!(text.contains("bad magic"), "{what}: {text}");
     }
-    assert!(node.log().contains("bad magic"), "{}", node.log());
-    assert!(node.log().contains("exceeds the limit"), "{}", node.log());
+    // Log lines for these are rate-limited (one per protocol per second); the metrics count
+    // every one.
+    let (_, metrics) = common::http_get(node.http_addr(), "/metrics");
+    for kind in ["pool_protocol", "query_protocol"] {
+        assert!(
+            metrics.contains(&format!("presenced_errors_total{{kind=\"{kind}\"}} 3")),
+            "{kind}: {metrics}"
+        );
+    }
 
     node.push("login 77 1 pc\n");
     assert!(

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use presenced_core::proto::query::{ClientFrame, ServerFrame};
+use presenced_core::proto::query::{ClientFrame, Hello, Mode, ServerFrame};
 use presenced_core::Status;
 use tracing::warn;
 
@@ -29,6 +29,10 @@ pub struct QueryClientOptions {
     /// How long to wait for an answer, or for the node to take more bytes, before treating the
     /// connection as broken.
     pub read_timeout: Duration,
+    /// The API key (`<api-key>`), 1 to 255 bytes, if the nodes require one. With a key the
+    /// client speaks protocol version 2; without, version 1, which every node version accepts
+    /// when it requires no key (so a client without a key works across a rolling upgrade).
+    pub api_key: Option<Vec<u8>>,
 }
 
 impl QueryClientOptions {
@@ -41,6 +45,7 @@ impl QueryClientOptions {
             connect_timeout: Duration::from_secs(3),
             handshake_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(5),
+            api_key: None,
         }
     }
 }
@@ -215,7 +220,14 @@ fn handshake(opts: &QueryClientOptions, addr: &ServerAddr) -> Result<Conn, Clien
     let limit = opts.handshake_timeout;
     stream.set_write_timeout(Some(limit.max(Duration::from_millis(1))))?;
     let mut out = Vec::new();
-    ClientFrame::Hello.encode(&mut out);
+    let hello = match &opts.api_key {
+        Some(key) => Hello::V2 {
+            mode: Mode::Query,
+            key: key.clone(),
+        },
+        None => Hello::V1,
+    };
+    ClientFrame::Hello(hello).encode(&mut out);
     stream
         .write_all(&out)
         .map_err(|e| name_timeout(e.into(), "WELCOME", limit))?;

@@ -60,22 +60,38 @@ pub fn batch_query(data: &[u8]) {
         let _ = query::ServerFrame::decode(ty, body);
         rest = &rest[n..];
     }
+    // The server side, open and with an API key (v1, v2, watch mode and SUBSCRIBE paths).
     let store = crate::Store::default();
-    let mut out = Vec::new();
     let limits = query::QueryLimits {
         max_frame: 1 << 16,
         max_batch: 100,
     };
     let pinned = store.pin();
-    let ctx = query::QueryCtx {
-        limits: &limits,
-        store: &pinned,
-        node: 1,
-        now_ms: 1,
-    };
-    let r = query::QuerySession::default().handle_input(data, 64, &ctx, &mut out);
-    if let Ok(o) = r {
-        assert!(o.consumed <= data.len());
+    let open = crate::auth::ApiKeys::default();
+    let keyed = crate::auth::ApiKeys::new([("k".to_owned(), b"0123456789abcdef".to_vec())]);
+    for keys in [&open, &keyed] {
+        let mut out = Vec::new();
+        let ctx = query::QueryCtx {
+            limits: &limits,
+            store: &pinned,
+            node: 1,
+            now_ms: 1,
+            keys,
+        };
+        let r = query::QuerySession::default().handle_input(data, 64, &ctx, &mut out);
+        if let Ok(o) = r {
+            assert!(o.consumed <= data.len());
+        }
+        // Whatever the server wrote decodes as server frames.
+        let mut rest = &out[..];
+        while let Ok(Some((ty, body, n))) = split_frame(rest, u32::MAX) {
+            assert!(
+                query::ServerFrame::decode(ty, body).is_ok(),
+                "server frame 0x{ty:02x}"
+            );
+            rest = &rest[n..];
+        }
+        assert!(rest.is_empty(), "server output ends mid-frame");
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`hlc`]: the Hybrid Logical Clock that stamps every local change ([`Stamp`]).
 //! - [`store`]: the [`Store`], a concurrent map keyed by sid with a join-semilattice merge, batch
 //!   get, snapshot iteration and an incrementally maintained bucketed digest.
+//! - [`auth`]: the API keys of the query front ends and their constant-time check.
 //! - [`wire`]: the panic-free [`wire::Reader`], frame splitting and the ext encoding.
 //! - [`proto`]: the pool and query codecs and their session state machines
 //!   ([`proto::pool_session::PoolSession`] with its shared `Streams`,
@@ -37,6 +38,7 @@
 //! parameter (`now_ms`), so every state machine here runs the same in a test as in production.
 
 pub mod ack_gate;
+pub mod auth;
 pub mod cluster;
 pub mod fuzzing;
 pub mod hlc;

@@ -3,6 +3,7 @@
 //!
 //! API Boundary: the front ends depend on this trait, never on the drivers or the store directly.
 
+use presenced_core::auth::Presented;
 use presenced_core::{Sid, Status};
 
 /// One member of the cluster as `/v1/cluster` reports it.
@@ -71,6 +72,13 @@ pub trait Backend {
     fn record_query(&self, f: Frontend, ids: usize, micros: u64);
     /// Counts one refused request, by error code (a metrics label).
     fn record_error(&self, code: &'static str);
+    /// Judges the credentials of a request to a protected resource (see the router's table)
+    /// served by front end `f`, and counts the outcome. `true`: serve it. The default is open
+    /// (no key configured).
+    fn authorize(&self, f: Frontend, presented: Presented<'_>) -> bool {
+        let _ = (f, presented);
+        true
+    }
     /// Removes node `id` from the cluster (`remove`) or re-admits it. The default refuses:
     /// only a node's own backend can change its cluster.
     fn change_member(&self, id: u16, remove: bool) -> Result<(), MemberChangeError> {

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use presenced_core::auth::{ApiKeys, AuthOutcome, Presented};
 use presenced_core::model::{ClientSet, ClientType, ExtLimits};
 use presenced_core::{Ext, Sid, Status};
 
@@ -38,6 +39,10 @@ pub struct FakeBackend {
     pub queries: RefCell<Vec<(Frontend, usize)>>,
     /// Every `record_error` call.
     pub errors: RefCell<Vec<&'static str>>,
+    /// API keys required (empty: open), and every `authorize` outcome.
+    pub api_keys: ApiKeys,
+    /// Every `authorize` call's outcome.
+    pub auth: RefCell<Vec<AuthOutcome>>,
 }
 
 /// Cluster time of [`FakeBackend::new`]: 2025-11-25T10:00:00.123Z.
@@ -61,6 +66,8 @@ impl FakeBackend {
             not_ready: None,
             queries: RefCell::new(Vec::new()),
             errors: RefCell::new(Vec::new()),
+            api_keys: ApiKeys::default(),
+            auth: RefCell::new(Vec::new()),
         };
         b.add(
             10086,
@@ -111,6 +118,12 @@ impl FakeBackend {
 }
 
 impl Backend for FakeBackend {
+    fn authorize(&self, _f: Frontend, presented: Presented<'_>) -> bool {
+        let outcome = self.api_keys.check(presented);
+        self.auth.borrow_mut().push(outcome);
+        outcome.allowed()
+    }
+
     fn node_id(&self) -> u16 {
         self.node
     }

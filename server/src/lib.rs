@@ -17,6 +17,7 @@
 //!   `max-connections` and `max-connections-per-address`.
 //! - [`budget`]: the node-wide budget of buffered client output and who is cut above it.
 //! - [`ratelog`]: rate-limited warnings (one line per kind per second, with a suppressed count).
+//! - `throttle`: `LoginThrottle`, the per-address failure budget of pool logins.
 //! - [`metrics`]: counters and histograms, and their one rendering as Prometheus text.
 //! - [`Shared`], [`NodeBackend`], [`ServeOptions`] (`shared`): what all threads share, and the
 //!   [`Backend`](presenced_frontends::backend::Backend) the HTTP handlers see.
@@ -59,6 +60,7 @@ pub mod metrics;
 pub mod ratelog;
 mod repl;
 mod shared;
+mod throttle;
 mod worker;
 
 pub use self::acceptor::run;

@@ -17,6 +17,10 @@ use std::sync::Mutex;
 
 use hdrhistogram::Histogram;
 
+pub use self::auth::AuthMetrics;
+
+mod auth;
+
 /// A protocol family, used as the `protocol` label of connection metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
@@ -157,6 +161,8 @@ pub struct Metrics {
     pub repl_pending: AtomicU64,
     /// This node's clock correction, µs.
     pub clock_offset_us: AtomicI64,
+    /// Credential checks: pool tokens and API keys.
+    pub auth: AuthMetrics,
     /// Errors by kind (a label value).
     errors: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -194,8 +200,15 @@ impl Metrics {
             backlog: AtomicU64::new(0),
             repl_pending: AtomicU64::new(0),
             clock_offset_us: AtomicI64::new(0),
+            auth: AuthMetrics::default(),
             errors: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The same, with per-key counters for the API keys named `names`.
+    pub fn with_api_keys(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        self.auth = AuthMetrics::new(names);
+        self
     }
 
     /// Counts an error of `kind`.
@@ -432,6 +445,7 @@ impl Metrics {
                 let _ = writeln!(out, "presenced_errors_total{{kind=\"{kind}\"}} {n}");
             }
         }
+        self.auth.render(out);
         family(
             out,
             "presenced_replication_lag_seconds",
@@ -557,39 +571,4 @@ fn summary(out: &mut String, name: &str, labels: &str, h: &Histogram<u64>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_counters_and_summaries() {
-        let m = Metrics::new(2);
-        m.updates.fetch_add(3, Ordering::Relaxed);
-        m.merged.store(5, Ordering::Relaxed);
-        m.query(1, 0, 20, 150);
-        m.query(1, 1, 20, 250);
-        m.error("bad_json");
-        m.opened(Proto::Http);
-        let mut s = String::new();
-        m.refused(Proto::Pool, Refusal::PerAddress);
-        m.handshake_timeout(Proto::Query);
-        m.output_cut.fetch_add(2, Ordering::Relaxed);
-        m.render(&mut s, 7, 1.5, 4096);
-        assert!(s.contains("presenced_updates_total 3\n"));
-        assert!(s.contains("presenced_query_ids_total{frontend=\"json\"} 40\n"));
-        assert!(s.contains("presenced_query_latency_seconds_count{frontend=\"json\"} 2\n"));
-        assert!(s.contains("presenced_errors_total{kind=\"bad_json\"} 1\n"));
-        assert!(s.contains("presenced_connections_open{protocol=\"http\"} 1\n"));
-        assert!(s.contains("presenced_records 7\n"));
-        assert!(s.contains("# TYPE presenced_replication_merged_total counter\n"));
-        assert!(s.contains("presenced_replication_merged_total 5\n"));
-        assert!(s.contains(
-            "presenced_connections_refused_total{protocol=\"pool\",reason=\"per_address\"} 1\n"
-        ));
-        assert!(s.contains(
-            "presenced_connections_refused_total{protocol=\"http\",reason=\"max_connections\"} 0\n"
-        ));
-        assert!(s.contains("presenced_handshake_timeouts_total{protocol=\"query\"} 1\n"));
-        assert!(s.contains("presenced_output_buffered_bytes 4096\n"));
-        assert!(s.contains("presenced_output_cut_total 2\n"));
-    }
-}
+mod tests;

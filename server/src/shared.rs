@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use presenced_config::{AckPolicy, ClusterConfig, NodeConfig};
 use presenced_core::ack_gate::AckMode;
+use presenced_core::auth::{ApiKeys, AuthOutcome, Presented};
 use presenced_core::cluster::node::MemberError;
 use presenced_core::model::ExtLimits;
 use presenced_core::proto::pool::PoolLimits;
@@ -27,6 +28,7 @@ use crate::budget::OutputBudget;
 use crate::clock::ClusterClock;
 use crate::metrics::Metrics;
 use crate::repl::{ChangeError, MemberChange, Repl};
+use crate::throttle::LoginThrottle;
 
 /// Options of `presenced serve` beyond the cluster file.
 #[derive(Clone, Debug, Default)]
@@ -83,6 +85,10 @@ pub struct Shared {
     /// A worker loop gap beyond this means the process did not run (see
     /// `Worker::abandon_pool_conns`): half of `down-after-ms`.
     pub stall_after: Duration,
+    /// The `<api-key>`s the query front ends require (empty: open).
+    pub api_keys: ApiKeys,
+    /// Failure budgets of addresses that failed pool logins.
+    pub(crate) login_throttle: LoginThrottle,
 }
 
 impl Shared {
@@ -106,7 +112,16 @@ impl Shared {
             // stalls ingest while it is copied.
             store: Store::with_capacity(l.initial_users),
             streams: Streams::default(),
-            metrics: Metrics::new(workers),
+            metrics: Metrics::new(workers)
+                .with_api_keys(config.security().api_keys.iter().map(|k| k.name.clone())),
+            api_keys: ApiKeys::new(
+                config
+                    .security()
+                    .api_keys
+                    .iter()
+                    .map(|k| (k.name.clone(), k.key.bytes().to_vec())),
+            ),
+            login_throttle: LoginThrottle::default(),
             clock: ClusterClock::new(opts.clock_offset_ms),
             draining: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -255,6 +270,16 @@ impl Backend for NodeBackend<'_> {
 
     fn record_error(&self, code: &'static str) {
         self.shared.metrics.error(code);
+    }
+
+    fn authorize(&self, f: Frontend, presented: Presented<'_>) -> bool {
+        let outcome = self.shared.api_keys.check(presented);
+        let idx = match f {
+            Frontend::Json => 1,
+            Frontend::Soap => 2,
+        };
+        self.shared.metrics.auth.api(idx, outcome);
+        outcome != AuthOutcome::Missing && outcome != AuthOutcome::Invalid
     }
 }
 

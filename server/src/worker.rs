@@ -37,6 +37,7 @@ use presenced_frontends::router::Router;
 use slab::Slab;
 use tracing::{debug, warn};
 
+use self::login::Failure;
 pub(crate) use self::proxied::listener;
 use self::proxied::proto_name;
 use crate::conn::BufConn;
@@ -45,6 +46,10 @@ use crate::ratelog::RateLimited;
 use crate::shared::Shared;
 
 mod limits;
+mod login;
+mod process;
+
+use self::process::{process, serve, track_held};
 mod proxied;
 
 /// Most frames or requests served per connection per wakeup.
@@ -330,6 +335,9 @@ impl Worker {
                     .fetch_add(1, Ordering::Relaxed);
             }
             if c.proto == Proto::Pool && !c.closing && c.io.input_len() > 0 {
+                login::refuse_throttled(&self.shared, c);
+            }
+            if c.proto == Proto::Pool && !c.closing && c.io.input_len() > 0 {
                 if let Some(reason) = self.shared.not_ready() {
                     // Neither applied nor acked before the node is ready: the client retries
                     // or fails over.
@@ -442,153 +450,4 @@ impl Worker {
             self.close(key);
         }
     }
-}
-
-/// Serves up to [`FRAME_BUDGET`] frames or requests of `c`'s input. Pool frames go in one call
-/// (their replies are small); query and HTTP requests one per call, stopping once `out_cap`
-/// bytes of output are waiting, so a connection holds at most one response beyond the cap.
-/// Returns whether work is left.
-fn serve(shared: &Shared, worker: usize, c: &mut Conn, out_cap: usize) -> bool {
-    if c.proto == Proto::Pool {
-        return process(shared, worker, c, FRAME_BUDGET);
-    }
-    for _ in 0..FRAME_BUDGET {
-        let more = process(shared, worker, c, 1);
-        if !more || c.closing || c.output_len() >= out_cap {
-            return more;
-        }
-    }
-    true
-}
-
-/// Feeds the unconsumed input to the session. Returns whether the session has work left (whole
-/// frames beyond the budget, or work it asks to be called again for even without new input).
-fn process(shared: &Shared, worker: usize, c: &mut Conn, budget: usize) -> bool {
-    let (input, wbuf) = c.io.input_and_output();
-    let start = Instant::now();
-    let m = &shared.metrics;
-    let (consumed, more, error) = match &mut c.session {
-        Session::Pool(s) => {
-            let pinned = shared.store.pin();
-            let mut changed = Vec::new();
-            let token = shared
-                .config
-                .security()
-                .pool_token
-                .as_ref()
-                .map(presenced_config::Secret::bytes);
-            let mut ctx = PoolCtx {
-                store: &pinned,
-                hlc: &shared.hlc,
-                streams: &shared.streams,
-                now_ms: shared.clock.now_ms(),
-                token,
-                changed: &mut changed,
-            };
-            let out_start = wbuf.len();
-            let r = s.handle_input(input, budget, &mut ctx, wbuf);
-            drop(pinned);
-            // Hand the changed users to replication, then give the replies to the ack gate: a
-            // durable reply (ACK, WELCOME) waits until everything this node numbered so far,
-            // this call's changes included, is on a peer.
-            shared.repl.submit(changed);
-            let water = shared.repl.watermark();
-            let durable = Need::Update(water.allocated());
-            let bytes = wbuf.split_off(out_start);
-            let held_before = c.gate.held();
-            let mut from = 0;
-            for (end, reply) in s.take_replies() {
-                let end = end.saturating_sub(out_start).min(bytes.len());
-                let need = match reply {
-                    Reply::Durable => durable,
-                    Reply::Plain => Need::Nothing,
-                };
-                c.gate
-                    .submit(need, bytes.get(from..end).unwrap_or_default(), water, wbuf);
-                from = end;
-            }
-            c.gate.submit(
-                Need::Nothing,
-                bytes.get(from..).unwrap_or_default(),
-                water,
-                wbuf,
-            );
-            track_held(shared, held_before, c.gate.held());
-            match r {
-                Ok(o) => {
-                    m.updates.fetch_add(o.events, Ordering::Relaxed);
-                    m.duplicates.fetch_add(o.duplicates, Ordering::Relaxed);
-                    if o.consumed > 0 {
-                        m.pool_batches.fetch_add(1, Ordering::Relaxed);
-                        m.ingest_latency
-                            .record(worker, start.elapsed().as_micros() as u64);
-                    }
-                    (o.consumed, o.more, None)
-                }
-                Err(e) => (0, false, Some(e.to_string())),
-            }
-        }
-        Session::Query(s) => {
-            let pinned = shared.store.pin();
-            let ctx = QueryCtx {
-                limits: &shared.query_limits,
-                store: &pinned,
-                node: shared.me.id,
-                now_ms: shared.clock.now_ms(),
-            };
-            let r = s.handle_input(input, budget, &ctx, wbuf);
-            match r {
-                Ok(o) => {
-                    if let Some(micros) =
-                        (start.elapsed().as_micros() as u64).checked_div(o.requests)
-                    {
-                        let ids = o.ids / o.requests;
-                        for _ in 0..o.requests {
-                            m.query(0, worker, ids, micros);
-                        }
-                    }
-                    (o.consumed, o.more, None)
-                }
-                Err(e) => (0, false, Some(e.to_string())),
-            }
-        }
-        Session::Http(h) => {
-            let backend = shared.backend(worker, start);
-            let wall = shared.clock.now_system();
-            let o = h.handle_input(start, wall, input, budget, &backend, wbuf);
-            if o.close {
-                c.closing = true;
-            }
-            (o.consumed, o.more, None)
-        }
-    };
-    c.io.consume(consumed);
-    // The first frame of pool and query must be HELLO: consumed without an error, it was
-    // answered by WELCOME.
-    c.handshaken |= consumed > 0 && error.is_none() && !c.awaiting_header;
-    if let Some(reason) = error {
-        let proto = proto_name(c.proto);
-        if let Some(suppressed) = PROTOCOL_ERROR
-            .get(c.proto as usize)
-            .and_then(RateLimited::allow)
-        {
-            warn!(peer = %c.client_addr(), suppressed, "closing {proto} connection: {reason}");
-        }
-        m.error(if proto == "pool" {
-            "pool_protocol"
-        } else {
-            "query_protocol"
-        });
-        c.closing = true;
-    }
-    more
-}
-
-/// Keeps the `presenced_pool_acks_held` gauge in step with a gate that went from `before` to
-/// `after` held replies.
-fn track_held(shared: &Shared, before: usize, after: usize) {
-    shared
-        .metrics
-        .acks_held
-        .fetch_add(after as i64 - before as i64, Ordering::Relaxed);
 }

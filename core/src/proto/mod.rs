@@ -38,6 +38,11 @@ pub enum ErrorCode {
     Unavailable = 8,
     /// Replication only: the connecting node was removed from the cluster (until re-admitted).
     Removed = 9,
+    /// Query only: a feature of the protocol this build does not implement (`SUBSCRIBE`).
+    Unsupported = 10,
+    /// Query only (watch mode, reserved): the connection's queue overflowed; resume on a new
+    /// connection.
+    TooSlow = 11,
 }
 
 impl ErrorCode {
@@ -53,6 +58,8 @@ impl ErrorCode {
             7 => Self::TooManyIds,
             8 => Self::Unavailable,
             9 => Self::Removed,
+            10 => Self::Unsupported,
+            11 => Self::TooSlow,
             _ => return None,
         })
     }

@@ -188,6 +188,12 @@ impl PoolSession {
         self
     }
 
+    /// Whether the handshake is still to come (no `HELLO` accepted yet): the driver refuses
+    /// throttled addresses only then.
+    pub fn awaiting_hello(&self) -> bool {
+        matches!(self.state, State::AwaitHello)
+    }
+
     /// Handles at most `max_frames` whole frames from the front of `input`.
     pub fn handle_input(
         &mut self,

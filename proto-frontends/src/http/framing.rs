@@ -60,6 +60,8 @@ pub(super) struct Head<'a> {
     pub(super) host: Option<Cow<'a, str>>,
     /// The `Content-Type` header value, if any.
     pub(super) content_type: Option<Cow<'a, str>>,
+    /// The `Authorization` header value, if any (empty when sent more than once: never valid).
+    pub(super) authorization: Option<Cow<'a, str>>,
     /// `Expect: 100-continue` on an HTTP/1.1 request.
     pub(super) expect_continue: bool,
     /// How the body is delimited.
@@ -79,6 +81,7 @@ impl Head<'_> {
             keep_alive: self.keep_alive,
             host: self.host.map(own),
             content_type: self.content_type.map(own),
+            authorization: self.authorization.map(own),
             expect_continue: self.expect_continue,
             framing: self.framing,
         }
@@ -221,6 +224,7 @@ struct Seen<'a> {
     hosts: usize,
     host: Option<&'a str>,
     content_type: Option<&'a str>,
+    authorization: Option<&'a str>,
     close: bool,
     keep_alive: bool,
     expect_continue: bool,
@@ -257,6 +261,11 @@ fn check_headers<'a>(
             if seen.content_type.is_none() {
                 seen.content_type = Some(text(h.value, "Content-Type")?);
             }
+        } else if name.eq_ignore_ascii_case("authorization") {
+            seen.authorization = match seen.authorization {
+                None => Some(text(h.value, "Authorization")?),
+                Some(_) => Some(""),
+            };
         } else if name.eq_ignore_ascii_case("connection") {
             for token in text(h.value, "Connection")?.split(',').map(str::trim) {
                 seen.close |= token.eq_ignore_ascii_case("close");
@@ -314,6 +323,7 @@ fn check_headers<'a>(
         keep_alive,
         host: seen.host.map(Cow::Borrowed),
         content_type: seen.content_type.map(Cow::Borrowed),
+        authorization: seen.authorization.map(Cow::Borrowed),
         expect_continue: seen.expect_continue && framing != Framing::None,
         framing,
     })

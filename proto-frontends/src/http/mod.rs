@@ -66,6 +66,8 @@ pub struct Request<'a> {
     pub host: Option<&'a str>,
     /// The `Content-Type` header.
     pub content_type: Option<&'a str>,
+    /// The `Authorization` header (empty when it was sent more than once).
+    pub authorization: Option<&'a str>,
     /// The body, de-chunked.
     pub body: &'a [u8],
 }
@@ -407,6 +409,7 @@ impl<H> HttpConn<H> {
             query,
             host: head.host.as_deref(),
             content_type: head.content_type.as_deref(),
+            authorization: head.authorization.as_deref(),
             body,
         };
         self.body.clear();

@@ -177,6 +177,10 @@ pub(super) fn write_head(out: &mut Vec<u8>, date: &str, h: &ResponseHead<'_>) {
     }
     out.extend_from_slice(b"\r\nContent-Length: ");
     push_u64(out, h.content_length as u64);
+    if h.status == 401 {
+        // Every 401 this server sends is about an API key (RFC 6750 §3).
+        out.extend_from_slice(b"\r\nWWW-Authenticate: Bearer");
+    }
     if let Some(allow) = h.allow {
         out.extend_from_slice(b"\r\nAllow: ");
         out.extend_from_slice(allow.as_bytes());
@@ -198,6 +202,7 @@ fn reason(status: u16) -> &'static str {
         100 => "Continue",
         200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",

@@ -18,9 +18,14 @@
 //!
 //! Any other path is 404 `not_found`; a known path with another method is 405 with `Allow`.
 //!
+//! When API keys are configured, every route above but health and the WSDL needs one, checked
+//! before anything else about the request (`auth`): a refused request is a JSON 401 (SOAP: an
+//! `Unauthorized` fault) whatever its method or body.
+//!
 //! The router keeps per-connection buffers ([`Router`]) and nothing else: it does not decide
 //! framing, limits or connection handling (that is [`crate::http`]) and never measures time.
 
+mod auth;
 #[cfg(test)]
 mod tests;
 
@@ -67,6 +72,11 @@ impl Router {
     ) -> Result<Reply, HttpError> {
         const GET: &str = "GET, HEAD";
         const GET_POST: &str = "GET, HEAD, POST";
+        if let Some(f) = auth::protected(req) {
+            if !backend.authorize(f, auth::bearer(req.authorization)) {
+                return auth::refuse(f, req, backend, body);
+            }
+        }
         let get = matches!(req.method, "GET" | "HEAD");
         let (ids, statuses) = (&mut self.ids, &mut self.statuses);
         match req.path {

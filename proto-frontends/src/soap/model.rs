@@ -67,6 +67,8 @@ pub enum FaultCode {
     TooManyIds,
     /// The envelope is not a well-formed `GetPresence` request.
     MalformedRequest,
+    /// API keys are configured and the request had no valid one (HTTP `Authorization`).
+    Unauthorized,
 }
 
 impl FaultCode {
@@ -76,6 +78,7 @@ impl FaultCode {
             Self::InvalidId => "InvalidId",
             Self::TooManyIds => "TooManyIds",
             Self::MalformedRequest => "MalformedRequest",
+            Self::Unauthorized => "Unauthorized",
         }
     }
 
@@ -87,6 +90,7 @@ impl FaultCode {
             Self::InvalidId => "invalid_id",
             Self::TooManyIds => "too_many_ids",
             Self::MalformedRequest => "malformed_request",
+            Self::Unauthorized => "unauthorized",
         }
     }
 }

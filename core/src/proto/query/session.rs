@@ -1,5 +1,11 @@
 //! [`QuerySession`]: the server side of one raw-TCP query connection, as a sans-IO state
-//! machine with one bit of state (whether the handshake is done).
+//! machine whose state is whether the handshake is done and, once it is, the connection's mode.
+//!
+//! The handshake checks the API key ([`ApiKeys::check`]): with keys configured, a v1 `HELLO`
+//! (no key) and a v2 `HELLO` with a missing or unknown key get the same `ERROR` 3 and the
+//! connection closes; with none configured every `HELLO` is accepted (a key, if sent, is
+//! ignored). `WELCOME` carries the version of the `HELLO`. On a watch connection (`Mode::Watch`)
+//! `SUBSCRIBE` gets `ERROR` 10 (`Unsupported`): this build does not serve subscriptions yet.
 //!
 //! Method taxonomy: [`QuerySession::handle_input`] is the only input; its outputs are the frames
 //! it appends to `out` and the [`QueryOutcome`]. Every `QUERY` gets exactly one `RESULT` or
@@ -8,7 +14,8 @@
 //! and ends the connection. Reads go through the [`Pinned`] store the driver passes in, and the
 //! time (`now_ms`) is a parameter.
 
-use super::{put_result, ClientFrame, QueryLimits, ServerFrame, VERSION};
+use super::{put_result, ClientFrame, Hello, Mode, QueryLimits, ServerFrame, VERSION, VERSION_1};
+use crate::auth::{ApiKeys, AuthOutcome, Presented};
 use crate::model::Sid;
 use crate::proto::ErrorCode;
 use crate::store::Pinned;
@@ -23,12 +30,19 @@ pub enum QueryError {
     /// A valid frame that is not allowed now.
     #[error("protocol violation: {0}")]
     Protocol(&'static str),
+    /// Keys are configured and the `HELLO` had no valid one (the outcome says which, for the
+    /// node's metrics; the client is told the same in every case).
+    #[error("unauthorized: a valid API key is required")]
+    Unauthorized(AuthOutcome),
+    /// A part of the protocol this build does not implement.
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
-/// Per-connection state of a query connection: whether the handshake is done.
+/// Per-connection state of a query connection: the mode, once the handshake is done.
 #[derive(Debug, Default)]
 pub struct QuerySession {
-    open: bool,
+    open: Option<Mode>,
 }
 
 /// What a query session reads from its node for one call.
@@ -42,6 +56,8 @@ pub struct QueryCtx<'a> {
     pub node: u16,
     /// Cluster time now, ms.
     pub now_ms: u64,
+    /// The API keys (empty: the protocol is open).
+    pub keys: &'a ApiKeys,
 }
 
 /// What one [`QuerySession::handle_input`] call did.
@@ -55,6 +71,8 @@ pub struct QueryOutcome {
     pub ids: u64,
     /// Whole frames were left because the frame budget ran out.
     pub more: bool,
+    /// Set by the call that accepted the `HELLO` while keys are configured: which key.
+    pub auth: Option<AuthOutcome>,
 }
 
 impl QuerySession {
@@ -72,6 +90,7 @@ impl QuerySession {
             store,
             node,
             now_ms,
+            keys,
         } = *ctx;
         let mut o = QueryOutcome::default();
         let mut scratch = Vec::new();
@@ -87,20 +106,45 @@ impl QuerySession {
             frames += 1;
             let frame = ClientFrame::decode(t, body).map_err(|e| fail(e.into(), out))?;
             match (self.open, frame) {
-                (false, ClientFrame::Hello) => {
-                    self.open = true;
+                (None, ClientFrame::Hello(hello)) => {
+                    let (version, mode, presented) = match &hello {
+                        Hello::V1 => (VERSION_1, Mode::Query, Presented::Missing),
+                        Hello::V2 { mode, key } => (VERSION, *mode, Presented::Key(key)),
+                    };
+                    let auth = keys.check(presented);
+                    if !auth.allowed() {
+                        return Err(fail(QueryError::Unauthorized(auth), out));
+                    }
+                    if auth != AuthOutcome::Open {
+                        o.auth = Some(auth);
+                    }
+                    self.open = Some(mode);
                     ServerFrame::Welcome {
-                        version: VERSION,
+                        version,
                         node,
                         max_batch: limits.max_batch,
                     }
                     .encode(out);
                 }
-                (false, _) => return Err(fail(QueryError::Protocol("expected HELLO"), out)),
-                (true, ClientFrame::Hello) => {
+                (None, _) => return Err(fail(QueryError::Protocol("expected HELLO"), out)),
+                (Some(_), ClientFrame::Hello(_)) => {
                     return Err(fail(QueryError::Protocol("HELLO sent twice"), out))
                 }
-                (true, ClientFrame::Query { req_id, ids }) => {
+                (Some(Mode::Watch), ClientFrame::Subscribe { .. }) => {
+                    let e = QueryError::Unsupported("subscribe is not supported by this build");
+                    return Err(fail(e, out));
+                }
+                (Some(Mode::Query), ClientFrame::Subscribe { .. }) => {
+                    let e = QueryError::Protocol("SUBSCRIBE on a query connection");
+                    return Err(fail(e, out));
+                }
+                (Some(Mode::Watch), ClientFrame::Query { .. }) => {
+                    return Err(fail(
+                        QueryError::Protocol("QUERY on a watch connection"),
+                        out,
+                    ))
+                }
+                (Some(Mode::Query), ClientFrame::Query { req_id, ids }) => {
                     o.requests += 1;
                     if ids.len() > usize::from(limits.max_batch) {
                         let message = format!(
@@ -146,6 +190,8 @@ fn fail(e: QueryError, out: &mut Vec<u8>) -> QueryError {
         QueryError::Decode(DecodeError::TooLarge { .. }) => ErrorCode::TooLarge,
         QueryError::Decode(_) => ErrorCode::Malformed,
         QueryError::Protocol(_) => ErrorCode::Protocol,
+        QueryError::Unauthorized(_) => ErrorCode::Auth,
+        QueryError::Unsupported(_) => ErrorCode::Unsupported,
     };
     crate::proto::put_error(out, code, &e.to_string());
     e
