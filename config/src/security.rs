@@ -176,19 +176,26 @@ impl Parser<'_> {
             Some(dir) if Path::new(path).is_relative() => dir.join(path),
             _ => Path::new(path).to_path_buf(),
         };
-        let bytes = std::fs::read(&full).map_err(|e| {
-            self.err(
-                pos,
-                format!("`{attr}`: cannot read {}: {e}", full.display()),
-            )
-        })?;
+        // At most one byte more than allowed is read, so `/dev/zero` or a huge file is an error,
+        // not a hang.
+        let mut bytes = Vec::new();
+        std::fs::File::open(&full)
+            .and_then(|f| {
+                use std::io::Read as _;
+                f.take(MAX_SECRET_FILE as u64 + 1).read_to_end(&mut bytes)
+            })
+            .map_err(|e| {
+                self.err(
+                    pos,
+                    format!("`{attr}`: cannot read {}: {e}", full.display()),
+                )
+            })?;
         if bytes.len() > MAX_SECRET_FILE {
             return Err(self.err(
                 pos,
                 format!(
-                    "`{attr}`: {} is {} bytes; expected at most {MAX_SECRET_FILE}",
-                    full.display(),
-                    bytes.len()
+                    "`{attr}`: {} is over {MAX_SECRET_FILE} bytes; expected a short secret",
+                    full.display()
                 ),
             ));
         }

@@ -515,6 +515,15 @@ fn new_limits_have_defaults_and_ranges() {
 }
 
 #[test]
+fn an_endless_credential_file_is_an_error_not_a_hang() {
+    let e = err_text(with_files(
+        &[],
+        r#"<security cluster-secret-file="/dev/zero"/>"#,
+    ));
+    assert!(e.contains("over 4096 bytes"), "{e}");
+}
+
+#[test]
 fn a_missing_config_file_names_the_os_error_once() {
     let e = ClusterConfig::load(Path::new("/nonexistent/presenced.xml")).unwrap_err();
     let chain = format!("{e}");
