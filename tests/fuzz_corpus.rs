@@ -57,3 +57,13 @@ fn timesync_packet_corpus() {
 fn proxy_header_corpus() {
     replay("proxy_header", presenced_core::fuzzing::proxy_header);
 }
+
+#[test]
+fn cluster_node_corpus() {
+    replay("cluster_node", presenced_core::fuzzing::cluster_node);
+}
+
+#[test]
+fn config_xml_corpus() {
+    replay("config_xml", presenced_config::fuzzing::config_xml);
+}

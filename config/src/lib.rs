@@ -181,3 +181,35 @@ impl ClusterConfig {
 
 #[cfg(test)]
 mod tests;
+
+/// Body of the cargo-fuzz target `config_xml` (`fuzz/`), here so that `cargo test` replays its
+/// corpus (`tests/fuzz_corpus.rs`).
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{ClusterConfig, ConfigError};
+
+    /// Any text: a clear error naming the file and a position, or a valid config that parses
+    /// the same again.
+    pub fn config_xml(data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        match ClusterConfig::parse(text, "fuzz.xml") {
+            Ok(c) => {
+                assert!(!c.nodes().is_empty());
+                let again = ClusterConfig::parse(text, "fuzz.xml").ok();
+                assert_eq!(again.as_ref(), Some(&c), "parsing is not deterministic");
+            }
+            Err(ConfigError::Invalid {
+                file,
+                line,
+                column,
+                message,
+            }) => {
+                assert_eq!(file, "fuzz.xml");
+                assert!(line >= 1 && column >= 1 && !message.is_empty());
+            }
+            Err(ConfigError::Io { .. }) => {}
+        }
+    }
+}

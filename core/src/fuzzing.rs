@@ -7,6 +7,10 @@
 // returned as in bounds.
 #![allow(clippy::indexing_slicing, clippy::panic)]
 
+mod cluster;
+
+pub use cluster::cluster_node;
+
 use crate::proto::{pool, query};
 use crate::wire::split_frame;
 

@@ -43,6 +43,17 @@ impl ClusterNode {
         (ms.min((1 << 48) - 1) << 16) | 0xFFFF
     }
 
+    /// Whether a time master confirmed this node's clock (the stamp bound applies from then on).
+    pub fn clock_confirmed(&self) -> bool {
+        self.clock.confirmed()
+    }
+
+    /// The latest HLC value a remote record may carry at `now` (`u64::MAX` while the clock is
+    /// not confirmed).
+    pub fn stamp_ceiling_at(&self, now: Now) -> u64 {
+        self.stamp_ceiling(now)
+    }
+
     /// The first record of `records` stamped beyond [`Self::stamp_ceiling`], counted, as the
     /// distance in ms, if any.
     ///
