@@ -1,21 +1,25 @@
-//! [`OutputBudget`]: the node-wide budget of buffered client output,
+//! [`OutputBudget`]: the node-wide budget of client connection buffers,
 //! `<limits output-budget-bytes>`, and [`victims`], the policy that says which connections a
 //! worker cuts when the node is over it.
 //!
-//! What is counted: for every pool, query and HTTP connection, its output not yet written to the
-//! socket, held pool acks included (`Conn::output_len`). Each worker adds the change of each of
-//! its connections to one atomic total after every service of that connection and takes the
-//! connection's share out when it closes it, so the total is exact up to the services in flight.
-//! Input is not counted: the worker bounds it per connection (it stops reading a connection
-//! whose output is at `max-output-bytes`, and keeps at most one request beyond a small cap).
+//! What is counted: for every pool, query and HTTP connection, the memory of its buffers: the
+//! *capacity* of its input and output buffers (written output and consumed input included) plus
+//! its held pool acks (`Conn::footprint`). Capacity, not length: a buffer grown to twice what it
+//! holds costs twice, and thousands of connections each holding a little input cost their whole
+//! buffers. Each worker adds the change of each of its connections to one atomic total after
+//! every service of that connection and takes the connection's share out when it closes it, so
+//! the total is exact up to the services in flight. Not counted: buffers that exist only during
+//! one request (the HTTP router's id and status vectors, a response body larger than 8 KiB) and
+//! what a connection keeps between requests, which is bounded small per connection (an 8 KiB
+//! response body, 64 ids and statuses), and the kernel's socket buffers.
 //!
 //! The policy, precisely: after each round of its event loop, a worker that finds the total
-//! above the budget publishes the largest output among its own connections, then cuts its own
+//! above the budget publishes the largest footprint among its own connections, then cuts its own
 //! connections from the largest down, re-reading nothing in between, while the total (minus
 //! what it has cut) is still above the budget and the next one holds at least as much as the
 //! largest any other worker published. It stops at the first connection smaller than another
 //! worker's largest: that worker cuts its own on its next round (at most `SWEEP_EVERY` later).
-//! So the node cuts the connections holding the most output first, exactly within a worker and
+//! So the node cuts the connections holding the most buffer memory first, exactly within a worker and
 //! up to one round of staleness across workers, and cuts no more than needed to get back under
 //! the budget (two workers cutting at once may each cut one connection the other's cut made
 //! unnecessary). A cut connection is closed at once, its buffered output dropped; it is counted
@@ -31,7 +35,7 @@ pub struct OutputBudget {
     limit: usize,
     /// INVARIANT: the sum of what every worker accounted for its open connections.
     total: AtomicI64,
-    /// Per worker, the largest output among its connections when it last checked the budget.
+    /// Per worker, the largest footprint among its connections when it last checked the budget.
     largest: Vec<AtomicUsize>,
 }
 
@@ -50,17 +54,17 @@ impl OutputBudget {
         self.limit
     }
 
-    /// Buffered output of all client connections now, bytes.
+    /// Buffer memory of all client connections now, bytes.
     pub fn total(&self) -> usize {
         self.total.load(Ordering::Relaxed).max(0) as usize
     }
 
-    /// Whether the node holds more output than its budget.
+    /// Whether the node holds more buffer memory than its budget.
     pub fn over(&self) -> bool {
         self.total() > self.limit
     }
 
-    /// Accounts a connection whose output went from `before` to `after` bytes.
+    /// Accounts a connection whose footprint went from `before` to `after` bytes.
     pub fn account(&self, before: usize, after: usize) {
         if before != after {
             let delta = after as i64 - before as i64;
@@ -68,7 +72,7 @@ impl OutputBudget {
         }
     }
 
-    /// Publishes worker `worker`'s largest connection output and returns the largest any
+    /// Publishes worker `worker`'s largest connection footprint and returns the largest any
     /// other worker published.
     pub fn publish(&self, worker: usize, largest: usize) -> usize {
         let n = self.largest.len();
@@ -86,8 +90,8 @@ impl OutputBudget {
 }
 
 /// The connections a worker cuts (see the module docs): `own` lists its connections as
-/// `(key, output bytes)`, `total` is the node's buffered output, `limit` the budget, `others` the
-/// largest output another worker published. Largest first.
+/// `(key, footprint bytes)`, `total` is the node's buffer memory, `limit` the budget, `others` the
+/// largest footprint another worker published. Largest first.
 pub fn victims(own: &[(usize, usize)], total: usize, limit: usize, others: usize) -> Vec<usize> {
     let mut by_size: Vec<(usize, usize)> = own.iter().copied().filter(|(_, b)| *b > 0).collect();
     by_size.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

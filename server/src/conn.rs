@@ -9,6 +9,12 @@
 //! Bounds are the caller's: [`BufConn::read`] stops at a cap on unconsumed input and at a budget
 //! of bytes per call, so one connection cannot make a driver buffer or work without limit.
 //!
+//! Memory: what a connection costs is the *capacity* of its two buffers, not what they hold, and
+//! [`BufConn::footprint`] reports exactly that for the node-wide budget. The input buffer never
+//! grows beyond the read cap it was given; an empty buffer keeps at most [`KEEP_INPUT`] or
+//! [`KEEP_OUTPUT`] bytes, and [`BufConn::shrink`] returns what a connection that waits for its
+//! peer (output blocked) does not need.
+//!
 //! This module makes no protocol decision and reads no clock.
 
 use std::io::{self, ErrorKind, Read, Write};
@@ -23,9 +29,12 @@ const CHUNK: usize = 64 * 1024;
 /// Written output kept at the front of the output buffer before it is dropped, when the rest
 /// cannot be written yet.
 const COMPACT_AFTER: usize = 1 << 20;
-/// Capacity an empty buffer keeps; a larger one is freed, so that thousands of connections that
-/// once held a large response or request do not keep its memory.
-const KEEP_CAPACITY: usize = 64 << 10;
+/// Capacity an empty output buffer keeps; a larger one is freed, so that thousands of connections
+/// that once held a large response do not keep its memory.
+const KEEP_OUTPUT: usize = 64 << 10;
+/// Capacity an empty input buffer keeps (a few requests of a normal client); a larger one is
+/// freed, so that thousands of connections that once held a full read do not keep it.
+const KEEP_INPUT: usize = 8 << 10;
 
 /// Why [`BufConn::read`] stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,7 +131,7 @@ impl BufConn {
             self.rbuf.drain(..self.rpos);
             self.rpos = 0;
         }
-        if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_CAPACITY {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_INPUT {
             self.rbuf = Vec::new();
         }
         let mut chunk = [0u8; CHUNK];
@@ -145,8 +154,16 @@ impl BufConn {
                     return Ok((read, ReadStop::Eof));
                 }
                 Ok(n) => {
-                    self.rbuf
-                        .extend_from_slice(buf.get(..n).unwrap_or_default());
+                    let data = buf.get(..n).unwrap_or_default();
+                    // Grow by doubling as usual, but never past what the cap needs: a full
+                    // buffer is the cap, not up to twice it.
+                    let need = self.rbuf.len() + n;
+                    if need > self.rbuf.capacity() {
+                        let room = self.rpos + cap;
+                        let target = (self.rbuf.capacity() * 2).clamp(need, room.max(need));
+                        self.rbuf.reserve_exact(target - self.rbuf.len());
+                    }
+                    self.rbuf.extend_from_slice(data);
                     read += n;
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -218,7 +235,7 @@ impl BufConn {
         if self.wpos >= self.wbuf.len() {
             self.wbuf.clear();
             self.wpos = 0;
-            if self.wbuf.capacity() > KEEP_CAPACITY {
+            if self.wbuf.capacity() > KEEP_OUTPUT {
                 self.wbuf = Vec::new();
             }
         } else if self.wpos > COMPACT_AFTER {
@@ -226,6 +243,28 @@ impl BufConn {
             self.wpos = 0;
         }
         Ok(())
+    }
+
+    /// The memory the two buffers hold, bytes: their capacities, written and consumed parts
+    /// included. This, not [`unsent`](Self::unsent), is what the connection costs.
+    pub(crate) fn footprint(&self) -> usize {
+        self.rbuf.capacity() + self.wbuf.capacity()
+    }
+
+    /// Returns the memory a connection that waits for its peer does not need: consumed input
+    /// and written output are dropped and both buffers shrink to what they hold. It copies what
+    /// is left, so callers do it once when the connection starts waiting, not on every service.
+    pub(crate) fn shrink(&mut self) {
+        if self.rpos > 0 {
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
+        }
+        self.rbuf.shrink_to_fit();
+        if self.wpos > 0 {
+            self.wbuf.drain(..self.wpos);
+            self.wpos = 0;
+        }
+        self.wbuf.shrink_to_fit();
     }
 
     /// Re-registers the stream if whether it waits for WRITABLE (output left) changed.

@@ -424,7 +424,7 @@ impl Metrics {
             out,
             "presenced_output_buffered_bytes",
             "gauge",
-            "Client output buffered and not yet sent, all connections.",
+            "Client connection buffer memory (buffer capacities and held acks), all connections.",
         );
         let _ = writeln!(out, "presenced_output_buffered_bytes {output_buffered}");
         family(

@@ -11,14 +11,21 @@
 //! `<limits max-output-bytes>` bytes are waiting: query and HTTP requests are answered one per
 //! session call and the cap is checked before each, so its output stays under the cap plus one
 //! response; its input stays under [`INPUT_CAP`] plus one read unless a single frame or request
-//! needs more (then up to one maximal frame). Across connections, `limits` enforces
-//! `<limits output-budget-bytes>` (policy in `crate::budget`), the handshake deadline and the
-//! idle timeout.
+//! needs more (then up to one maximal frame). One service adds at most one large answer
+//! (`serve::SERVICE_OUTPUT`), and a round of the loop serves connections for at most
+//! [`ROUND_BUDGET`] before it polls again, fresh readiness first and the rest of the round after
+//! it: a flood of busy connections delays a new request by about one round, not by one answer
+//! per flooding connection. (A connection re-queued round after round waits behind fresh
+//! readiness, so it is served only when readiness leaves a round time.) A connection that starts
+//! waiting for its peer has its buffers shrunk to what they hold. Across connections, `limits`
+//! enforces `<limits output-budget-bytes>` over every connection's `Conn::footprint` (buffer
+//! capacities, not lengths; policy in `crate::budget`), the handshake deadline and the idle
+//! timeout.
 //!
 //! On a `<proxy-protocol>` listener a connection must come from a trusted balancer and start
 //! with a PROXY header, consumed before its session sees a byte (`proxied`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -29,17 +36,16 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::TcpStream;
 use mio::{Events, Poll, Token, Waker};
 use presenced_core::ack_gate::{AckGate, Need};
-use presenced_core::proto::pool_session::{PoolCtx, PoolSession, Reply};
-use presenced_core::proto::query::{QueryCtx, QuerySession};
+use presenced_core::proto::pool_session::PoolSession;
+use presenced_core::proto::query::QuerySession;
 use presenced_core::proto::{put_error, ErrorCode};
 use presenced_frontends::http::HttpConn;
 use presenced_frontends::router::Router;
 use slab::Slab;
 use tracing::{debug, warn};
 
-use self::login::Failure;
 pub(crate) use self::proxied::listener;
-use self::proxied::proto_name;
+use self::serve::{process, serve, track_held};
 use crate::conn::BufConn;
 use crate::metrics::Proto;
 use crate::ratelog::RateLimited;
@@ -47,10 +53,8 @@ use crate::shared::Shared;
 
 mod limits;
 mod login;
-mod process;
-
-use self::process::{process, serve, track_held};
 mod proxied;
+mod serve;
 
 /// Most frames or requests served per connection per wakeup.
 const FRAME_BUDGET: usize = 256;
@@ -61,6 +65,9 @@ const INPUT_CAP: usize = 64 << 10;
 /// One warning line per second per protocol for connections closed on a protocol error.
 static PROTOCOL_ERROR: [RateLimited; 3] =
     [RateLimited::new(), RateLimited::new(), RateLimited::new()];
+/// Longest a round of the event loop serves connections before it polls again: the rest of the
+/// round is served after the next poll, behind fresh readiness (new connections, new requests).
+const ROUND_BUDGET: Duration = Duration::from_millis(5);
 /// How often idle connections and HTTP deadlines are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(100);
 const WAKER: Token = Token(usize::MAX);
@@ -105,8 +112,11 @@ struct Conn {
     handshaken: bool,
     /// The address the connection is counted under in `Shared::admission`.
     counted: Option<IpAddr>,
-    /// INVARIANT: the output bytes this connection has added to `Shared::output`.
+    /// INVARIANT: the bytes this connection has added to `Shared::output` (its `footprint`).
     accounted: usize,
+    /// Its unsent output was at `max-output-bytes` after the last service: it waits for its
+    /// peer to read, and its buffers were shrunk to what they hold when it started waiting.
+    waiting: bool,
     /// Its next frame or request is larger than [`INPUT_CAP`]: read up to the full read cap.
     big_frame: bool,
     /// Pool replies, released in order once the updates they ack are on a peer (the policy
@@ -125,6 +135,13 @@ impl Conn {
     /// Output not written yet, held output included.
     fn output_len(&self) -> usize {
         self.io.unsent() + self.gate.held_bytes()
+    }
+
+    /// The memory this connection holds in buffers, bytes: the capacity of its input and output
+    /// buffers and its held output. This is what `Shared::output` (the node-wide budget)
+    /// counts, so the budget bounds what connections cost, not only what they have to send.
+    fn footprint(&self) -> usize {
+        self.io.footprint() + self.gate.held_bytes()
     }
 
     /// Queues `ERROR` 8 (`Unavailable`) with `message` behind any reply still held: replies
@@ -205,8 +222,10 @@ impl Worker {
                 self.stop();
                 return;
             }
-            let mut ready = std::mem::take(&mut self.pending);
-            ready.extend(self.holding.iter().copied());
+            // Fresh readiness first, then the connections left over or re-queued from the last
+            // round, in their order: a round cut short by `ROUND_BUDGET` resumes where it
+            // stopped, and a new request does not wait behind a long queue of busy connections.
+            let mut ready = Vec::with_capacity(events.iter().count() + self.pending.len());
             for ev in events.iter() {
                 if ev.token() == WAKER {
                     self.accept_new();
@@ -221,12 +240,22 @@ impl Worker {
                 }
                 ready.push(key);
             }
-            ready.sort_unstable();
-            ready.dedup();
+            ready.append(&mut self.pending);
+            ready.extend(self.holding.iter().copied());
+            let mut seen = HashSet::with_capacity(ready.len());
+            ready.retain(|k| seen.insert(*k));
+            let round = Instant::now();
             // A pause can also hit between two services (under load the worker is rarely in
             // `poll`): check the gap before each one.
             let mut last = Instant::now();
-            for key in ready {
+            let mut ready = ready.into_iter();
+            while let Some(key) = ready.next() {
+                if last.duration_since(round) >= ROUND_BUDGET {
+                    // Served next round, before what this round re-queued.
+                    let rest: Vec<usize> = std::iter::once(key).chain(ready).collect();
+                    self.pending.splice(0..0, rest);
+                    break;
+                }
                 let gap = last.elapsed();
                 if gap > self.shared.stall_after {
                     self.abandon_pool_conns(gap);
@@ -285,6 +314,7 @@ impl Worker {
                 handshaken: proto == Proto::Http && !awaiting_header,
                 counted,
                 accounted: 0,
+                waiting: false,
                 big_frame: false,
                 gate: AckGate::new(self.shared.ack_mode),
             });
@@ -369,7 +399,13 @@ impl Worker {
             self.holding.insert(key);
         }
         let flushed = c.io.flush();
-        let now = c.output_len();
+        // A peer that stopped reading: give back what its buffers do not hold, once.
+        let waiting = c.output_len() >= self.out_cap;
+        if waiting && !c.waiting {
+            c.io.shrink();
+        }
+        c.waiting = waiting;
+        let now = c.footprint();
         self.shared.output.account(c.accounted, now);
         c.accounted = now;
         if let Err(e) = flushed {

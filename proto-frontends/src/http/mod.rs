@@ -171,8 +171,9 @@ pub struct HttpConn<H> {
     body: Vec<u8>,
 }
 
-/// Response bodies above this capacity are not kept between requests.
-const KEEP_BODY_CAPACITY: usize = 64 * 1024;
+/// Response bodies above this capacity are not kept between requests: the buffer is per
+/// connection, and what thousands of connections keep between requests is not counted anywhere.
+const KEEP_BODY_CAPACITY: usize = 8 * 1024;
 
 impl<H> HttpConn<H> {
     /// A fresh connection whose requests `handler` answers.

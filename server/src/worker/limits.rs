@@ -108,18 +108,15 @@ impl Worker {
         }
     }
 
-    /// Cuts this worker's connections holding the most output while the node's buffered
-    /// output is over `<limits output-budget-bytes>` (the policy: `crate::budget`).
+    /// Cuts this worker's connections holding the most buffer memory (what they accounted:
+    /// `Conn::footprint`) while the node's total is over `<limits output-budget-bytes>` (the
+    /// policy: `crate::budget`).
     pub(super) fn enforce_budget(&mut self) {
         let budget = &self.shared.output;
         if !budget.over() {
             return;
         }
-        let own: Vec<(usize, usize)> = self
-            .conns
-            .iter()
-            .map(|(k, c)| (k, c.output_len()))
-            .collect();
+        let own: Vec<(usize, usize)> = self.conns.iter().map(|(k, c)| (k, c.accounted)).collect();
         let largest = own.iter().map(|(_, b)| *b).max().unwrap_or(0);
         let others = budget.publish(self.idx, largest);
         let total = budget.total();
@@ -134,6 +131,7 @@ impl Worker {
                         peer = %c.client_addr(),
                         suppressed,
                         unsent = c.output_len(),
+                        buffered = c.accounted,
                         total,
                         "cutting {} connection: output-budget-bytes exceeded",
                         proto_name(c.proto)

@@ -1,23 +1,49 @@
-//! Serving one connection's input: the session of its protocol (pool, query, HTTP) consumes
-//! whole frames or requests within a budget, pool replies pass the ack gate, and errors are
-//! counted, logged rate-limited and close the connection. Split from `worker.rs`, which owns
-//! the event loop; the functions here touch only the one connection they are given and
-//! [`Shared`].
+//! Serving one connection's input: [`serve`] answers what a connection sent, within the bounds
+//! of one service, by feeding it to the connection's session ([`process`]).
+//!
+//! Invariants: a query or HTTP request is answered only while the connection's unsent output is
+//! under `<limits max-output-bytes>`, and one service answers requests only until it added
+//! [`SERVICE_OUTPUT`] bytes of output: a connection asking for large answers gets one of them per
+//! round of the worker's loop, so thousands of such connections delay the others by one answer
+//! each, not by `max-output-bytes` each. Pool frames are served in one call (their replies are
+//! small and go through the connection's `AckGate`).
+//!
+//! Thread model: runs on the worker's own thread, on one of its connections; the shared state it
+//! touches (store, replication, metrics) is behind `Shared`.
 
-#[allow(clippy::wildcard_imports)]
-use super::*;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
-/// Serves up to [`FRAME_BUDGET`] frames or requests of `c`'s input. Pool frames go in one call
-/// (their replies are small); query and HTTP requests one per call, stopping once `out_cap`
-/// bytes of output are waiting, so a connection holds at most one response beyond the cap.
-/// Returns whether work is left.
+use presenced_core::ack_gate::Need;
+use presenced_core::proto::pool_session::{PoolCtx, Reply};
+use presenced_core::proto::query::QueryCtx;
+use tracing::warn;
+
+use super::login::{self, Failure};
+use super::proxied::proto_name;
+use super::{Conn, Session, FRAME_BUDGET, PROTOCOL_ERROR};
+use crate::metrics::Proto;
+use crate::ratelog::RateLimited;
+use crate::shared::Shared;
+
+/// Output one service of a query or HTTP connection may add before it yields to the other
+/// connections (it is re-queued if requests are left): small answers go many per service, an
+/// answer larger than this one per service.
+pub(super) const SERVICE_OUTPUT: usize = 64 << 10;
+
+/// Serves up to [`FRAME_BUDGET`] frames or requests of `c`'s input. Pool frames go in one call;
+/// query and HTTP requests one per call, stopping once `out_cap` bytes of output are waiting (so
+/// a connection holds at most one response beyond the cap) or once this service added
+/// [`SERVICE_OUTPUT`] bytes. Returns whether work is left.
 pub(super) fn serve(shared: &Shared, worker: usize, c: &mut Conn, out_cap: usize) -> bool {
     if c.proto == Proto::Pool {
         return process(shared, worker, c, FRAME_BUDGET);
     }
+    let start = c.output_len();
     for _ in 0..FRAME_BUDGET {
         let more = process(shared, worker, c, 1);
-        if !more || c.closing || c.output_len() >= out_cap {
+        let out = c.output_len();
+        if !more || c.closing || out >= out_cap || out.saturating_sub(start) >= SERVICE_OUTPUT {
             return more;
         }
     }
