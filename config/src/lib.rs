@@ -26,6 +26,7 @@
 //! - `limits`: [`Limits`], every limit a peer can hit, with its default;
 //! - `sections`: [`Timing`], [`Replication`] and [`AckPolicy`], [`NodeConfig`];
 //! - `security`: [`Security`], [`ApiKey`], [`Secret`] (credential files);
+//! - `web`: [`Web`] (`<web>`: chat link template, CORS origins, unknown users, watch limits);
 //! - `proxy`: [`ProxyProtocol`] (`<proxy-protocol>`: which [`Listener`]s expect a PROXY
 //!   protocol header, and the trusted networks, each a [`Cidr`]);
 //! - `parse`: the XML pull parser, attribute names and ranges;
@@ -44,6 +45,7 @@ mod proxy;
 mod sections;
 mod security;
 mod validate;
+mod web;
 
 pub use limits::Limits;
 pub use proxy::{Cidr, Listener, ProxyProtocol};
@@ -51,6 +53,7 @@ pub use sections::{AckPolicy, NodeConfig, Replication, Timing};
 pub use security::{
     ApiKey, Secret, Security, MAX_POOL_TOKEN, MAX_SECRET_FILE, MIN_API_KEY, MIN_CLUSTER_SECRET,
 };
+pub use web::{Origins, Unknown, Web};
 
 use parse::Parser;
 
@@ -98,6 +101,7 @@ pub struct ClusterConfig {
     security: Security,
     replication: Replication,
     proxy_protocol: Option<ProxyProtocol>,
+    web: Option<Web>,
     seeds: Vec<Seed>,
     nodes: Vec<NodeConfig>,
 }
@@ -159,6 +163,11 @@ impl ClusterConfig {
     /// PROXY protocol header.
     pub fn proxy_protocol(&self) -> Option<&ProxyProtocol> {
         self.proxy_protocol.as_ref()
+    }
+    /// The `<web>` element, if the file has one: without it the public web endpoints (badge,
+    /// widget, watch, status page) are off and no CORS header is sent.
+    pub fn web(&self) -> Option<&Web> {
+        self.web.as_ref()
     }
     /// All nodes, in file order.
     pub fn nodes(&self) -> &[NodeConfig] {

@@ -67,6 +67,7 @@ impl Parser<'_> {
         let mut proxy_protocol: Option<ProxyProtocol> = None;
         let mut seeds: Vec<Seed> = Vec::new();
         let mut api_keys = Vec::new();
+        let mut web: Option<crate::Web> = None;
         let mut nodes: Vec<(NodeConfig, usize)> = Vec::new();
         let mut closed = false;
         loop {
@@ -145,6 +146,10 @@ impl Parser<'_> {
                             once(self, replication.is_some(), pos, "replication")?;
                             replication = Some(self.replication(&mut a)?);
                         }
+                        "web" => {
+                            once(self, web.is_some(), pos, "web")?;
+                            web = Some(self.web(&mut a)?);
+                        }
                         "proxy-protocol" => {
                             once(self, proxy_protocol.is_some(), pos, "proxy-protocol")?;
                             proxy_protocol = Some(self.proxy_protocol(&mut a)?);
@@ -192,6 +197,7 @@ impl Parser<'_> {
             },
             replication: replication.unwrap_or_default(),
             proxy_protocol,
+            web,
             seeds,
             nodes: nodes.into_iter().map(|(n, _)| n).collect(),
         })
@@ -222,11 +228,12 @@ impl Parser<'_> {
             b"node" => "node",
             b"seed" => "seed",
             b"api-key" => "api-key",
+            b"web" => "web",
             other => {
                 let name = String::from_utf8_lossy(other);
                 return Err(self.err(
                     pos,
-                    format!("unknown element <{name}>; expected <timing>, <limits>, <security>, <replication>, <proxy-protocol>, <seed>, <api-key> or <node>"),
+                    format!("unknown element <{name}>; expected <timing>, <limits>, <security>, <replication>, <proxy-protocol>, <web>, <seed>, <api-key> or <node>"),
                 ));
             }
         };
@@ -392,6 +399,30 @@ impl Parser<'_> {
         })
     }
 
+    /// `<web>`: every attribute optional; the checks are `Web::from_attrs`.
+    fn web(&self, a: &mut Attrs) -> Result<crate::Web, ConfigError> {
+        let chat = a.take("chat-url");
+        let origins = a.take("allowed-origins");
+        let unknown = a.take("unknown");
+        let max_watchers = a.num(self, "max-watchers", 1, 1 << 24)?;
+        let retention = a.num(self, "retention-changes", 10_000, 1 << 24)?;
+        crate::Web::from_attrs(
+            chat.as_ref().map(|x| x.value.as_str()),
+            origins.as_ref().map(|x| x.value.as_str()),
+            unknown.as_ref().map(|x| x.value.as_str()),
+            max_watchers,
+            retention,
+        )
+        .map_err(|(which, message)| {
+            let pos = match which {
+                "chat-url" => chat.as_ref().map_or(a.pos, |x| x.pos),
+                "allowed-origins" => origins.as_ref().map_or(a.pos, |x| x.pos),
+                _ => unknown.as_ref().map_or(a.pos, |x| x.pos),
+            };
+            self.err(pos, message)
+        })
+    }
+
     /// `<proxy-protocol>`: both attributes are required (an empty trust list would refuse every
     /// connection); the lists are checked by `ProxyProtocol::from_attrs`.
     fn proxy_protocol(&self, a: &mut Attrs) -> Result<ProxyProtocol, ConfigError> {
@@ -460,6 +491,7 @@ fn expected(element: &str) -> &'static str {
         }
         "security" => "cluster-secret-file, pool-token, pool-token-file",
         "api-key" => "name, file",
+        "web" => "chat-url, allowed-origins, unknown, max-watchers, retention-changes",
         "replication" => "ack, backlog, flush-ms",
         "proxy-protocol" => "listeners, trusted",
         "seed" => "host, sync-port",

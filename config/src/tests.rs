@@ -3,6 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
+use crate::web::Unknown;
+
 use super::*;
 
 #[test]
@@ -529,4 +531,55 @@ fn a_missing_config_file_names_the_os_error_once() {
     let chain = format!("{e}");
     assert_eq!(chain.matches("No such file").count(), 1, "{chain}");
     assert!(std::error::Error::source(&e).is_none());
+}
+
+#[test]
+fn web_element_parses_and_checks_its_attributes() {
+    let c = with_files(
+        &[],
+        r#"<web chat-url="https://chat.example.com/?to={id}" allowed-origins="https://a.example, https://B.example:8443" unknown="show" max-watchers="500"/>"#,
+    )
+    .unwrap();
+    let w = c.web().unwrap();
+    assert_eq!(
+        w.chat_url.as_deref(),
+        Some("https://chat.example.com/?to={id}")
+    );
+    assert!(w
+        .allowed_origins
+        .as_ref()
+        .unwrap()
+        .allows("https://b.example:8443"));
+    assert!(!w
+        .allowed_origins
+        .as_ref()
+        .unwrap()
+        .allows("https://c.example"));
+    assert_eq!(w.unknown, Unknown::Show);
+    assert_eq!((w.max_watchers, w.retention_changes), (500, 10_000));
+    let any = with_files(&[], r#"<web allowed-origins="*"/>"#).unwrap();
+    assert!(any
+        .web()
+        .unwrap()
+        .allowed_origins
+        .as_ref()
+        .unwrap()
+        .allows("https://x.example"));
+    assert!(with_files(&[], "").unwrap().web().is_none());
+    for (bad, msg) in [
+        (r#"<web chat-url="https://x/?to=1"/>"#, "`{id}` once"),
+        (
+            r#"<web chat-url="javascript:alert({id})"/>"#,
+            "with a scheme",
+        ),
+        (
+            r#"<web allowed-origins="https://a.example/"/>"#,
+            "scheme://host",
+        ),
+        (r#"<web allowed-origins="*.example"/>"#, "scheme://host"),
+        (r#"<web unknown="maybe"/>"#, "hide or show"),
+    ] {
+        let e = err_text(with_files(&[], bad));
+        assert!(e.contains(msg), "{bad}: {e}");
+    }
 }
