@@ -79,12 +79,33 @@ pub trait Backend {
         let _ = (f, presented);
         true
     }
+    /// Reserves a place for one more live watch stream (`GET /v1/watch`) of the client of this
+    /// request. `Open` counts it: the driver that then runs the stream releases it when the
+    /// stream ends. The default is `Off` (no `<web>` section: the endpoint is 404).
+    fn open_watch(&self) -> WatchSlot {
+        WatchSlot::Off
+    }
+    /// Gives back a place [`open_watch`](Self::open_watch) reserved for a stream that did not
+    /// start (the request was refused after all).
+    fn release_watch(&self) {}
     /// Removes node `id` from the cluster (`remove`) or re-admits it. The default refuses:
     /// only a node's own backend can change its cluster.
     fn change_member(&self, id: u16, remove: bool) -> Result<(), MemberChangeError> {
         let _ = (id, remove);
         Err(MemberChangeError::Unavailable)
     }
+}
+
+/// The answer of [`Backend::open_watch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchSlot {
+    /// The public web endpoints are off (404 `not_found`).
+    Off,
+    /// `max-watchers` streams are open on the node, or the per-address share of them from this
+    /// client (503 `too_many_watchers`).
+    Full,
+    /// Reserved: the stream may start.
+    Open,
 }
 
 /// Why `DELETE`/`POST /v1/cluster/members/{id}` failed. Nothing changed.

@@ -10,12 +10,15 @@
 //! - [`api`]: the JSON API (`/v1/presence`, `/v1/cluster`, health).
 //! - [`soap`]: SOAP 1.1/1.2 `GetPresence`, faults and the WSDL.
 //! - [`backend`]: the [`backend::Backend`] trait, all the handlers know of the node.
+//! - [`watch`]: `GET /v1/watch` (Server-Sent Events): the request and the stream's frames; the
+//!   driver runs the stream.
 //! - [`text`]: writers shared by all of them (integers, RFC 3339, JSON and XML escaping).
 //! - `fuzzing`: bodies of the `http_request` and `soap_envelope` fuzz targets.
 //!
 //! Module layering (each imports only from the ones below it):
 //!
 //! ```text
+//!   router ──► watch ──► api, http, backend
 //!   router ──► api ──┐
 //!     │  └───► soap ─┼──► http ──► text
 //!     │              └──► backend, text
@@ -44,3 +47,4 @@ pub mod http;
 pub mod router;
 pub mod soap;
 pub mod text;
+pub mod watch;

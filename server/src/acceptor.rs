@@ -84,6 +84,9 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
     shared
         .repl
         .set_workers(handles.iter().map(|h| h.waker.clone()).collect());
+    shared
+        .watch
+        .set_wakers(handles.iter().map(|h| h.waker.clone()).collect());
     let cluster =
         cluster::ClusterDriver::new(cpoll, clistener, cudp, repl_rx, commands, shared.clone())?;
     if shared.config.alone() {

@@ -18,6 +18,9 @@
 //! - [`budget`]: the node-wide budget of buffered client output and who is cut above it.
 //! - [`ratelog`]: rate-limited warnings (one line per kind per second, with a suppressed count).
 //! - `throttle`: `LoginThrottle`, the per-address failure budget of pool logins.
+//! - `watch`: the node-wide change feed (a bounded ring of changed sids, from pool batches and
+//!   merged peer records), event ids and resume points, watcher limits; workers run the streams
+//!   (`GET /v1/watch`, raw-TCP `SUBSCRIBE`) and are woken when changes arrive.
 //! - [`metrics`]: counters and histograms, and their one rendering as Prometheus text.
 //! - [`Shared`], [`NodeBackend`], [`ServeOptions`] (`shared`): what all threads share, and the
 //!   [`Backend`](presenced_frontends::backend::Backend) the HTTP handlers see.
@@ -35,7 +38,9 @@
 //!                          cluster thread (mio Poll: sync listener, peer links, UDP)
 //!                          sole owner of the ClusterNode; publishes ClusterSnapshot
 //!
-//!   all threads share Arc<Shared>: &Store, &Hlc (lock-free), Metrics (atomics), ClusterClock
+//!   all threads share Arc<Shared>: &Store, &Hlc (lock-free), Metrics (atomics), ClusterClock,
+//!   Watch (change feed: workers and the cluster thread publish, a Waker per worker with
+//!   watchers; workers read it in their loop)
 //! ```
 //!
 //! One acceptor owns the three listeners and hands each accepted connection to a worker, round
@@ -61,6 +66,7 @@ pub mod ratelog;
 mod repl;
 mod shared;
 mod throttle;
+mod watch;
 mod worker;
 
 pub use self::acceptor::run;

@@ -8,6 +8,7 @@
 //! This module spawns nothing and touches no socket; [`NodeBackend`] reads the clock only to
 //! measure query latency.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,9 @@ use presenced_core::proto::pool::PoolLimits;
 use presenced_core::proto::pool_session::Streams;
 use presenced_core::proto::query::QueryLimits;
 use presenced_core::{Hlc, Sid, Status, Store};
-use presenced_frontends::backend::{Backend, ClusterView, Frontend, MemberChangeError, MemberView};
+use presenced_frontends::backend::{
+    Backend, ClusterView, Frontend, MemberChangeError, MemberView, WatchSlot,
+};
 use presenced_frontends::http::HttpLimits;
 
 use crate::admission::Admission;
@@ -29,6 +32,7 @@ use crate::clock::ClusterClock;
 use crate::metrics::Metrics;
 use crate::repl::{ChangeError, MemberChange, Repl};
 use crate::throttle::LoginThrottle;
+use crate::watch::Watch;
 
 /// Options of `presenced serve` beyond the cluster file.
 #[derive(Clone, Debug, Default)]
@@ -89,6 +93,8 @@ pub struct Shared {
     pub api_keys: ApiKeys,
     /// Failure budgets of addresses that failed pool logins.
     pub(crate) login_throttle: LoginThrottle,
+    /// The change feed and the watch streams' limits and counters.
+    pub(crate) watch: Watch,
 }
 
 impl Shared {
@@ -105,7 +111,9 @@ impl Shared {
             max_key: l.max_ext_key_bytes,
             max_value: l.max_ext_value_bytes,
         };
+        let watch = Watch::new(&config, me.id, workers);
         Self {
+            watch,
             hlc: Hlc::new(me.id),
             me,
             // Sized for a million users up front (8 MiB of bins): growing the table under load
@@ -165,6 +173,7 @@ impl Shared {
             shared: self,
             worker,
             started,
+            client: None,
         }
     }
 }
@@ -175,6 +184,18 @@ pub struct NodeBackend<'a> {
     shared: &'a Shared,
     worker: usize,
     started: Instant,
+    /// The client's address (per-address limits of watch streams).
+    client: Option<IpAddr>,
+}
+
+impl NodeBackend<'_> {
+    /// The same view for a request from `client`.
+    pub fn with_client(self, client: IpAddr) -> Self {
+        Self {
+            client: Some(client),
+            ..self
+        }
+    }
 }
 
 impl Backend for NodeBackend<'_> {
@@ -250,6 +271,22 @@ impl Backend for NodeBackend<'_> {
             s.started.elapsed().as_secs_f64(),
             s.output.total() as u64,
         );
+        s.watch.render(out);
+    }
+
+    fn open_watch(&self) -> WatchSlot {
+        let w = &self.shared.watch;
+        if !w.sse {
+            WatchSlot::Off
+        } else if w.admit(self.client) {
+            WatchSlot::Open
+        } else {
+            WatchSlot::Full
+        }
+    }
+
+    fn release_watch(&self) {
+        self.shared.watch.release(self.client);
     }
 
     fn record_query(&self, f: Frontend, ids: usize, micros: u64) {

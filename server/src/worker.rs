@@ -55,6 +55,7 @@ mod limits;
 mod login;
 mod proxied;
 mod serve;
+mod watchers;
 
 /// Most frames or requests served per connection per wakeup.
 const FRAME_BUDGET: usize = 256;
@@ -88,6 +89,8 @@ enum Session {
     Pool(Box<PoolSession>),
     Query(QuerySession),
     Http(Box<HttpConn<Router>>),
+    /// A watch stream (SSE or raw-TCP subscribe), started by one of the above (`watchers`).
+    Watch(Box<watchers::Watcher>),
 }
 
 struct Conn {
@@ -173,6 +176,8 @@ pub(crate) struct Worker {
     read_cap: usize,
     /// `<limits max-output-bytes>`.
     out_cap: usize,
+    /// The watch streams this worker runs.
+    watchers: watchers::Watchers,
 }
 
 impl Worker {
@@ -194,6 +199,7 @@ impl Worker {
             holding: BTreeSet::new(),
             read_cap,
             out_cap,
+            watchers: watchers::Watchers::default(),
         };
         Ok((w, Handle { tx, waker }))
     }
@@ -265,10 +271,12 @@ impl Worker {
                 self.enforce_budget();
                 last = Instant::now();
             }
+            self.deliver_watch();
             self.enforce_budget();
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 last_sweep = Instant::now();
                 self.sweep(last_sweep);
+                self.ping_watchers(last_sweep);
             }
         }
     }
@@ -386,6 +394,7 @@ impl Worker {
                 }
             }
         }
+        self.start_watch(key);
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
@@ -437,6 +446,7 @@ impl Worker {
         self.holding.remove(&key);
         if self.conns.contains(key) {
             let mut c = self.conns.remove(key);
+            self.forget_watcher(key, &c);
             self.shared
                 .metrics
                 .acks_held

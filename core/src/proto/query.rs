@@ -7,8 +7,8 @@
 //!
 //! Versions: a v1 `HELLO` is magic and version only; a v2 `HELLO` adds a [`Mode`] and an API
 //! key ([`Hello`]). The `WELCOME` echoes the version in use. Mode [`Mode::Watch`] and its frames
-//! (`SUBSCRIBE`, `EVENT`, `RESET`) are defined here, codec and all, for the subscribe mode; this
-//! build's server answers `SUBSCRIBE` with `ERROR` 10 (`Unsupported`).
+//! (`SUBSCRIBE`, `EVENT`, `RESET`) are defined here, codec and all; the session accepts a
+//! `SUBSCRIBE` and the server's driver streams the events (it owns the change feed).
 //!
 //! This module is the codec: the frames ([`ClientFrame`], [`ServerFrame`]), the status encoding
 //! and the [`QueryLimits`]. The server side is [`QuerySession`] (the `session` submodule), a
@@ -25,7 +25,7 @@ use crate::wire::{put_ext, put_frame, read_ext, DecodeError, Reader};
 
 mod session;
 
-pub use session::{QueryCtx, QueryError, QueryOutcome, QuerySession};
+pub use session::{QueryCtx, QueryError, QueryOutcome, QuerySession, Subscription};
 
 /// Magic at the start of `HELLO`: ASCII `PRSQ`.
 pub const MAGIC: [u8; 4] = *b"PRSQ";
@@ -82,7 +82,7 @@ impl Default for QueryLimits {
 pub enum Mode {
     /// Pipelined `QUERY` frames answered in request order.
     Query = 0,
-    /// `SUBSCRIBE`, then `EVENT`s pushed by the server (not served by this build).
+    /// `SUBSCRIBE`, then `EVENT`s pushed by the server.
     Watch = 1,
 }
 

@@ -57,7 +57,7 @@ pub fn parse_id(s: &str) -> Option<Sid> {
 
 /// Collects the ids of `?ids=1,2,3` (the parameter may be repeated; its values are
 /// percent-decoded). `ids=` alone is an empty batch.
-pub(super) fn ids_from_query(
+pub(crate) fn ids_from_query(
     query: Option<&str>,
     limit: usize,
     out: &mut Vec<Sid>,

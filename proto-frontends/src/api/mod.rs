@@ -29,6 +29,7 @@ use crate::backend::{Backend, Frontend, MemberChangeError};
 use crate::http::{HttpError, Reply, Request, JSON};
 use crate::text::write_json_str;
 
+pub(crate) use self::ids::ids_from_query;
 pub use self::ids::parse_id;
 pub use self::write::write_status;
 
@@ -46,7 +47,7 @@ pub(crate) fn presence_query(
     statuses: &mut Vec<Status>,
     body: &mut Vec<u8>,
 ) -> Result<Reply, HttpError> {
-    ids::ids_from_query(query, backend.batch_limit(), ids)?;
+    ids_from_query(query, backend.batch_limit(), ids)?;
     presence(backend, ids, statuses, body);
     Ok(OK)
 }

@@ -62,6 +62,8 @@ pub(super) struct Head<'a> {
     pub(super) content_type: Option<Cow<'a, str>>,
     /// The `Authorization` header value, if any (empty when sent more than once: never valid).
     pub(super) authorization: Option<Cow<'a, str>>,
+    /// The `Last-Event-ID` header value, if any (the first one).
+    pub(super) last_event_id: Option<Cow<'a, str>>,
     /// `Expect: 100-continue` on an HTTP/1.1 request.
     pub(super) expect_continue: bool,
     /// How the body is delimited.
@@ -82,6 +84,7 @@ impl Head<'_> {
             host: self.host.map(own),
             content_type: self.content_type.map(own),
             authorization: self.authorization.map(own),
+            last_event_id: self.last_event_id.map(own),
             expect_continue: self.expect_continue,
             framing: self.framing,
         }
@@ -225,6 +228,7 @@ struct Seen<'a> {
     host: Option<&'a str>,
     content_type: Option<&'a str>,
     authorization: Option<&'a str>,
+    last_event_id: Option<&'a str>,
     close: bool,
     keep_alive: bool,
     expect_continue: bool,
@@ -266,6 +270,10 @@ fn check_headers<'a>(
                 None => Some(text(h.value, "Authorization")?),
                 Some(_) => Some(""),
             };
+        } else if name.eq_ignore_ascii_case("last-event-id") {
+            if seen.last_event_id.is_none() {
+                seen.last_event_id = Some(text(h.value, "Last-Event-ID")?);
+            }
         } else if name.eq_ignore_ascii_case("connection") {
             for token in text(h.value, "Connection")?.split(',').map(str::trim) {
                 seen.close |= token.eq_ignore_ascii_case("close");
@@ -324,6 +332,7 @@ fn check_headers<'a>(
         host: seen.host.map(Cow::Borrowed),
         content_type: seen.content_type.map(Cow::Borrowed),
         authorization: seen.authorization.map(Cow::Borrowed),
+        last_event_id: seen.last_event_id.map(Cow::Borrowed),
         expect_continue: seen.expect_continue && framing != Framing::None,
         framing,
     })

@@ -68,11 +68,17 @@ pub struct Request<'a> {
     pub content_type: Option<&'a str>,
     /// The `Authorization` header (empty when it was sent more than once).
     pub authorization: Option<&'a str>,
+    /// The `Last-Event-ID` header (an event stream's resume point).
+    pub last_event_id: Option<&'a str>,
     /// The body, de-chunked.
     pub body: &'a [u8],
 }
 
 /// A handler's answer; the body is in the buffer the handler was given.
+///
+/// A `200` whose `content_type` is [`EVENT_STREAM`] starts a stream: the head is written without
+/// `Content-Length` (the body lasts until the connection closes), the connection reads no further
+/// request, and [`HttpConn::streaming`] turns true: the driver writes the stream from then on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reply {
     /// The status code.
@@ -169,6 +175,9 @@ pub struct HttpConn<H> {
     date: DateCache,
     /// The body of the response being written.
     body: Vec<u8>,
+    /// A response started an event stream: the driver writes the rest of the connection's
+    /// output. INVARIANT: implies `closing` (no further input is looked at).
+    streaming: bool,
 }
 
 /// Response bodies above this capacity are not kept between requests: the buffer is per
@@ -188,7 +197,19 @@ impl<H> HttpConn<H> {
             closing: false,
             date: DateCache::default(),
             body: Vec::new(),
+            streaming: false,
         }
+    }
+
+    /// Whether a response started an event stream ([`EVENT_STREAM`]): the stream's head is in
+    /// the output, no further input is read, and the driver writes the stream's body.
+    pub fn streaming(&self) -> bool {
+        self.streaming
+    }
+
+    /// The handler, e.g. to take what it kept about a stream it started.
+    pub fn handler_mut(&mut self) -> &mut H {
+        &mut self.handler
     }
 
     /// Handles the bytes received so far.
@@ -212,7 +233,7 @@ impl<H> HttpConn<H> {
         if self.closing {
             return HttpOutcome {
                 consumed: input.len(),
-                close: true,
+                close: !self.streaming,
                 more: false,
             };
         }
@@ -339,7 +360,7 @@ impl<H> HttpConn<H> {
         if self.closing {
             return HttpOutcome {
                 consumed: input.len(),
-                close: true,
+                close: !self.streaming,
                 more: false,
             };
         }
@@ -411,6 +432,7 @@ impl<H> HttpConn<H> {
             host: head.host.as_deref(),
             content_type: head.content_type.as_deref(),
             authorization: head.authorization.as_deref(),
+            last_event_id: head.last_event_id.as_deref(),
             body,
         };
         self.body.clear();
@@ -432,6 +454,17 @@ impl<H> HttpConn<H> {
             (true, 0) => Connection::KeepAlive,
             (true, _) => Connection::Default,
         };
+        if let Ok(Reply {
+            status: 200,
+            content_type: EVENT_STREAM,
+        }) = reply
+        {
+            response::write_stream_head(out, self.date.format(wall));
+            self.body.clear();
+            self.stop();
+            self.streaming = true;
+            return;
+        }
         let head_only = head.method == "HEAD";
         self.write(
             wall,
@@ -521,6 +554,9 @@ impl<H> HttpConn<H> {
         }
     }
 }
+
+/// The media type of an event stream (Server-Sent Events): see [`Reply`].
+pub const EVENT_STREAM: &str = "text/event-stream";
 
 /// The media type of every JSON response.
 pub(crate) const JSON: &str = "application/json";

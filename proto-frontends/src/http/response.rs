@@ -193,6 +193,17 @@ pub(super) fn write_head(out: &mut Vec<u8>, date: &str, h: &ResponseHead<'_>) {
     out.extend_from_slice(b"\r\n\r\n");
 }
 
+/// Appends the head of an event stream: no `Content-Length` (the body ends when the connection
+/// closes), never cached, never buffered by a reverse proxy (`X-Accel-Buffering: no`).
+pub(super) fn write_stream_head(out: &mut Vec<u8>, date: &str) {
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\nDate: ");
+    out.extend_from_slice(date.as_bytes());
+    out.extend_from_slice(
+        b"\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
+          X-Accel-Buffering: no\r\nConnection: close\r\n\r\n",
+    );
+}
+
 /// The interim response to `Expect: 100-continue`.
 pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 

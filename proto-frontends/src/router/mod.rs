@@ -15,6 +15,7 @@
 //! | GET, HEAD       | `/metrics`           | Prometheus text format 0.0.4                      |
 //! | GET, HEAD       | `/soap?wsdl`         | the WSDL                                          |
 //! | POST            | `/soap`              | SOAP 1.1 / 1.2 `GetPresence`                      |
+//! | GET             | `/v1/watch?ids=…`    | an event stream ([`crate::watch`]); public        |
 //!
 //! Any other path is 404 `not_found`; a known path with another method is 405 with `Allow`.
 //!
@@ -33,7 +34,8 @@ use presenced_core::{Sid, Status};
 
 use crate::backend::Backend;
 use crate::http::{Handler, HttpError, HttpLimits, Reply, Request};
-use crate::{api, soap};
+use crate::watch::WatchRequest;
+use crate::{api, soap, watch};
 
 /// The media type of `/metrics`.
 const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -46,9 +48,17 @@ const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct Router {
     ids: Vec<Sid>,
     statuses: Vec<Status>,
+    /// The accepted `GET /v1/watch` whose stream the driver has not taken yet.
+    watch: Option<WatchRequest>,
 }
 
 impl Router {
+    /// The accepted watch request, once the connection started streaming
+    /// ([`HttpConn::streaming`](crate::http::HttpConn::streaming)).
+    pub fn take_watch(&mut self) -> Option<WatchRequest> {
+        self.watch.take()
+    }
+
     /// Empties the buffers, and frees them if a batch left them bigger than a few ids need:
     /// they are per connection, and thousands of idle or blocked connections must not each
     /// keep the buffers of a 1000-id batch (about 90 KB).
@@ -142,6 +152,12 @@ impl Router {
                 body,
             )),
             "/soap" => Err(HttpError::method_not_allowed(GET_POST)),
+            "/v1/watch" if req.method == "GET" => {
+                let (reply, request) = watch::open(req, backend, ids)?;
+                self.watch = Some(request);
+                Ok(reply)
+            }
+            "/v1/watch" => Err(HttpError::method_not_allowed("GET")),
             _ => Err(api::not_found()),
         }
     }

@@ -335,6 +335,8 @@ impl ClusterDriver {
 
     /// Drains every output of the node, writes, and publishes the shared state.
     fn after_input(&mut self) {
+        // Records merged from peers reach the watchers like local pool updates.
+        self.shared.watch.publish(&self.node.take_merged());
         let now = self.now();
         loop {
             let ctx = Ctx {

@@ -80,7 +80,12 @@ impl Worker {
                     continue;
                 }
             }
-            if now.saturating_duration_since(c.last_active) > idle && c.output_len() == 0 {
+            // A watch stream is quiet by nature: it ends when its client leaves or is cut.
+            let streaming = matches!(c.session, Session::Watch(_));
+            if !streaming
+                && now.saturating_duration_since(c.last_active) > idle
+                && c.output_len() == 0
+            {
                 debug!(peer = %c.client_addr(), "idle timeout");
                 expired.push(key);
             }

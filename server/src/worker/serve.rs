@@ -53,6 +53,7 @@ pub(super) fn serve(shared: &Shared, worker: usize, c: &mut Conn, out_cap: usize
 /// Feeds the unconsumed input to the session. Returns whether the session has work left (whole
 /// frames beyond the budget, or work it asks to be called again for even without new input).
 pub(super) fn process(shared: &Shared, worker: usize, c: &mut Conn, budget: usize) -> bool {
+    let client = c.client_addr().ip();
     let (input, wbuf) = c.io.input_and_output();
     let start = Instant::now();
     let m = &shared.metrics;
@@ -80,6 +81,7 @@ pub(super) fn process(shared: &Shared, worker: usize, c: &mut Conn, budget: usiz
             // Hand the changed users to replication, then give the replies to the ack gate: a
             // durable reply (ACK, WELCOME) waits until everything this node numbered so far,
             // this call's changes included, is on a peer.
+            shared.watch.publish(&changed);
             shared.repl.submit(changed);
             let water = shared.repl.watermark();
             let durable = Need::Update(water.allocated());
@@ -146,13 +148,17 @@ pub(super) fn process(shared: &Shared, worker: usize, c: &mut Conn, budget: usiz
             }
         }
         Session::Http(h) => {
-            let backend = shared.backend(worker, start);
+            let backend = shared.backend(worker, start).with_client(client);
             let wall = shared.clock.now_system();
             let o = h.handle_input(start, wall, input, budget, &backend, wbuf);
             if o.close {
                 c.closing = true;
             }
             (o.consumed, o.more, None)
+        }
+        Session::Watch(w) => {
+            let (consumed, error) = w.handle_input(input, wbuf);
+            (consumed, false, error)
         }
     };
     c.io.consume(consumed);

@@ -152,9 +152,10 @@ impl InLink {
         now_us: u64,
         records: &[(Sid, Record)],
         ctx: &Ctx<'_>,
+        changed: &mut Vec<Sid>,
     ) {
         self.last_update_us = now_us;
-        merge_records(records, ctx, None);
+        merge_records(records, ctx, Some(changed));
         self.snapshot_records += records.len() as u64;
         self.snapshot_digest = self
             .snapshot_digest
@@ -219,12 +220,12 @@ mod tests {
         let mut link = InLink::default();
         assert_eq!(link.handle_hello(5, false), 0);
         link.handle_snapshot_begin(10);
-        link.handle_snapshot(1, &[record(1)], &ctx);
+        link.handle_snapshot(1, &[record(1)], &ctx, &mut Vec::new());
         // Cut before the end: still no resume point.
         link.handle_closed();
         assert_eq!(link.handle_hello(5, false), 0);
         link.handle_snapshot_begin(10);
-        link.handle_snapshot(2, &[record(1)], &ctx);
+        link.handle_snapshot(2, &[record(1)], &ctx, &mut Vec::new());
         let d = super::super::outbound::digest_of(&[record(1)]);
         assert_eq!(link.handle_snapshot_end(1, d), Ok(Some((Msg::Ack(10), 1))));
         assert_eq!(
@@ -257,7 +258,7 @@ mod tests {
         let mut link = InLink::default();
         link.handle_hello(5, false);
         link.handle_snapshot_begin(3);
-        link.handle_snapshot(1, &[record(1)], &ctx);
+        link.handle_snapshot(1, &[record(1)], &ctx, &mut Vec::new());
         // The sender says it sent two records (one got lost on the way, say).
         let d = super::super::outbound::digest_of(&[record(1), record(2)]);
         assert!(link.handle_snapshot_end(2, d).is_err());

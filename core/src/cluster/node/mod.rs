@@ -132,8 +132,15 @@ pub struct ClusterNode {
     datagram_counters: BTreeMap<u16, (u64, u64)>,
     events: VecDeque<Event>,
     lag_samples: Vec<u64>,
+    /// Sids whose record a peer's records changed here, until `take_merged`.
+    /// INVARIANT: at most [`MAX_MERGED`] entries (the driver drains it after every input).
+    merged: Vec<Sid>,
     stats: Stats,
 }
+
+/// Most sids [`ClusterNode::take_merged`] keeps between two calls; beyond, the oldest half is
+/// dropped (a driver that never drains, such as a fuzz target, does not grow without bound).
+pub const MAX_MERGED: usize = 1 << 20;
 
 impl std::fmt::Debug for ClusterNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -194,6 +201,7 @@ impl ClusterNode {
             dgrams: VecDeque::new(),
             events: VecDeque::new(),
             lag_samples: Vec::new(),
+            merged: Vec::new(),
             stats: Stats::default(),
         };
         n.update_roles();

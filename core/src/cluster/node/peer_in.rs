@@ -58,6 +58,8 @@ impl ClusterNode {
         };
         let link = &mut links.inbound;
         let mut verdict = Verdict::Continue;
+        // Snapshot records are merged and reported (`take_merged`) but never forwarded.
+        let snapshot = matches!(msg, Msg::Snapshot(_));
         match msg {
             Msg::Updates { upto_seq, records } => {
                 let (ack, merged) = link.handle_updates(
@@ -66,7 +68,7 @@ impl ClusterNode {
                     &records,
                     ctx,
                     &mut self.lag_samples,
-                    forwarding.then_some(&mut changed),
+                    Some(&mut changed),
                 );
                 self.stats.merged += merged;
                 self.relay
@@ -74,7 +76,9 @@ impl ClusterNode {
                 self.out.push_back((peer, Dir::In, ack));
             }
             Msg::SnapshotBegin { upto_seq } => link.handle_snapshot_begin(upto_seq),
-            Msg::Snapshot(records) => link.handle_snapshot(now.mono_us, &records, ctx),
+            Msg::Snapshot(records) => {
+                link.handle_snapshot(now.mono_us, &records, ctx, &mut changed);
+            }
             Msg::SnapshotEnd { records, digest } => match link.handle_snapshot_end(records, digest)
             {
                 Ok(Some((ack, records))) => {
@@ -142,7 +146,7 @@ impl ClusterNode {
                 }
             }
             Msg::Bucket { records, .. } => {
-                let count = merge_records(&records, ctx, forwarding.then_some(&mut changed));
+                let count = merge_records(&records, ctx, Some(&mut changed));
                 if count > 0 {
                     self.stats.digest_repairs += count;
                     self.events.push_back(Event::Repaired {
@@ -159,9 +163,10 @@ impl ClusterNode {
             }
             _ => {}
         }
-        if !changed.is_empty() {
+        if forwarding && !changed.is_empty() && !snapshot {
             self.forward(now, peer, &changed);
         }
+        self.note_merged(changed);
         self.update_ready(now);
         verdict
     }

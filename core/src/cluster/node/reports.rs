@@ -2,6 +2,7 @@
 //! counters. Read-only; the driver publishes these for `/v1/cluster`, health and metrics.
 
 use crate::cluster::repl::NodeInfo;
+use crate::model::Sid;
 
 use super::outbound::OutLink;
 use super::{ClusterNode, Now, Stats};
@@ -111,6 +112,24 @@ impl ClusterNode {
     /// last call.
     pub fn take_lag_samples(&mut self) -> Vec<u64> {
         std::mem::take(&mut self.lag_samples)
+    }
+    /// The sids whose record was changed by a peer's records (updates, snapshots, repaired
+    /// buckets) since the last call, in merge order, possibly repeated: what a node-wide change
+    /// feed publishes besides local pool updates.
+    pub fn take_merged(&mut self) -> Vec<Sid> {
+        std::mem::take(&mut self.merged)
+    }
+    /// Keeps `changed` for [`take_merged`](Self::take_merged), within [`super::MAX_MERGED`].
+    pub(super) fn note_merged(&mut self, mut changed: Vec<Sid>) {
+        if self.merged.is_empty() {
+            self.merged = changed;
+        } else {
+            self.merged.append(&mut changed);
+        }
+        if self.merged.len() > super::MAX_MERGED {
+            let drop = self.merged.len() - super::MAX_MERGED / 2;
+            self.merged.drain(..drop);
+        }
     }
     /// The address book entry of a member.
     pub fn member_info(&self, id: u16) -> Option<NodeInfo> {

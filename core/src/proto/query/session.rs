@@ -5,7 +5,11 @@
 //! (no key) and a v2 `HELLO` with a missing or unknown key get the same `ERROR` 3 and the
 //! connection closes; with none configured every `HELLO` is accepted (a key, if sent, is
 //! ignored). `WELCOME` carries the version of the `HELLO`. On a watch connection (`Mode::Watch`)
-//! `SUBSCRIBE` gets `ERROR` 10 (`Unsupported`): this build does not serve subscriptions yet.
+//! the first valid `SUBSCRIBE` ends the session's part: it is kept for the driver
+//! ([`QuerySession::take_subscription`]), which turns the connection into a watcher (the stream
+//! of `EVENT`s needs the node's change feed, which this sans-IO session does not see); nothing
+//! after it is read. A `SUBSCRIBE` over the batch limit or holding id 0 gets `REJECT` 7 or 6
+//! and the connection stays open.
 //!
 //! Method taxonomy: [`QuerySession::handle_input`] is the only input; its outputs are the frames
 //! it appends to `out` and the [`QueryOutcome`]. Every `QUERY` gets exactly one `RESULT` or
@@ -43,6 +47,19 @@ pub enum QueryError {
 #[derive(Debug, Default)]
 pub struct QuerySession {
     open: Option<Mode>,
+    /// The accepted `SUBSCRIBE` of a watch connection, until the driver takes it.
+    subscription: Option<Subscription>,
+}
+
+/// An accepted `SUBSCRIBE`: what the driver needs to start the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    /// Echoed in every `EVENT` and `RESET` of the stream.
+    pub req_id: u32,
+    /// The last event id the client saw (empty: start fresh). Not checked here.
+    pub resume: Vec<u8>,
+    /// The ids to watch, in request order (none is 0, at most the batch limit).
+    pub ids: Vec<Sid>,
 }
 
 /// What a query session reads from its node for one call.
@@ -76,6 +93,12 @@ pub struct QueryOutcome {
 }
 
 impl QuerySession {
+    /// The accepted `SUBSCRIBE`, once: the connection is a watcher from then on, and the session
+    /// reads no further input.
+    pub fn take_subscription(&mut self) -> Option<Subscription> {
+        self.subscription.take()
+    }
+
     /// Handles at most `max_frames` whole frames of `input`, appending answers to `out`.
     /// After an `Err`, flush `out` and close the connection.
     pub fn handle_input(
@@ -96,6 +119,9 @@ impl QuerySession {
         let mut scratch = Vec::new();
         let mut frames = 0;
         loop {
+            if self.subscription.is_some() {
+                break;
+            }
             let rest = input.get(o.consumed..).unwrap_or_default();
             let split = split_frame(rest, limits.max_frame).map_err(|e| fail(e.into(), out))?;
             let Some((t, body, n)) = split else { break };
@@ -130,9 +156,29 @@ impl QuerySession {
                 (Some(_), ClientFrame::Hello(_)) => {
                     return Err(fail(QueryError::Protocol("HELLO sent twice"), out))
                 }
-                (Some(Mode::Watch), ClientFrame::Subscribe { .. }) => {
-                    let e = QueryError::Unsupported("subscribe is not supported by this build");
-                    return Err(fail(e, out));
+                (
+                    Some(Mode::Watch),
+                    ClientFrame::Subscribe {
+                        req_id,
+                        resume,
+                        ids,
+                    },
+                ) => {
+                    if let Some((code, message)) = refusal(&ids, limits) {
+                        ServerFrame::Reject {
+                            req_id,
+                            code: code as u8,
+                            message,
+                        }
+                        .encode(out);
+                    } else {
+                        let ids = ids.iter().filter_map(|i| Sid::new(*i)).collect();
+                        self.subscription = Some(Subscription {
+                            req_id,
+                            resume,
+                            ids,
+                        });
+                    }
                 }
                 (Some(Mode::Query), ClientFrame::Subscribe { .. }) => {
                     let e = QueryError::Protocol("SUBSCRIBE on a query connection");
@@ -146,23 +192,10 @@ impl QuerySession {
                 }
                 (Some(Mode::Query), ClientFrame::Query { req_id, ids }) => {
                     o.requests += 1;
-                    if ids.len() > usize::from(limits.max_batch) {
-                        let message = format!(
-                            "{} ids exceed the batch limit of {}",
-                            ids.len(),
-                            limits.max_batch
-                        );
+                    if let Some((code, message)) = refusal(&ids, limits) {
                         ServerFrame::Reject {
                             req_id,
-                            code: ErrorCode::TooManyIds as u8,
-                            message,
-                        }
-                        .encode(out);
-                    } else if let Some(pos) = ids.iter().position(|i| *i == 0) {
-                        let message = format!("id at position {pos} is 0");
-                        ServerFrame::Reject {
-                            req_id,
-                            code: ErrorCode::InvalidId as u8,
+                            code: code as u8,
                             message,
                         }
                         .encode(out);
@@ -182,6 +215,20 @@ impl QuerySession {
         }
         Ok(o)
     }
+}
+
+/// Why a request's ids are refused on their own (`REJECT`), if they are.
+fn refusal(ids: &[u64], limits: &QueryLimits) -> Option<(ErrorCode, String)> {
+    if ids.len() > usize::from(limits.max_batch) {
+        let message = format!(
+            "{} ids exceed the batch limit of {}",
+            ids.len(),
+            limits.max_batch
+        );
+        return Some((ErrorCode::TooManyIds, message));
+    }
+    let pos = ids.iter().position(|i| *i == 0)?;
+    Some((ErrorCode::InvalidId, format!("id at position {pos} is 0")))
 }
 
 fn fail(e: QueryError, out: &mut Vec<u8>) -> QueryError {

@@ -151,16 +151,56 @@ fn vector_refused_hellos_all_get_the_same_error() {
 
 //= docs/protocols/query.md#vector-4-watch-mode-and-subscribe
 #[test]
-fn vector_subscribe_is_refused_as_unsupported() {
+fn vector_subscribe_is_accepted() {
     let input = hex!(
         "00000018 01 50525351 02 01 10 30313233343536373839616263646566"
         "00000012 20 00000009 02 6531 0001 0000000000002766"
     );
-    let (out, r) = vector_output(&vector_keys(), &input);
-    assert!(matches!(r, Err(QueryError::Unsupported(_))));
-    let mut expected = hex!("00000006 02 02 0001 03e8 0000002c 7f 0a 0028").to_vec();
-    expected.extend_from_slice(b"subscribe is not supported by this build");
-    assert_eq!(out, expected);
+    let mut s = QuerySession::default();
+    let store = vector_store();
+    let pinned = store.pin();
+    let limits = QueryLimits::default();
+    let keys = vector_keys();
+    let ctx = QueryCtx {
+        limits: &limits,
+        store: &pinned,
+        node: 1,
+        now_ms: 0,
+        keys: &keys,
+    };
+    let mut out = Vec::new();
+    // Input after the SUBSCRIBE is not read: the driver owns the connection from there.
+    let mut with_more = input.to_vec();
+    with_more.extend_from_slice(&VECTOR_QUERY);
+    let o = s.handle_input(&with_more, 16, &ctx, &mut out).unwrap();
+    assert_eq!(o.consumed, input.len());
+    assert_eq!(out, hex!("00000006 02 02 0001 03e8"), "WELCOME only");
+    assert_eq!(
+        s.take_subscription(),
+        Some(Subscription {
+            req_id: 9,
+            resume: b"e1".to_vec(),
+            ids: vec![Sid::new(10086).unwrap()],
+        })
+    );
+    assert_eq!(s.take_subscription(), None);
+    // Over the batch limit or with id 0: REJECT, the connection stays open.
+    let mut s = QuerySession::default();
+    let mut zero = input[..28].to_vec();
+    zero.extend_from_slice(&hex!("00000012 20 00000009 02 6531 0001 0000000000000000"));
+    let mut out = Vec::new();
+    let o = s.handle_input(&zero, 16, &ctx, &mut out).unwrap();
+    assert_eq!(o.consumed, zero.len());
+    assert_eq!(s.take_subscription(), None);
+    let (t, b, _) = split_frame(&out[10..], 1 << 20).unwrap().unwrap();
+    assert!(matches!(
+        ServerFrame::decode(t, b).unwrap(),
+        ServerFrame::Reject {
+            req_id: 9,
+            code: 6,
+            ..
+        }
+    ));
     // The codec side of the same frames.
     let (t, b, _) = split_frame(&input[28..], 1 << 20).unwrap().unwrap();
     assert_eq!(
