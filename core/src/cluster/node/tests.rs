@@ -1167,3 +1167,30 @@ fn gossiped_members_are_capped_and_expire_unless_heard() {
         "{ids:?}"
     );
 }
+
+/// `take_merged` reports every sid a peer's records changed here (for the node's change feed),
+/// whichever way they arrived, and only once per call.
+#[test]
+fn merged_records_are_reported_for_the_change_feed() {
+    let mut sim = Sim::new(5, 2);
+    sim.run_for(1_000_000);
+    for _ in 0..30 {
+        sim.update(1);
+    }
+    sim.run_for(1_000_000);
+    let merged: std::collections::BTreeSet<u64> = sim
+        .nodes
+        .get_mut(&2)
+        .unwrap()
+        .node
+        .take_merged()
+        .into_iter()
+        .map(Sid::get)
+        .collect();
+    let expected: std::collections::BTreeSet<u64> = (1..=40)
+        .filter(|i| sim.oracle.pin().status(Sid::new(*i).unwrap()).known)
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(merged, expected);
+    assert!(sim.nodes.get_mut(&2).unwrap().node.take_merged().is_empty());
+}
