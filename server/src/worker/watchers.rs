@@ -38,8 +38,8 @@ use crate::watch::{Resume, Watch};
 pub(super) const CUT_AFTER: usize = 256 << 10;
 /// Longest an SSE stream stays silent before a `: ping`.
 const PING_EVERY: Duration = Duration::from_secs(15);
-/// Feed entries read per lock.
-const READ_MAX: usize = 1 << 16;
+/// Feed entries read per lock: publishers wait at most for one copy of this many.
+const READ_MAX: usize = 8192;
 
 /// How a stream is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
