@@ -447,6 +447,17 @@ fn run(seed: u64, fault_secs: u64, writers: u32) -> Outcome {
             "seed {seed}: examples of lost updates:\n{}",
             examples.join("\n")
         );
+        // The end of every node's log, for the post-mortem.
+        for (i, n) in nodes.lock().unwrap().iter().enumerate() {
+            let log = n.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!(
+                "--- node {} (last {} lines) ---\n{}",
+                i + 1,
+                tail.len(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
     }
     let _ = reconnects;
     Outcome {
