@@ -3,6 +3,7 @@
 //!
 //! API Boundary: the front ends depend on this trait, never on the drivers or the store directly.
 
+use presenced_config::Web;
 use presenced_core::auth::Presented;
 use presenced_core::{Sid, Status};
 
@@ -78,6 +79,11 @@ pub trait Backend {
     fn authorize(&self, f: Frontend, presented: Presented<'_>) -> bool {
         let _ = (f, presented);
         true
+    }
+    /// The `<web>` configuration: `None` turns the public web endpoints (badge, widget, status
+    /// page) and CORS off. The default is `None`.
+    fn web(&self) -> Option<&Web> {
+        None
     }
     /// Removes node `id` from the cluster (`remove`) or re-admits it. The default refuses:
     /// only a node's own backend can change its cluster.

@@ -10,12 +10,14 @@
 //! - [`api`]: the JSON API (`/v1/presence`, `/v1/cluster`, health).
 //! - [`soap`]: SOAP 1.1/1.2 `GetPresence`, faults and the WSDL.
 //! - [`backend`]: the [`backend::Backend`] trait, all the handlers know of the node.
+//! - [`web`]: the public web endpoints of `<web>` (badge, widget, status page) and CORS.
 //! - [`text`]: writers shared by all of them (integers, RFC 3339, JSON and XML escaping).
 //! - `fuzzing`: bodies of the `http_request` and `soap_envelope` fuzz targets.
 //!
 //! Module layering (each imports only from the ones below it):
 //!
 //! ```text
+//!   router ──► web ──► api (ids), http, backend
 //!   router ──► api ──┐
 //!     │  └───► soap ─┼──► http ──► text
 //!     │              └──► backend, text
@@ -44,3 +46,4 @@ pub mod http;
 pub mod router;
 pub mod soap;
 pub mod text;
+pub mod web;

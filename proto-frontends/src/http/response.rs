@@ -161,6 +161,8 @@ pub(super) struct ResponseHead<'a> {
     pub(super) allow: Option<&'a str>,
     pub(super) content_length: usize,
     pub(super) connection: Connection,
+    /// Header fields the handler adds, each as `\r\nName: value` (empty: none).
+    pub(super) extra: &'a str,
 }
 
 /// Appends a status line and headers, ending with the empty line.
@@ -175,8 +177,13 @@ pub(super) fn write_head(out: &mut Vec<u8>, date: &str, h: &ResponseHead<'_>) {
         out.extend_from_slice(b"\r\nContent-Type: ");
         out.extend_from_slice(ct.as_bytes());
     }
-    out.extend_from_slice(b"\r\nContent-Length: ");
-    push_u64(out, h.content_length as u64);
+    if !matches!(h.status, 204 | 304) {
+        //= RFC 9110 §8.6
+        //# A server MUST NOT send a Content-Length header field in any response with a status
+        //# code of 1xx (Informational) or 204 (No Content).
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        push_u64(out, h.content_length as u64);
+    }
     if h.status == 401 {
         // Every 401 this server sends is about an API key (RFC 6750 §3).
         out.extend_from_slice(b"\r\nWWW-Authenticate: Bearer");
@@ -185,6 +192,7 @@ pub(super) fn write_head(out: &mut Vec<u8>, date: &str, h: &ResponseHead<'_>) {
         out.extend_from_slice(b"\r\nAllow: ");
         out.extend_from_slice(allow.as_bytes());
     }
+    out.extend_from_slice(h.extra.as_bytes());
     match h.connection {
         Connection::Default => {}
         Connection::KeepAlive => out.extend_from_slice(b"\r\nConnection: keep-alive"),
@@ -201,6 +209,8 @@ fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
+        204 => "No Content",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
