@@ -3,6 +3,7 @@
 //!
 //! API Boundary: the front ends depend on this trait, never on the drivers or the store directly.
 
+use presenced_config::Web;
 use presenced_core::auth::Presented;
 use presenced_core::{Sid, Status};
 
@@ -88,6 +89,11 @@ pub trait Backend {
     /// Gives back a place [`open_watch`](Self::open_watch) reserved for a stream that did not
     /// start (the request was refused after all).
     fn release_watch(&self) {}
+    /// The `<web>` configuration: `None` turns the public web endpoints (badge, widget, status
+    /// page) and CORS off. The default is `None`.
+    fn web(&self) -> Option<&Web> {
+        None
+    }
     /// Removes node `id` from the cluster (`remove`) or re-admits it. The default refuses:
     /// only a node's own backend can change its cluster.
     fn change_member(&self, id: u16, remove: bool) -> Result<(), MemberChangeError> {

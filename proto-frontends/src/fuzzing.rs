@@ -43,6 +43,8 @@ pub struct FakeBackend {
     pub api_keys: ApiKeys,
     /// Every `authorize` call's outcome.
     pub auth: RefCell<Vec<AuthOutcome>>,
+    /// The `<web>` element (`None`: the public web endpoints are off).
+    pub web: Option<presenced_config::Web>,
 }
 
 /// Cluster time of [`FakeBackend::new`]: 2025-11-25T10:00:00.123Z.
@@ -68,6 +70,7 @@ impl FakeBackend {
             errors: RefCell::new(Vec::new()),
             api_keys: ApiKeys::default(),
             auth: RefCell::new(Vec::new()),
+            web: None,
         };
         b.add(
             10086,
@@ -118,6 +121,10 @@ impl FakeBackend {
 }
 
 impl Backend for FakeBackend {
+    fn web(&self) -> Option<&presenced_config::Web> {
+        self.web.as_ref()
+    }
+
     fn authorize(&self, _f: Frontend, presented: Presented<'_>) -> bool {
         let outcome = self.api_keys.check(presented);
         self.auth.borrow_mut().push(outcome);

@@ -12,6 +12,7 @@
 //! - [`backend`]: the [`backend::Backend`] trait, all the handlers know of the node.
 //! - [`watch`]: `GET /v1/watch` (Server-Sent Events): the request and the stream's frames; the
 //!   driver runs the stream.
+//! - [`web`]: the public web endpoints of `<web>` (badge, widget, status page) and CORS.
 //! - [`text`]: writers shared by all of them (integers, RFC 3339, JSON and XML escaping).
 //! - `fuzzing`: bodies of the `http_request` and `soap_envelope` fuzz targets.
 //!
@@ -19,6 +20,7 @@
 //!
 //! ```text
 //!   router ──► watch ──► api, http, backend
+//!   router ──► web ──► api (ids), http, backend
 //!   router ──► api ──┐
 //!     │  └───► soap ─┼──► http ──► text
 //!     │              └──► backend, text
@@ -48,3 +50,4 @@ pub mod router;
 pub mod soap;
 pub mod text;
 pub mod watch;
+pub mod web;

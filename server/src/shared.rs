@@ -215,6 +215,10 @@ impl Backend for NodeBackend<'_> {
         self.shared.store.pin().statuses(ids, out);
     }
 
+    fn web(&self) -> Option<&presenced_config::Web> {
+        self.shared.config.web()
+    }
+
     fn change_member(&self, id: u16, remove: bool) -> Result<(), MemberChangeError> {
         let change = if remove {
             MemberChange::Remove(id)

@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 use crate::http::HttpError;
 
 /// 400 `invalid_id`, echoing `value`.
-pub(super) fn invalid_id(value: serde_json::Value) -> HttpError {
+pub(crate) fn invalid_id(value: serde_json::Value) -> HttpError {
     invalid_id_without_value().with_value(value)
 }
 

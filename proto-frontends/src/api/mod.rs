@@ -30,6 +30,7 @@ use crate::http::{HttpError, Reply, Request, JSON};
 use crate::text::write_json_str;
 
 pub(crate) use self::ids::ids_from_query;
+pub(crate) use self::ids::invalid_id;
 pub use self::ids::parse_id;
 pub use self::write::write_status;
 
@@ -74,7 +75,7 @@ pub(crate) fn presence_one(
     statuses: &mut Vec<Status>,
     body: &mut Vec<u8>,
 ) -> Result<Reply, HttpError> {
-    let sid = parse_id(raw).ok_or_else(|| ids::invalid_id(raw.into()))?;
+    let sid = parse_id(raw).ok_or_else(|| invalid_id(raw.into()))?;
     ids.push(sid);
     backend.statuses(ids, statuses);
     backend.record_query(Frontend::Json, 1, 0);

@@ -15,8 +15,9 @@
 //! Invariants:
 //! - Responses are appended to `out` in request order; nothing else is ever written to it
 //!   except the interim `100 Continue`.
-//! - Every response carries `Date` and `Content-Length`; every response with a body carries
-//!   `Content-Type`. A `HEAD` response carries the headers of the `GET` response, no body.
+//! - Every response carries `Date` and `Content-Length` (but 204 and 304, which have no content
+//!   and so no `Content-Length`, RFC 9110 §8.6); every response with a body carries
+//!   `Content-Type`. The handler may add header fields ([`Handler::extra_headers`]). A `HEAD` response carries the headers of the `GET` response, no body.
 //! - After a response that closes the connection (`Connection: close`, HTTP/1.0 without
 //!   keep-alive, any framing error, a timeout) no further input is looked at.
 //! - No request head or body is waited for longer than [`HttpLimits::head_timeout`] /
@@ -70,6 +71,10 @@ pub struct Request<'a> {
     pub authorization: Option<&'a str>,
     /// The `Last-Event-ID` header (an event stream's resume point).
     pub last_event_id: Option<&'a str>,
+    /// The `Origin` header (the first one), sent by browsers on cross-origin requests.
+    pub origin: Option<&'a str>,
+    /// The `If-None-Match` header (the first one).
+    pub if_none_match: Option<&'a str>,
     /// The body, de-chunked.
     pub body: &'a [u8],
 }
@@ -107,6 +112,13 @@ pub trait Handler<C: ?Sized> {
     /// Counts one refused request by its error code (a handler's `Err`, or a framing error after
     /// which the connection closes). Timeouts are not reported here: the driver sees them.
     fn record_error(&mut self, ctx: &C, code: &'static str);
+
+    /// Extra header fields of the response to the request last handed to
+    /// [`handle`](Self::handle) (whether it answered `Ok` or `Err`), each written as
+    /// `\r\nName: value`; asked once right after `handle`. The default adds none.
+    fn extra_headers(&self) -> &str {
+        ""
+    }
 }
 
 /// A request whose head arrived and whose body is still arriving.
@@ -433,6 +445,8 @@ impl<H> HttpConn<H> {
             content_type: head.content_type.as_deref(),
             authorization: head.authorization.as_deref(),
             last_event_id: head.last_event_id.as_deref(),
+            origin: head.origin.as_deref(),
+            if_none_match: head.if_none_match.as_deref(),
             body,
         };
         self.body.clear();
@@ -459,22 +473,29 @@ impl<H> HttpConn<H> {
             content_type: EVENT_STREAM,
         }) = reply
         {
-            response::write_stream_head(out, self.date.format(wall));
+            // The stream's head carries the handler's extra headers too (CORS for a
+            // cross-origin EventSource).
+            response::write_stream_head(out, self.date.format(wall), self.handler.extra_headers());
             self.body.clear();
             self.stop();
             self.streaming = true;
             return;
         }
+        if matches!(status, 204 | 304) {
+            // RFC 9110 §15.3.5, §15.4.5: these never have content.
+            self.body.clear();
+        }
         let head_only = head.method == "HEAD";
-        self.write(
-            wall,
+        let h = ResponseHead {
             status,
-            content_type,
+            content_type: (!self.body.is_empty()).then_some(content_type),
             allow,
+            content_length: self.body.len(),
             connection,
-            head_only,
-            out,
-        );
+            extra: self.handler.extra_headers(),
+        };
+        response::write_head(out, self.date.format(wall), &h);
+        self.finish(head_only, out);
         if !head.keep_alive {
             self.closing = true;
         }
@@ -544,8 +565,14 @@ impl<H> HttpConn<H> {
             allow,
             content_length: self.body.len(),
             connection,
+            extra: "",
         };
         response::write_head(out, self.date.format(wall), &h);
+        self.finish(head_only, out);
+    }
+
+    /// Appends the body after a head (none for `HEAD`, 204 and 304) and trims the buffer.
+    fn finish(&mut self, head_only: bool, out: &mut Vec<u8>) {
         if !head_only {
             out.extend_from_slice(&self.body);
         }

@@ -161,6 +161,8 @@ pub(super) struct ResponseHead<'a> {
     pub(super) allow: Option<&'a str>,
     pub(super) content_length: usize,
     pub(super) connection: Connection,
+    /// Header fields the handler adds, each as `\r\nName: value` (empty: none).
+    pub(super) extra: &'a str,
 }
 
 /// Appends a status line and headers, ending with the empty line.
@@ -175,8 +177,13 @@ pub(super) fn write_head(out: &mut Vec<u8>, date: &str, h: &ResponseHead<'_>) {
         out.extend_from_slice(b"\r\nContent-Type: ");
         out.extend_from_slice(ct.as_bytes());
     }
-    out.extend_from_slice(b"\r\nContent-Length: ");
-    push_u64(out, h.content_length as u64);
+    if !matches!(h.status, 204 | 304) {
+        //= RFC 9110 §8.6
+        //# A server MUST NOT send a Content-Length header field in any response with a status
+        //# code of 1xx (Informational) or 204 (No Content).
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        push_u64(out, h.content_length as u64);
+    }
     if h.status == 401 {
         // Every 401 this server sends is about an API key (RFC 6750 §3).
         out.extend_from_slice(b"\r\nWWW-Authenticate: Bearer");
@@ -185,6 +192,7 @@ pub(super) fn write_head(out: &mut Vec<u8>, date: &str, h: &ResponseHead<'_>) {
         out.extend_from_slice(b"\r\nAllow: ");
         out.extend_from_slice(allow.as_bytes());
     }
+    out.extend_from_slice(h.extra.as_bytes());
     match h.connection {
         Connection::Default => {}
         Connection::KeepAlive => out.extend_from_slice(b"\r\nConnection: keep-alive"),
@@ -195,13 +203,16 @@ pub(super) fn write_head(out: &mut Vec<u8>, date: &str, h: &ResponseHead<'_>) {
 
 /// Appends the head of an event stream: no `Content-Length` (the body ends when the connection
 /// closes), never cached, never buffered by a reverse proxy (`X-Accel-Buffering: no`).
-pub(super) fn write_stream_head(out: &mut Vec<u8>, date: &str) {
+pub(super) fn write_stream_head(out: &mut Vec<u8>, date: &str, extra: &str) {
     out.extend_from_slice(b"HTTP/1.1 200 OK\r\nDate: ");
     out.extend_from_slice(date.as_bytes());
     out.extend_from_slice(
         b"\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
-          X-Accel-Buffering: no\r\nConnection: close\r\n\r\n",
+          X-Accel-Buffering: no\r\nConnection: close",
     );
+    // `extra` is `\r\nName: value` lines (CORS for a cross-origin EventSource).
+    out.extend_from_slice(extra.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
 }
 
 /// The interim response to `Expect: 100-continue`.
@@ -212,6 +223,8 @@ fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         200 => "OK",
+        204 => "No Content",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",

@@ -17,6 +17,10 @@
 //! | POST            | `/soap`              | SOAP 1.1 / 1.2 `GetPresence`                      |
 //! | GET             | `/v1/watch?ids=…`    | an event stream ([`crate::watch`]); public        |
 //!
+//! With `<web>` ([`crate::web`]): `GET /v1/presence/{id}/badge.svg`, `GET /widget.js`, `GET /`
+//! (open even with API keys), CORS headers on `/v1/presence*`, `/v1/watch` and `/soap`, and
+//! `OPTIONS` on those paths answered as a CORS preflight (204) before any key check.
+//!
 //! Any other path is 404 `not_found`; a known path with another method is 405 with `Allow`.
 //!
 //! When API keys are configured, every route above but health and the WSDL needs one, checked
@@ -35,7 +39,7 @@ use presenced_core::{Sid, Status};
 use crate::backend::Backend;
 use crate::http::{Handler, HttpError, HttpLimits, Reply, Request};
 use crate::watch::WatchRequest;
-use crate::{api, soap, watch};
+use crate::{api, soap, watch, web};
 
 /// The media type of `/metrics`.
 const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -50,6 +54,8 @@ pub struct Router {
     statuses: Vec<Status>,
     /// The accepted `GET /v1/watch` whose stream the driver has not taken yet.
     watch: Option<WatchRequest>,
+    /// Header lines of the current response beyond those [`crate::http`] writes.
+    extra: String,
 }
 
 impl Router {
@@ -84,6 +90,9 @@ impl Router {
     ) -> Result<Reply, HttpError> {
         const GET: &str = "GET, HEAD";
         const GET_POST: &str = "GET, HEAD, POST";
+        if let Some(reply) = self.route_web(req, backend, body) {
+            return reply;
+        }
         if let Some(f) = auth::protected(req) {
             if !backend.authorize(f, auth::bearer(req.authorization)) {
                 return auth::refuse(f, req, backend, body);
@@ -163,6 +172,47 @@ impl Router {
     }
 }
 
+impl Router {
+    /// The `<web>` part of routing: CORS headers for the paths they apply to, preflights, and
+    /// the public web endpoints. `None`: not answered here, route on.
+    fn route_web(
+        &mut self,
+        req: &Request<'_>,
+        backend: &dyn Backend,
+        body: &mut Vec<u8>,
+    ) -> Option<Result<Reply, HttpError>> {
+        const GET: &str = "GET, HEAD";
+        let web = backend.web()?;
+        let get = matches!(req.method, "GET" | "HEAD");
+        if web::cors::applies(req.path) {
+            if req.method == "OPTIONS" {
+                return Some(Ok(web::cors::preflight(web, req.origin, &mut self.extra)));
+            }
+            web::cors::headers(web, req.origin, &mut self.extra);
+        }
+        let extra = &mut self.extra;
+        match req.path {
+            p if web::badge::badge_id(p).is_some() => Some(if get {
+                let raw = web::badge::badge_id(p).unwrap_or_default();
+                let statuses = &mut self.statuses;
+                web::badge::serve(raw, req, backend, web, statuses, body, extra)
+            } else {
+                Err(HttpError::method_not_allowed(GET))
+            }),
+            "/widget.js" if get => Some(Ok(web::assets::widget(
+                req,
+                web,
+                backend.batch_limit(),
+                body,
+                extra,
+            ))),
+            "/" if get => Some(Ok(web::assets::status_page(req, body, extra))),
+            "/widget.js" | "/" => Some(Err(HttpError::method_not_allowed(GET))),
+            _ => None,
+        }
+    }
+}
+
 impl<B: Backend> Handler<B> for Router {
     fn handle(
         &mut self,
@@ -171,9 +221,14 @@ impl<B: Backend> Handler<B> for Router {
         limits: &HttpLimits,
         body: &mut Vec<u8>,
     ) -> Result<Reply, HttpError> {
+        self.extra.clear();
         let reply = self.route(req, backend, limits, body);
         self.trim();
         reply
+    }
+
+    fn extra_headers(&self) -> &str {
+        &self.extra
     }
 
     fn record_error(&mut self, backend: &B, code: &'static str) {

@@ -1107,3 +1107,5 @@ proptest! {
         prop_assert_eq!(whole, split);
     }
 }
+
+mod web;
