@@ -57,21 +57,28 @@ fn fake(id: u16, port: u16) -> NodeInfo {
     }
 }
 
-/// A forger on the sync port: sends `HELLO` as node `id` (no authentication) and returns the
-/// connection and the first answer.
-fn forge_hello(n: &Node, id: u16) -> (TcpStream, Msg) {
+/// Connects to `n`'s sync port and sends `HELLO` as node `id` (with `auth` and `nonce` as given);
+/// returns the connection and the `HELLO` frame's bytes.
+fn send_hello(n: &Node, id: u16, auth: bool, nonce: [u8; 16]) -> (TcpStream, Vec<u8>) {
     let mut s = TcpStream::connect(("127.0.0.1", n.ports.sync)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let mut out = Vec::new();
     Msg::Hello {
         cluster: "test".into(),
         from: fake(id, 9),
-        incarnation: 1,
-        auth: false,
-        nonce: [0; 16],
+        incarnation: 5,
+        auth,
+        nonce,
     }
     .encode(&mut out);
     s.write_all(&out).unwrap();
+    (s, out)
+}
+
+/// A forger on the sync port: sends `HELLO` as node `id` (no authentication) and returns the
+/// connection and the first answer.
+fn forge_hello(n: &Node, id: u16) -> (TcpStream, Msg) {
+    let (mut s, _) = send_hello(n, id, false, [0; 16]);
     let answer = read_msg(&mut s).expect("an answer to HELLO");
     (s, answer)
 }
@@ -437,19 +444,8 @@ impl Member {
     fn join(n: &Node, id: u16, secret: &[u8]) -> (Self, Msg) {
         use presenced_core::cluster::auth::{ClusterKey, Side};
         let key = ClusterKey::new(secret.strip_suffix(b"\n").unwrap_or(secret));
-        let mut s = TcpStream::connect(("127.0.0.1", n.ports.sync)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-        let mut out = Vec::new();
-        Msg::Hello {
-            cluster: "test".into(),
-            from: fake(id, 9),
-            incarnation: 5,
-            auth: true,
-            nonce: [9; 16],
-        }
-        .encode(&mut out);
+        let (mut s, mut out) = send_hello(n, id, true, [9; 16]);
         let hello_body = out[5..].to_vec();
-        s.write_all(&out).unwrap();
         let Some(Msg::Challenge { nonce, proof }) = read_msg(&mut s) else {
             panic!("no CHALLENGE");
         };
