@@ -29,32 +29,21 @@ pub const MAX_TERM_JUMP: u64 = 1024;
 pub const TERM_CEILING: u64 = u64::MAX >> 1;
 
 impl ClusterNode {
-    /// The latest stamp (HLC value) a remote record may carry now: cluster time plus the
-    /// maximum drift (`u64::MAX` while this node's clock is not confirmed).
-    pub(super) fn stamp_ceiling(&self, now: Now) -> u64 {
-        if !self.clock.confirmed() {
-            return u64::MAX;
-        }
-        let ms = self
-            .cluster_us(now)
-            .saturating_add(i64::try_from(self.timing.max_drift_us).unwrap_or(i64::MAX))
-            .max(0) as u64
-            / 1000;
-        (ms.min((1 << 48) - 1) << 16) | 0xFFFF
-    }
-
     /// Whether a time master confirmed this node's clock (the stamp bound applies from then on).
     pub fn clock_confirmed(&self) -> bool {
         self.clock.confirmed()
     }
 
-    /// The latest HLC value a remote record may carry at `now` (`u64::MAX` while the clock is
-    /// not confirmed).
+    /// The latest HLC value a remote record may carry at `now`: [`Self::decision_ceiling_us`]
+    /// as a stamp (`u64::MAX` while this node's clock is not confirmed).
     pub fn stamp_ceiling_at(&self, now: Now) -> u64 {
-        self.stamp_ceiling(now)
+        match self.decision_ceiling_us(now) {
+            u64::MAX => u64::MAX,
+            us => ((us / 1000).min((1 << 48) - 1) << 16) | 0xFFFF,
+        }
     }
 
-    /// The first record of `records` stamped beyond [`Self::stamp_ceiling`], counted, as the
+    /// The first record of `records` stamped beyond [`Self::stamp_ceiling_at`], counted, as the
     /// distance in ms, if any.
     ///
     /// A node whose clock no time master has confirmed yet cannot judge (it may be hours
@@ -63,7 +52,7 @@ impl ClusterNode {
         if !self.clock.confirmed() {
             return None;
         }
-        let ceiling = self.stamp_ceiling(now);
+        let ceiling = self.stamp_ceiling_at(now);
         let worst = records.iter().map(|(_, r)| r.ident().stamp.hlc()).max()?;
         if worst <= ceiling {
             return None;
@@ -73,7 +62,8 @@ impl ClusterNode {
         Some((worst >> 16).saturating_sub(cluster_ms))
     }
 
-    /// The latest cluster time (µs) a membership decision may carry now.
+    /// The latest cluster time (µs) a remote stamp or membership decision may carry now: cluster
+    /// time plus the maximum drift (`u64::MAX` while this node's clock is not confirmed).
     pub(super) fn decision_ceiling_us(&self, now: Now) -> u64 {
         if !self.clock.confirmed() {
             return u64::MAX;
