@@ -161,7 +161,7 @@ impl ClientSet {
 }
 
 /// A last-writer-wins register: a value and the stamp of the write that set it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Reg<T> {
     /// The version of the write.
     pub stamp: Stamp,
@@ -301,6 +301,28 @@ impl Record {
         })
     }
 
+    /// A record from its registers as a store engine keeps them (clients indexed by
+    /// [`ClientType::code`]), without a check: the caller holds them from a valid record (see
+    /// [`Record::regs`]).
+    pub(crate) fn from_regs(regs: Regs) -> Self {
+        Self {
+            ident: regs.ident,
+            clients: regs.clients,
+            perm: regs.perm,
+            ext: regs.ext,
+        }
+    }
+
+    /// The registers of this record, clients indexed by [`ClientType::code`].
+    pub(crate) fn regs(&self) -> Regs {
+        Regs {
+            ident: self.ident,
+            clients: self.clients,
+            perm: self.perm,
+            ext: self.ext.clone(),
+        }
+    }
+
     /// Applies a local update stamped `stamp`. Returns whether the record changed.
     pub fn apply(&mut self, stamp: Stamp, update: &Update) -> bool {
         let ident = Reg {
@@ -418,6 +440,18 @@ impl Record {
             ext: self.ext.as_ref().map(|e| e.value.clone()),
         }
     }
+}
+
+/// A [`Record`]'s registers laid bare, for a store engine that keeps them in its own layout.
+///
+/// INVARIANT (kept by whoever builds one from a valid record): `ident.stamp` is the greatest
+/// stamp of all registers.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Regs {
+    pub(crate) ident: Reg<Ident>,
+    pub(crate) clients: [Option<Reg<bool>>; 6],
+    pub(crate) perm: Option<Reg<bool>>,
+    pub(crate) ext: Option<Reg<Arc<Ext>>>,
 }
 
 /// What the query front ends publish about one id.

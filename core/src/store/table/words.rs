@@ -1,0 +1,400 @@
+//! How a record sits in atomic words, and the seqlock that lets readers copy it while a writer
+//! rewrites it.
+//!
+//! Word 0 of every record is its **version**: even when the record is stable, odd while a writer
+//! rewrites it. Word 1 is the sid (0 in a slot never written). The rest depends on the layout:
+//!
+//! ```text
+//! compact (8 words, 64 bytes): a record without ext and with at most two registers
+//!   0 version   1 sid   2 ident hlc   3 uid
+//!   4 pool (bits 0..32) | ident node (32..48) | reg A node (48..64)
+//!   5 reg A hlc   6 reg B hlc
+//!   7 reg A kind (0..3) | reg A value (3) | reg B kind (4..7) | reg B value (7)
+//!     | reg B node (16..32) | forward index (32..63) | moved (63)
+//! wide (16 words, 128 bytes): any record
+//!   0 version   1 sid   2 ident hlc   3 uid
+//!   4 pool (0..32) | ident node (32..48) | present mask (48..55) | value mask (56..63)
+//!   5..12 hlc of register r (r = client code 0..6, 6 = permission)
+//!   12 nodes of registers 0..4 (16 bits each)   13 nodes of registers 4..7 | ext node (48..64)
+//!   14 ext hlc   15 ext slot + 1 (0: no ext; the value is in the shard's ext slab)
+//! ```
+//!
+//! A register kind is 0 for none, 1 + client code for a client, 7 for the permission. A compact
+//! record that grew out of its layout is **moved**: its word 7 forwards to the wide record that
+//! replaced it, and it is never written again.
+//!
+//! Architecture Invariant: record words are written only under the shard's writer lock, between
+//! [`begin_write`] and [`end_write`]; readers copy them with [`read`], which retries until it
+//! saw the same even version before and after the copy (every word is an atomic, so a racing copy
+//! is a stale value to discard, never undefined behaviour).
+
+use std::sync::Arc;
+
+use crate::hlc::Stamp;
+use crate::model::{Ext, Ident, Reg, Regs};
+use crate::sync::{fence, AtomicU64, Ordering};
+
+/// Words of a compact record.
+pub(super) const COMPACT: usize = 8;
+/// Words of a wide record.
+pub(super) const WIDE: usize = 16;
+
+/// Registers other than ident and ext: the six clients, then the permission.
+const REGS: usize = 7;
+const PERM: usize = 6;
+const MOVED: u64 = 1 << 63;
+
+/// Copies the `N` words of a record, retrying while a writer is inside it; `extra` runs inside
+/// the same window (its result is discarded with a torn copy).
+pub(super) fn read<const N: usize, T>(
+    words: &[AtomicU64],
+    mut extra: impl FnMut(&[u64; N]) -> T,
+) -> ([u64; N], T) {
+    loop {
+        let Some(v0) = words.first() else {
+            return ([0; N], extra(&[0; N]));
+        };
+        let before = v0.load(Ordering::Acquire);
+        if before & 1 == 1 {
+            std::hint::spin_loop();
+            continue;
+        }
+        let mut out = [0u64; N];
+        for (o, w) in out.iter_mut().zip(words).skip(1) {
+            *o = w.load(Ordering::Relaxed);
+        }
+        let x = extra(&out);
+        fence(Ordering::Acquire);
+        if v0.load(Ordering::Relaxed) == before {
+            out[0] = before;
+            return (out, x);
+        }
+    }
+}
+
+/// Marks a record as being written (its version odd). Call only under the shard's writer lock.
+pub(super) fn begin_write(words: &[AtomicU64]) {
+    if let Some(v0) = words.first() {
+        let v = v0.load(Ordering::Relaxed);
+        v0.store(v | 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+    }
+}
+
+/// Stores `new` (word 0 excepted) and marks the record stable again.
+pub(super) fn end_write(words: &[AtomicU64], new: &[u64]) {
+    for (w, n) in words.iter().zip(new).skip(1) {
+        w.store(*n, Ordering::Relaxed);
+    }
+    if let Some(v0) = words.first() {
+        let v = v0.load(Ordering::Relaxed);
+        v0.store((v | 1).wrapping_add(1), Ordering::Release);
+    }
+}
+
+/// The words of a record as the writer (who holds the lock) sees them.
+pub(super) fn load<const N: usize>(words: &[AtomicU64]) -> [u64; N] {
+    let mut out = [0u64; N];
+    for (o, w) in out.iter_mut().zip(words) {
+        *o = w.load(Ordering::Relaxed);
+    }
+    out
+}
+
+fn stamp(hlc: u64, node: u64) -> Stamp {
+    Stamp::new(hlc, (node & 0xffff) as u16)
+}
+
+fn reg_index_kind(kind: u64) -> Option<usize> {
+    match kind {
+        1..=6 => Some(kind as usize - 1),
+        7 => Some(PERM),
+        _ => None,
+    }
+}
+
+/// Registers other than ident and ext as one array: clients by code, then the permission.
+fn flat(regs: &Regs) -> [Option<Reg<bool>>; REGS] {
+    let mut out = [None; REGS];
+    for (o, c) in out.iter_mut().zip(regs.clients) {
+        *o = c;
+    }
+    if let Some(p) = out.get_mut(PERM) {
+        *p = regs.perm;
+    }
+    out
+}
+
+fn unflat(flat: [Option<Reg<bool>>; REGS], ident: Reg<Ident>, ext: Option<Reg<Arc<Ext>>>) -> Regs {
+    let mut clients = [None; 6];
+    for (c, f) in clients.iter_mut().zip(flat) {
+        *c = f;
+    }
+    Regs {
+        ident,
+        clients,
+        perm: flat.get(PERM).copied().flatten(),
+        ext,
+    }
+}
+
+fn ident_words(sid: u64, regs: &Regs) -> [u64; 4] {
+    let id = regs.ident;
+    [
+        sid,
+        id.stamp.hlc(),
+        id.value.uid,
+        u64::from(id.value.pool) | (u64::from(id.stamp.node()) << 32),
+    ]
+}
+
+fn ident_of(w: &[u64]) -> Reg<Ident> {
+    let (hlc, uid, w4) = (at(w, 2), at(w, 3), at(w, 4));
+    Reg {
+        stamp: stamp(hlc, w4 >> 32),
+        value: Ident {
+            uid,
+            pool: (w4 & 0xffff_ffff) as u32,
+        },
+    }
+}
+
+fn at(w: &[u64], i: usize) -> u64 {
+    w.get(i).copied().unwrap_or(0)
+}
+
+/// The compact words of `regs` (version word 0), or `None` if it does not fit.
+pub(super) fn encode_compact(sid: u64, regs: &Regs) -> Option<[u64; COMPACT]> {
+    if regs.ext.is_some() {
+        return None;
+    }
+    let mut held = flat(regs)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.map(|r| (i, r)));
+    let a = held.next();
+    let b = held.next();
+    if held.next().is_some() {
+        return None;
+    }
+    let kind = |r: &Option<(usize, Reg<bool>)>| match r {
+        None => 0,
+        Some((i, reg)) => {
+            let k = if *i == PERM { 7 } else { *i as u64 + 1 };
+            k | (u64::from(reg.value) << 3)
+        }
+    };
+    let node = |r: &Option<(usize, Reg<bool>)>| r.map_or(0, |(_, reg)| u64::from(reg.stamp.node()));
+    let hlc = |r: &Option<(usize, Reg<bool>)>| r.map_or(0, |(_, reg)| reg.stamp.hlc());
+    let [w1, w2, w3, w4] = ident_words(sid, regs);
+    Some([
+        0,
+        w1,
+        w2,
+        w3,
+        w4 | (node(&a) << 48),
+        hlc(&a),
+        hlc(&b),
+        kind(&a) | (kind(&b) << 4) | (node(&b) << 16),
+    ])
+}
+
+/// Where a moved compact record went: the index of its wide record.
+pub(super) fn forward(w: &[u64; COMPACT]) -> Option<u32> {
+    (w[7] & MOVED != 0).then_some(((w[7] >> 32) & 0x7fff_ffff) as u32)
+}
+
+/// Word 7 of a compact record that moved to wide record `to`.
+pub(super) fn moved_word(to: u32) -> u64 {
+    MOVED | (u64::from(to & 0x7fff_ffff) << 32)
+}
+
+/// The registers of a compact record (not moved).
+pub(super) fn decode_compact(w: &[u64; COMPACT]) -> Regs {
+    let mut regs = [None; REGS];
+    let meta = w[7];
+    let slots = [
+        (meta & 0xf, w[5], w[4] >> 48),
+        ((meta >> 4) & 0xf, w[6], (meta >> 16) & 0xffff),
+    ];
+    for (k, hlc, node) in slots {
+        if let Some(r) = reg_index_kind(k & 7).and_then(|i| regs.get_mut(i)) {
+            *r = Some(Reg {
+                stamp: stamp(hlc, node),
+                value: k & 8 != 0,
+            });
+        }
+    }
+    unflat(regs, ident_of(w), None)
+}
+
+/// The wide words of `regs` (version word 0); `ext_slot` is the slot its ext value is in.
+pub(super) fn encode_wide(sid: u64, regs: &Regs, ext_slot: Option<u32>) -> [u64; WIDE] {
+    let mut w = [0u64; WIDE];
+    let [w1, w2, w3, w4] = ident_words(sid, regs);
+    let (mut present, mut values) = (0u64, 0u64);
+    let mut nodes = [0u64; REGS + 1];
+    for (i, r) in flat(regs).into_iter().enumerate() {
+        if let Some(r) = r {
+            present |= 1 << i;
+            values |= u64::from(r.value) << i;
+            if let Some(h) = w.get_mut(5 + i) {
+                *h = r.stamp.hlc();
+            }
+            if let Some(n) = nodes.get_mut(i) {
+                *n = u64::from(r.stamp.node());
+            }
+        }
+    }
+    w[1] = w1;
+    w[2] = w2;
+    w[3] = w3;
+    w[4] = w4 | (present << 48) | (values << 56);
+    if let Some(e) = &regs.ext {
+        nodes[REGS] = u64::from(e.stamp.node());
+        w[14] = e.stamp.hlc();
+        w[15] = ext_slot.map_or(0, |s| u64::from(s) + 1);
+    }
+    w[12] = nodes[0] | (nodes[1] << 16) | (nodes[2] << 32) | (nodes[3] << 48);
+    w[13] = nodes[4] | (nodes[5] << 16) | (nodes[6] << 32) | (nodes[7] << 48);
+    w
+}
+
+/// The ext slot a wide record's value is in, if it has ext.
+pub(super) fn ext_slot(w: &[u64; WIDE]) -> Option<u32> {
+    w[15].checked_sub(1).map(|s| (s & 0xffff_ffff) as u32)
+}
+
+/// The registers of a wide record; `ext` is the value in its ext slot.
+pub(super) fn decode_wide(w: &[u64; WIDE], ext: Option<Arc<Ext>>) -> Regs {
+    let mut regs = [None; REGS];
+    let (present, values) = ((w[4] >> 48) & 0x7f, (w[4] >> 56) & 0x7f);
+    let node_of = |i: usize| (at(w, 12 + i / 4) >> ((i % 4) * 16)) & 0xffff;
+    for (i, r) in regs.iter_mut().enumerate() {
+        if present & (1 << i) != 0 {
+            *r = Some(Reg {
+                stamp: stamp(at(w, 5 + i), node_of(i)),
+                value: values & (1 << i) != 0,
+            });
+        }
+    }
+    let ext = ext.map(|value| Reg {
+        stamp: stamp(w[14], node_of(REGS)),
+        value,
+    });
+    unflat(regs, ident_of(w), ext)
+}
+
+#[cfg(all(test, not(loom)))]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::ExtLimits;
+
+    fn arb_stamp() -> impl Strategy<Value = Stamp> {
+        (any::<u64>(), any::<u16>()).prop_map(|(h, n)| Stamp::new(h, n))
+    }
+
+    fn arb_reg() -> impl Strategy<Value = Option<Reg<bool>>> {
+        proptest::option::of(
+            (arb_stamp(), any::<bool>()).prop_map(|(stamp, value)| Reg { stamp, value }),
+        )
+    }
+
+    fn arb_regs() -> impl Strategy<Value = Regs> {
+        (
+            arb_stamp(),
+            any::<u64>(),
+            any::<u32>(),
+            proptest::array::uniform6(arb_reg()),
+            arb_reg(),
+            proptest::option::of(arb_stamp()),
+        )
+            .prop_map(|(stamp, uid, pool, clients, perm, ext)| Regs {
+                ident: Reg {
+                    stamp,
+                    value: Ident { uid, pool },
+                },
+                clients,
+                perm,
+                ext: ext.map(|stamp| Reg {
+                    stamp,
+                    value: Arc::new(
+                        Ext::new(vec![("k".into(), "v".into())], &ExtLimits::default()).unwrap(),
+                    ),
+                }),
+            })
+    }
+
+    fn same(a: &Regs, b: &Regs) -> bool {
+        a.ident == b.ident && a.clients == b.clients && a.perm == b.perm && a.ext == b.ext
+    }
+
+    proptest! {
+        /// Every record survives the wide layout, and the compact one whenever it fits.
+        #[test]
+        fn layouts_round_trip(regs in arb_regs(), sid in 1..u64::MAX) {
+            let wide = encode_wide(sid, &regs, regs.ext.as_ref().map(|_| 9));
+            prop_assert_eq!(wide[1], sid);
+            prop_assert_eq!(ext_slot(&wide), regs.ext.as_ref().map(|_| 9));
+            let back = decode_wide(&wide, regs.ext.as_ref().map(|e| e.value.clone()));
+            prop_assert!(same(&back, &regs), "{:?} != {:?}", back, regs);
+            let held = flat(&regs).iter().flatten().count();
+            match encode_compact(sid, &regs) {
+                Some(c) => {
+                    prop_assert!(held <= 2 && regs.ext.is_none());
+                    prop_assert_eq!(forward(&c), None);
+                    prop_assert!(same(&decode_compact(&c), &regs));
+                }
+                None => prop_assert!(held > 2 || regs.ext.is_some()),
+            }
+        }
+    }
+
+    /// The byte layout the module documentation draws, on one record.
+    #[test]
+    fn compact_layout_vector() {
+        let regs = Regs {
+            ident: Reg {
+                stamp: Stamp::new(0x0000_0190_0000_0003, 2),
+                value: Ident { uid: 42, pool: 7 },
+            },
+            clients: [
+                Some(Reg {
+                    stamp: Stamp::new(0x0000_0190_0000_0003, 2),
+                    value: true,
+                }),
+                None,
+                None,
+                None,
+                None,
+                None,
+            ],
+            perm: Some(Reg {
+                stamp: Stamp::new(0x0000_0180_0000_0001, 1),
+                value: false,
+            }),
+            ext: None,
+        };
+        let w = encode_compact(10086, &regs).unwrap();
+        assert_eq!(
+            w,
+            [
+                0,
+                10086,
+                0x0000_0190_0000_0003,
+                42,
+                7 | (2 << 32) | (2 << 48),
+                0x0000_0190_0000_0003,
+                0x0000_0180_0000_0001,
+                1 | 8 | (7 << 4) | (1 << 16),
+            ]
+        );
+        let moved = moved_word(5);
+        let mut m = w;
+        m[7] = moved;
+        assert_eq!(forward(&m), Some(5));
+    }
+}
