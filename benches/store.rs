@@ -1,5 +1,6 @@
 //! Store throughput: merge (apply) of updates at 1M users, batch get of 100 ids, and the cost of
-//! keeping the digest, against the same workload on other concurrent maps (see ARCHITECTURE.md,
+//! keeping the digest, on both engines (`table`, `flurry`), against the same workload on other
+//! concurrent maps (see ARCHITECTURE.md,
 //! "Why flurry").
 //!
 //! `cargo bench --bench store`. Set `PRESENCED_BENCH_USERS=10000000` for the 10M-user figures.
@@ -17,6 +18,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use presenced_core::model::{Change, ClientType, Update};
+use presenced_core::store::Engine;
 use presenced_core::{Hlc, Sid, Store};
 
 fn users() -> u64 {
@@ -36,8 +38,8 @@ impl Rng {
     }
 }
 
-fn filled(n: u64) -> (Store, Hlc) {
-    let store = Store::with_capacity(n as usize);
+fn filled(engine: Engine, n: u64) -> (Store, Hlc) {
+    let store = Store::new(engine, n as usize);
     let hlc = Hlc::new(1);
     let p = store.pin();
     let u = Update {
@@ -54,9 +56,16 @@ fn filled(n: u64) -> (Store, Hlc) {
 }
 
 fn store(c: &mut Criterion) {
+    for engine in [Engine::Table, Engine::Flurry] {
+        store_on(c, engine);
+    }
+}
+
+/// The store's workloads on one engine (`store_table_*`, `store_flurry_*`).
+fn store_on(c: &mut Criterion, engine: Engine) {
     let n = users();
-    let (store, hlc) = filled(n);
-    let mut g = c.benchmark_group(format!("store_{n}_users"));
+    let (store, hlc) = filled(engine, n);
+    let mut g = c.benchmark_group(format!("store_{}_{n}_users", engine.name()));
     g.sample_size(20);
 
     const BATCH: u64 = 1000;

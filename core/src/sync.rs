@@ -11,3 +11,11 @@ pub(crate) use loom::sync::{Mutex, MutexGuard, RwLock};
 pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Mutex, MutexGuard, RwLock};
+
+/// Waits a moment in a retry loop (under loom, lets the model schedule another thread).
+pub(crate) fn spin() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+}

@@ -1,16 +1,18 @@
 //! How a record sits in atomic words, and the seqlock that lets readers copy it while a writer
 //! rewrites it.
 //!
-//! Word 0 of every record is its **version**: even when the record is stable, odd while a writer
-//! rewrites it. Word 1 is the sid (0 in a slot never written). The rest depends on the layout:
+//! Word 0 of every record holds its **version** in its low 32 bits: even when the record is
+//! stable, odd while a writer rewrites it; its high 32 bits are the compact layout's meta bits
+//! (written with the version that ends a write, so a reader sees them with the words they
+//! describe). Word 1 is the sid (0 in a slot never written). The rest depends on the layout:
 //!
 //! ```text
-//! compact (8 words, 64 bytes): a record without ext and with at most two registers
-//!   0 version   1 sid   2 ident hlc   3 uid
+//! compact (7 words, 56 bytes): a record without ext and with at most two registers
+//!   0 version (bits 0..32) | reg A kind (32..35) | reg A value (35) | reg B kind (36..39)
+//!     | reg B value (39) | reg B node (40..56) | moved (56)
+//!   1 sid   2 ident hlc (a moved record: the index of its wide record)   3 uid
 //!   4 pool (bits 0..32) | ident node (32..48) | reg A node (48..64)
 //!   5 reg A hlc   6 reg B hlc
-//!   7 reg A kind (0..3) | reg A value (3) | reg B kind (4..7) | reg B value (7)
-//!     | reg B node (16..32) | forward index (32..63) | moved (63)
 //! wide (16 words, 128 bytes): any record
 //!   0 version   1 sid   2 ident hlc   3 uid
 //!   4 pool (0..32) | ident node (32..48) | present mask (48..55) | value mask (56..63)
@@ -20,8 +22,9 @@
 //! ```
 //!
 //! A register kind is 0 for none, 1 + client code for a client, 7 for the permission. A compact
-//! record that grew out of its layout is **moved**: its word 7 forwards to the wide record that
-//! replaced it, and it is never written again.
+//! record that grew out of its layout is **moved**: its word 2 names the wide record that
+//! replaced it, and it is never written again. A 32-bit version wraps after 2^31 writes to one
+//! record; a reader would have to sleep through all of them inside one copy to be fooled.
 //!
 //! Architecture Invariant: record words are written only under the shard's writer lock, between
 //! [`begin_write`] and [`end_write`]; readers copy them with [`read`], which retries until it
@@ -32,17 +35,19 @@ use std::sync::Arc;
 
 use crate::hlc::Stamp;
 use crate::model::{Ext, Ident, Reg, Regs};
-use crate::sync::{fence, AtomicU64, Ordering};
+use crate::sync::{fence, spin, AtomicU64, Ordering};
 
 /// Words of a compact record.
-pub(super) const COMPACT: usize = 8;
+pub(super) const COMPACT: usize = 7;
 /// Words of a wide record.
 pub(super) const WIDE: usize = 16;
 
 /// Registers other than ident and ext: the six clients, then the permission.
 const REGS: usize = 7;
 const PERM: usize = 6;
-const MOVED: u64 = 1 << 63;
+/// Word 0's version bits; the rest are meta bits.
+const VERSION: u64 = 0xffff_ffff;
+const MOVED: u64 = 1 << 56;
 
 /// Copies the `N` words of a record, retrying while a writer is inside it; `extra` runs inside
 /// the same window (its result is discarded with a torn copy).
@@ -56,7 +61,7 @@ pub(super) fn read<const N: usize, T>(
         };
         let before = v0.load(Ordering::Acquire);
         if before & 1 == 1 {
-            std::hint::spin_loop();
+            spin();
             continue;
         }
         let mut out = [0u64; N];
@@ -69,6 +74,7 @@ pub(super) fn read<const N: usize, T>(
             out[0] = before;
             return (out, x);
         }
+        spin();
     }
 }
 
@@ -81,14 +87,16 @@ pub(super) fn begin_write(words: &[AtomicU64]) {
     }
 }
 
-/// Stores `new` (word 0 excepted) and marks the record stable again.
+/// Stores `new` (word 0's meta bits, and the other words) and marks the record stable again
+/// with the next even version.
 pub(super) fn end_write(words: &[AtomicU64], new: &[u64]) {
     for (w, n) in words.iter().zip(new).skip(1) {
         w.store(*n, Ordering::Relaxed);
     }
     if let Some(v0) = words.first() {
-        let v = v0.load(Ordering::Relaxed);
-        v0.store((v | 1).wrapping_add(1), Ordering::Release);
+        let version = (v0.load(Ordering::Relaxed) | 1).wrapping_add(1) & VERSION;
+        let meta = new.first().map_or(0, |m| m & !VERSION);
+        v0.store(meta | version, Ordering::Release);
     }
 }
 
@@ -163,7 +171,7 @@ fn at(w: &[u64], i: usize) -> u64 {
     w.get(i).copied().unwrap_or(0)
 }
 
-/// The compact words of `regs` (version word 0), or `None` if it does not fit.
+/// The compact words of `regs` (version 0), or `None` if it does not fit.
 pub(super) fn encode_compact(sid: u64, regs: &Regs) -> Option<[u64; COMPACT]> {
     if regs.ext.is_some() {
         return None;
@@ -187,35 +195,37 @@ pub(super) fn encode_compact(sid: u64, regs: &Regs) -> Option<[u64; COMPACT]> {
     let node = |r: &Option<(usize, Reg<bool>)>| r.map_or(0, |(_, reg)| u64::from(reg.stamp.node()));
     let hlc = |r: &Option<(usize, Reg<bool>)>| r.map_or(0, |(_, reg)| reg.stamp.hlc());
     let [w1, w2, w3, w4] = ident_words(sid, regs);
+    let meta = kind(&a) | (kind(&b) << 4) | (node(&b) << 8);
     Some([
-        0,
+        meta << 32,
         w1,
         w2,
         w3,
         w4 | (node(&a) << 48),
         hlc(&a),
         hlc(&b),
-        kind(&a) | (kind(&b) << 4) | (node(&b) << 16),
     ])
 }
 
 /// Where a moved compact record went: the index of its wide record.
 pub(super) fn forward(w: &[u64; COMPACT]) -> Option<u32> {
-    (w[7] & MOVED != 0).then_some(((w[7] >> 32) & 0x7fff_ffff) as u32)
+    (w[0] & MOVED != 0).then_some((w[2] & 0x7fff_ffff) as u32)
 }
 
-/// Word 7 of a compact record that moved to wide record `to`.
-pub(super) fn moved_word(to: u32) -> u64 {
-    MOVED | (u64::from(to & 0x7fff_ffff) << 32)
+/// The words of compact record `w` once it moved to wide record `to`.
+pub(super) fn moved(mut w: [u64; COMPACT], to: u32) -> [u64; COMPACT] {
+    w[0] = MOVED;
+    w[2] = u64::from(to);
+    w
 }
 
 /// The registers of a compact record (not moved).
 pub(super) fn decode_compact(w: &[u64; COMPACT]) -> Regs {
     let mut regs = [None; REGS];
-    let meta = w[7];
+    let meta = w[0] >> 32;
     let slots = [
         (meta & 0xf, w[5], w[4] >> 48),
-        ((meta >> 4) & 0xf, w[6], (meta >> 16) & 0xffff),
+        ((meta >> 4) & 0xf, w[6], (meta >> 8) & 0xffff),
     ];
     for (k, hlc, node) in slots {
         if let Some(r) = reg_index_kind(k & 7).and_then(|i| regs.get_mut(i)) {
@@ -382,19 +392,51 @@ mod tests {
         assert_eq!(
             w,
             [
-                0,
+                (1 | 8 | (7 << 4) | (1 << 8)) << 32,
                 10086,
                 0x0000_0190_0000_0003,
                 42,
                 7 | (2 << 32) | (2 << 48),
                 0x0000_0190_0000_0003,
                 0x0000_0180_0000_0001,
-                1 | 8 | (7 << 4) | (1 << 16),
             ]
         );
-        let moved = moved_word(5);
-        let mut m = w;
-        m[7] = moved;
+        assert_eq!(forward(&w), None);
+        let m = moved(w, 5);
         assert_eq!(forward(&m), Some(5));
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_seqlock {
+    use loom::sync::Arc;
+
+    use super::*;
+
+    /// A reader copying a record while a writer rewrites it twice gets one whole version: the
+    /// words of one write, never a mix (each write stores the same value in both data words).
+    #[test]
+    fn readers_never_see_a_torn_record() {
+        loom::model(|| {
+            let words: Arc<Vec<AtomicU64>> = Arc::new((0..3).map(|_| AtomicU64::new(0)).collect());
+            let w = words.clone();
+            let writer = loom::thread::spawn(move || {
+                for v in 1..=2u64 {
+                    begin_write(&w);
+                    end_write(&w, &[0, v, v]);
+                }
+            });
+            let (seen, ()) = read::<3, _>(&words, |_| ());
+            assert_eq!(seen[1], seen[2], "torn: {seen:?}");
+            assert_eq!(seen[0] % 2, 0);
+            assert_eq!(
+                seen[0],
+                seen[1] * 2,
+                "version and contents disagree: {seen:?}"
+            );
+            writer.join().unwrap();
+            let (last, ()) = read::<3, _>(&words, |_| ());
+            assert_eq!(last, [4, 2, 2]);
+        });
     }
 }
