@@ -4,6 +4,9 @@
 #   bash benches/compare.sh            # full run (about 3 minutes after the build)
 #   SECONDS_PER_RUN=3 USERS=1000000 MEM_USERS=1000000 bash benches/compare.sh   # quicker
 #
+# MEM_USERS is the population of the memory rows: over the wire (a node's RSS) and in-process
+# (`presenced bench store`, table and flurry engines, which also gives the longest growth pause).
+#
 # Installs redis-server, redis-tools, nginx and wrk from Debian's packages if they are missing,
 # starts everything on 127.0.0.1 ports of its own, prints each pair and its ratio, and stops
 # everything it started. Load generators run on the same machine as the servers.
@@ -128,6 +131,19 @@ records=$(curl -s "http://127.0.0.1:$H/v1/cluster" | python3 -c 'import json,sys
 p_bpu=$(python3 -c "print(round(($after-$before)/$records,1))")
 stop_presenced
 
+# ---- the store in-process (no node): fill MEM_USERS users, longest single apply, bytes/user ----
+# One login on pc per user, as `bench ingest --fill` sends; the store starts at the default
+# `initial-users`, so its indexes grow while filling. The flurry engine is the reference.
+for engine in table flurry; do
+  "$BIN" bench store --engine $engine --users "$MEM_USERS" --seconds 3 --json > "$dir/store-$engine.out" 2>/dev/null
+done
+us() { json "['longest_apply_us']" < "$1" | python3 -c "print(round(float(input())))"; }
+st_pause=$(us "$dir/store-table.out"); sf_pause=$(us "$dir/store-flurry.out")
+rss_pu() { json "['rss_bytes_per_user']" < "$1" | python3 -c "import sys; v=sys.stdin.read().strip(); print('n/a' if v == 'None' else round(float(v),1))"; }
+st_bpu=$(rss_pu "$dir/store-table.out"); sf_bpu=$(rss_pu "$dir/store-flurry.out")
+st_rec=$(json "['bytes_per_record']" < "$dir/store-table.out"); sf_rec=$(json "['bytes_per_record']" < "$dir/store-flurry.out")
+st_ins=$(json "['inserts_per_s']" < "$dir/store-table.out"); sf_ins=$(json "['inserts_per_s']" < "$dir/store-flurry.out")
+
 echo
 printf '%-44s %14s %14s %8s\n' "measure" "presenced" "reference" "ratio"
 row "ingest updates/s vs redis SET -P 64 ops/s" "$p_ingest" "$redis_set" "$(ratio $p_ingest $redis_set)"
@@ -135,8 +151,12 @@ row "query ids/s (100/req) vs redis MGET 100 keys/s" "$p_query" "$redis_mget_key
 row "HTTP 20 ids req/s vs nginx static (1 worker)" "$p_http" "$nginx_1" "$(ratio $p_http $nginx_1)"
 row "HTTP 20 ids req/s vs nginx static (2 workers)" "$p_http" "$nginx_2" "$(ratio $p_http $nginx_2)"
 row "bytes per user at $MEM_USERS (RSS vs used_memory)" "$p_bpu" "$redis_bpk" "$(ratio $redis_bpk $p_bpu)"
+row "in-process store bytes/user at $MEM_USERS (table) vs redis" "$st_bpu" "$redis_bpk" "$(ratio $redis_bpk $st_bpu)"
+row "in-process store bytes/user at $MEM_USERS (flurry) vs redis" "$sf_bpu" "$redis_bpk" "$(ratio $redis_bpk $sf_bpu)"
+row "longest growth pause filling $MEM_USERS (us), table vs flurry" "$st_pause" "$sf_pause" "$(ratio $sf_pause $st_pause)"
 echo
 echo "ingest ack latency p99: ${p_ingest_p99} us at full rate, ${p_half_p99} us at half rate ($half/s); redis MGET calls/s: $redis_mget; records: $records"
+echo "in-process store: table $st_rec bytes/record (store report), $st_ins inserts/s; flurry $sf_rec bytes/record (estimate), $sf_ins inserts/s"
 echo
 echo "Markdown rows for BENCHMARKS.md:"
 printf '%s\n' "${results[@]}"

@@ -48,4 +48,6 @@ check "$dir/ingest.out" updates_per_s
 check "$dir/query.out" ids_per_s
 "$bin" bench cluster --target 127.0.0.1:$P1 --observe 127.0.0.1:$H2 --rate 20000 --users 100000 --seconds 2 --connections 1 --json | tee "$dir/cluster.out"
 check "$dir/cluster.out" updates_per_s
-echo "bench smoke: 3 passed, 0 failed"
+"$bin" bench store --users 100000 --seconds 2 --threads 2 --json | tee "$dir/store.out"
+check "$dir/store.out" ids_per_s
+echo "bench smoke: 4 passed, 0 failed"

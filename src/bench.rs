@@ -4,6 +4,9 @@
 //! bounded number in flight (pipelining), and records the latency of every frame (send to ack or
 //! answer) in an HDR histogram. Histograms are merged at the end. With `--json`, the last line of
 //! stdout is one JSON object holding the rates and latency percentiles in microseconds.
+//!
+//! `bench store` is the exception: it runs the store in this process, without a node
+//! (`bench::store`).
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
@@ -18,6 +21,8 @@ use hdrhistogram::Histogram;
 use presenced_client::ClientError;
 use presenced_core::model::{ClientType, Sid};
 use presenced_core::proto::{pool, query};
+
+mod store;
 
 #[derive(Args, Debug)]
 pub(crate) struct BenchArgs {
@@ -87,6 +92,9 @@ enum Mode {
         #[arg(long, default_value_t = 100)]
         batch: usize,
     },
+    /// In-process store, no node: fill N users (one pc login each) on T threads, then random
+    /// batch reads; inserts/s, the longest single apply (growth pause), memory per user, ids/s.
+    Store(store::StoreArgs),
 }
 
 /// A small xorshift generator: deterministic per connection, no dependency.
@@ -111,6 +119,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
         Mode::Ingest { common, .. } => ("ingest", common.clone(), "updates"),
         Mode::Cluster { common, .. } => ("cluster", common.clone(), "updates"),
         Mode::Query { common, .. } => ("query", common.clone(), "ids"),
+        Mode::Store(a) => return store::run(a),
     };
     if common.connections == 0 || common.users == 0 || common.depth == 0 {
         bail!("--connections, --users and --depth must be at least 1");
@@ -138,6 +147,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let batch = *batch;
                 Box::new(move || query_conn(i, &common, batch, &totals))
             }
+            Mode::Store(_) => bail!("bench store opens no connection"),
         };
         threads.push(std::thread::spawn(job));
     }

@@ -1,5 +1,6 @@
-//! Black-box tests of the command line: the README's push/query example, config checking, bad
-//! flags, a port in use, and a clean stop on SIGTERM.
+//! Black-box tests of the command line: the README's push/query example, config checking, the
+//! store engine from the config to `/metrics`, `bench store`, bad flags, a port in use, and a
+//! clean stop on SIGTERM.
 
 #![allow(
     clippy::unwrap_used,
@@ -12,7 +13,7 @@ mod common;
 
 use std::net::TcpListener;
 
-use common::{run_cli, run_cli_raw, Node, Ports};
+use common::{http_get, run_cli, run_cli_raw, Node, Ports};
 
 const README_EVENTS: &str =
     "login 10086 1 pc nick=alice\nlogin 10086 1 mobile\npermission 10086 1 deny\nlogout 10086 1 pc\n";
@@ -90,6 +91,131 @@ fn check_config_accepts_the_example_and_names_errors() {
         err.contains("dup.xml:2:3:") && err.contains("duplicated attribute"),
         "{err}"
     );
+}
+
+#[test]
+fn check_config_names_a_bad_store_engine() {
+    let dir = std::env::temp_dir().join(format!("presenced-cli-store-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("engine.xml");
+    let node = r#"<node id="1" host="127.0.0.1" pool-port="1" query-port="2" sync-port="3" time-port="4" http-port="5"/>"#;
+    std::fs::write(
+        &bad,
+        format!("<cluster name=\"x\">\n<store engine=\"btree\"/>\n{node}\n</cluster>\n"),
+    )
+    .unwrap();
+    let out = run_cli_raw(&["check-config", bad.to_str().unwrap()], "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("engine.xml:2:8: bad `engine` \"btree\" on <store>: expected table or flurry"),
+        "{err}"
+    );
+    let good = dir.join("flurry.xml");
+    std::fs::write(
+        &good,
+        format!("<cluster name=\"x\">\n<store engine=\"flurry\"/>\n{node}\n</cluster>\n"),
+    )
+    .unwrap();
+    let ok = run_cli(&["check-config", good.to_str().unwrap()], "");
+    assert!(ok.contains("ok"), "{ok}");
+}
+
+/// The value of the sample line `name` in a `/metrics` text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+}
+
+#[test]
+fn store_engine_is_logged_and_reported_in_metrics() {
+    for engine in ["table", "flurry"] {
+        let extra = if engine == "table" {
+            String::new() // the default
+        } else {
+            format!("<store engine=\"{engine}\"/>")
+        };
+        let node = Node::start_with(&extra);
+        node.wait_log(&format!("store=\"{engine}\""));
+        node.push(README_EVENTS);
+        node.push("login 10010 2 web\nlogin 10000 3 sms\n");
+        let (code, text) = http_get(node.http_addr(), "/metrics");
+        assert_eq!(code, 200);
+        assert!(
+            text.contains(&format!(
+                "presenced_store_engine{{engine=\"{engine}\"}} 1\n"
+            )),
+            "{text}"
+        );
+        assert_eq!(metric(&text, "presenced_records"), 3.0);
+        let bytes = metric(&text, "presenced_store_bytes");
+        let per = metric(&text, "presenced_store_bytes_per_record");
+        let load = metric(&text, "presenced_store_load");
+        // Three users in a store sized for `initial-users` (a million): the table engine's
+        // bytes are mostly its empty index, so only the lower bound is tight.
+        assert!(
+            bytes > 0.0 && per >= 8.0,
+            "{engine}: {bytes} bytes, {per} per record"
+        );
+        assert!(
+            (bytes / 3.0 - per).abs() < 1.0,
+            "{engine}: {bytes} / 3 vs {per}"
+        );
+        assert!(load > 0.0 && load <= 1.0, "{engine}: load {load}");
+        assert_eq!(metric(&text, "presenced_store_largest_growth_slots"), 0.0);
+    }
+}
+
+#[test]
+fn bench_store_reports_fill_memory_and_reads() {
+    for engine in ["table", "flurry"] {
+        let out = run_cli(
+            &[
+                "bench",
+                "store",
+                "--engine",
+                engine,
+                "--users",
+                "10000",
+                "--seconds",
+                "1",
+                "--initial-users",
+                "1024",
+                "--json",
+            ],
+            "",
+        );
+        let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        let num = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("no {k} in {v}"));
+        assert_eq!(v["mode"], "store");
+        assert_eq!(v["engine"], engine);
+        assert_eq!(num("records"), 10_000.0, "{v}");
+        assert!(num("inserts_per_s") > 0.0 && num("ids_per_s") > 0.0, "{v}");
+        assert!(num("longest_apply_us") > 0.0, "{v}");
+        assert!(
+            num("longest_apply_us") * 1e3 >= v["apply_ns"]["p50"].as_f64().unwrap(),
+            "{v}"
+        );
+        assert!((8.0..1024.0).contains(&num("bytes_per_record")), "{v}");
+        assert!(num("load") > 0.0 && num("load") <= 1.0, "{v}");
+        assert!((0.9..5.0).contains(&num("read_seconds")), "{v}");
+        if cfg!(target_os = "linux") {
+            assert!(v["rss_bytes_per_user"].is_number(), "{v}");
+        }
+        if engine == "table" {
+            // 10,000 users in a store sized for 1,024: the indexes grew.
+            assert!(num("largest_growth_slots") > 0.0, "{v}");
+        }
+    }
+    let out = run_cli_raw(&["bench", "store", "--engine", "btree"], "");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("expected table or flurry"), "{err}");
 }
 
 /// Every file the command line reads names its OS error exactly once (an error chain printed

@@ -1,6 +1,7 @@
 //! The presenced cluster file: one XML document describing every node of a cluster
 //! (patent claim 13: server addresses, data-sync port, time-sync port, publish ports, sequence
-//! number), plus optional timing, limits, security, replication and PROXY protocol sections.
+//! number), plus optional timing, limits, security, replication, store and PROXY protocol
+//! sections.
 //!
 //! ```xml
 //! <cluster name="demo">
@@ -24,7 +25,8 @@
 //!
 //! - this root: [`ClusterConfig`] (the validated whole), [`ConfigError`], [`DEFAULT_XML`];
 //! - `limits`: [`Limits`], every limit a peer can hit, with its default;
-//! - `sections`: [`Timing`], [`Replication`] and [`AckPolicy`], [`NodeConfig`];
+//! - `sections`: [`Timing`], [`Replication`] and [`AckPolicy`], [`StoreConfig`] and
+//!   [`StoreEngine`], [`NodeConfig`];
 //! - `security`: [`Security`], [`ApiKey`], [`Secret`] (credential files);
 //! - `web`: [`Web`] (`<web>`: chat link template, CORS origins, unknown users, watch limits);
 //! - `proxy`: [`ProxyProtocol`] (`<proxy-protocol>`: which [`Listener`]s expect a PROXY
@@ -49,7 +51,7 @@ mod web;
 
 pub use limits::Limits;
 pub use proxy::{Cidr, Listener, ProxyProtocol};
-pub use sections::{AckPolicy, NodeConfig, Replication, Timing};
+pub use sections::{AckPolicy, NodeConfig, Replication, StoreConfig, StoreEngine, Timing};
 pub use security::{
     ApiKey, Secret, Security, MAX_POOL_TOKEN, MAX_SECRET_FILE, MIN_API_KEY, MIN_CLUSTER_SECRET,
 };
@@ -100,6 +102,7 @@ pub struct ClusterConfig {
     limits: Limits,
     security: Security,
     replication: Replication,
+    store: StoreConfig,
     proxy_protocol: Option<ProxyProtocol>,
     web: Option<Web>,
     seeds: Vec<Seed>,
@@ -158,6 +161,10 @@ impl ClusterConfig {
     /// Replication settings.
     pub fn replication(&self) -> &Replication {
         &self.replication
+    }
+    /// Store settings (`<store>`; the default engine without it).
+    pub fn store(&self) -> &StoreConfig {
+        &self.store
     }
     /// The `<proxy-protocol>` element, if the file has one: without it no listener expects a
     /// PROXY protocol header.

@@ -18,7 +18,7 @@ use quick_xml::Reader;
 
 use crate::{
     validate, AckPolicy, ClusterConfig, ConfigError, Limits, NodeConfig, ProxyProtocol,
-    Replication, Security, Seed, Timing,
+    Replication, Security, Seed, StoreConfig, StoreEngine, Timing,
 };
 
 /// A pull parser over one document; `file` only names it in errors.
@@ -64,6 +64,7 @@ impl Parser<'_> {
         let mut limits: Option<(Limits, usize)> = None;
         let mut security: Option<Security> = None;
         let mut replication: Option<Replication> = None;
+        let mut store: Option<StoreConfig> = None;
         let mut proxy_protocol: Option<ProxyProtocol> = None;
         let mut seeds: Vec<Seed> = Vec::new();
         let mut api_keys = Vec::new();
@@ -146,6 +147,10 @@ impl Parser<'_> {
                             once(self, replication.is_some(), pos, "replication")?;
                             replication = Some(self.replication(&mut a)?);
                         }
+                        "store" => {
+                            once(self, store.is_some(), pos, "store")?;
+                            store = Some(self.store(&mut a)?);
+                        }
                         "web" => {
                             once(self, web.is_some(), pos, "web")?;
                             web = Some(self.web(&mut a)?);
@@ -196,6 +201,7 @@ impl Parser<'_> {
                 ..security.unwrap_or_default()
             },
             replication: replication.unwrap_or_default(),
+            store: store.unwrap_or_default(),
             proxy_protocol,
             web,
             seeds,
@@ -224,6 +230,7 @@ impl Parser<'_> {
             b"limits" => "limits",
             b"security" => "security",
             b"replication" => "replication",
+            b"store" => "store",
             b"proxy-protocol" => "proxy-protocol",
             b"node" => "node",
             b"seed" => "seed",
@@ -233,7 +240,7 @@ impl Parser<'_> {
                 let name = String::from_utf8_lossy(other);
                 return Err(self.err(
                     pos,
-                    format!("unknown element <{name}>; expected <timing>, <limits>, <security>, <replication>, <proxy-protocol>, <web>, <seed>, <api-key> or <node>"),
+                    format!("unknown element <{name}>; expected <timing>, <limits>, <security>, <replication>, <store>, <proxy-protocol>, <web>, <seed>, <api-key> or <node>"),
                 ));
             }
         };
@@ -399,6 +406,25 @@ impl Parser<'_> {
         })
     }
 
+    /// `<store engine>`: `engine` is optional (default `table`); any other name is refused with
+    /// the list of engines.
+    fn store(&self, a: &mut Attrs) -> Result<StoreConfig, ConfigError> {
+        let Some(x) = a.take("engine") else {
+            return Ok(StoreConfig::default());
+        };
+        match StoreEngine::from_name(&x.value) {
+            Some(engine) => Ok(StoreConfig { engine }),
+            None => Err(self.err(
+                x.pos,
+                format!(
+                    "bad `engine` {:?} on <store>: expected {}",
+                    x.value,
+                    StoreEngine::ALL.map(StoreEngine::name).join(" or ")
+                ),
+            )),
+        }
+    }
+
     /// `<web>`: every attribute optional; the checks are `Web::from_attrs`.
     fn web(&self, a: &mut Attrs) -> Result<crate::Web, ConfigError> {
         let chat = a.take("chat-url");
@@ -493,6 +519,7 @@ fn expected(element: &str) -> &'static str {
         "api-key" => "name, file",
         "web" => "chat-url, allowed-origins, unknown, max-watchers, retention-changes",
         "replication" => "ack, backlog, flush-ms",
+        "store" => "engine",
         "proxy-protocol" => "listeners, trusted",
         "seed" => "host, sync-port",
         _ => "id, host, pool-port, query-port, sync-port, time-port, http-port",

@@ -1,6 +1,7 @@
 //! The plain values of the other sections of a cluster file: [`Timing`] (`<timing>`),
-//! [`Replication`] (`<replication>`, with its [`AckPolicy`]) and
-//! [`NodeConfig`] (`<node>`), each with the defaults that apply when an attribute is left out.
+//! [`Replication`] (`<replication>`, with its [`AckPolicy`]), [`StoreConfig`] (`<store>`, with
+//! its [`StoreEngine`]) and [`NodeConfig`] (`<node>`), each with the defaults that apply when an
+//! attribute is left out.
 //!
 //! Nothing here parses or validates: `parse.rs` builds these values from attributes and
 //! `validate.rs` checks what spans several elements.
@@ -74,6 +75,47 @@ impl Default for Replication {
             flush_ms: 2,
         }
     }
+}
+
+/// Which engine holds the node's records (`<store engine="...">`).
+///
+/// The same choice as `presenced_core::store::Engine`, named here so that this crate does not
+/// depend on the store; the server maps one onto the other. Every node of a cluster may use
+/// either: digests and replication do not depend on the engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreEngine {
+    /// Records inline in per-shard arenas behind an open-addressing index (`table`, the
+    /// default).
+    #[default]
+    Table,
+    /// The reference engine, a flurry map of boxed records (`flurry`).
+    Flurry,
+}
+
+impl StoreEngine {
+    /// Every engine, in the order the error messages list them.
+    pub const ALL: [Self; 2] = [Self::Table, Self::Flurry];
+
+    /// The name written in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Table => "table",
+            Self::Flurry => "flurry",
+        }
+    }
+
+    /// The engine named `name` (exactly as [`StoreEngine::name`] writes it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.name() == name)
+    }
+}
+
+/// The store settings (`<store>`). How many users it is sized for at start is
+/// `<limits initial-users>`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The engine (default `table`).
+    pub engine: StoreEngine,
 }
 
 /// One node of the cluster (`<node>`).

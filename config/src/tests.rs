@@ -583,3 +583,54 @@ fn web_element_parses_and_checks_its_attributes() {
         assert!(e.contains(msg), "{bad}: {e}");
     }
 }
+
+#[test]
+fn store_engine_defaults_to_table_and_parses() {
+    let plain = ClusterConfig::parse(&format!("<cluster name=\"a\">{NODE}</cluster>"), "t.xml");
+    assert_eq!(plain.unwrap().store().engine, StoreEngine::Table);
+    assert_eq!(
+        ClusterConfig::embedded_default().store().engine,
+        StoreEngine::Table
+    );
+    for (xml, want) in [
+        ("<store/>", StoreEngine::Table),
+        (r#"<store engine="table"/>"#, StoreEngine::Table),
+        (r#"<store engine="flurry"/>"#, StoreEngine::Flurry),
+    ] {
+        let doc = format!("<cluster name=\"a\">\n  {xml}\n  {NODE}\n</cluster>");
+        let c = ClusterConfig::parse(&doc, "t.xml").unwrap();
+        assert_eq!(c.store().engine, want, "{xml}");
+    }
+    for e in StoreEngine::ALL {
+        assert_eq!(StoreEngine::from_name(e.name()), Some(e));
+    }
+}
+
+#[test]
+fn store_errors_name_the_element_and_the_engines() {
+    check(
+        &format!("<cluster name=\"a\">\n  <store engine=\"btree\"/>\n{NODE}</cluster>"),
+        2,
+        10,
+        "bad `engine` \"btree\" on <store>: expected table or flurry",
+    );
+    // Names are case-sensitive, like every other keyword.
+    check(
+        &format!("<cluster name=\"a\">\n  <store engine=\"Table\"/>\n{NODE}</cluster>"),
+        2,
+        10,
+        "expected table or flurry",
+    );
+    check(
+        &format!("<cluster name=\"a\">\n  <store kind=\"table\"/>\n{NODE}</cluster>"),
+        2,
+        10,
+        "unknown attribute `kind` on <store>; expected engine",
+    );
+    check(
+        &format!("<cluster name=\"a\">\n<store/>\n<store engine=\"flurry\"/>\n{NODE}</cluster>"),
+        3,
+        1,
+        "duplicate <store>; expected at most one",
+    );
+}

@@ -118,6 +118,8 @@ pub fn run(config: ClusterConfig, node_id: u16, opts: ServeOptions) -> anyhow::R
         node = shared.me.id,
         workers = shared.workers,
         cluster = shared.config.name(),
+        store = shared.store.engine().name(),
+        initial_users = shared.config.limits().initial_users,
         "presenced serving (readiness: /healthz/ready)"
     );
 

@@ -7,7 +7,8 @@
 //!
 //! The exposition is written by hand rather than through a metrics crate: the format is a few
 //! lines per family, and none of the crates maps HDR histograms to summaries without copying.
-//! [`Metrics::render`] is the only place that writes it; the HTTP `/metrics` route gets the text
+//! [`Metrics::render`] and [`render_store`] (the store's gauges, `metrics::store`) are the only
+//! places that write it; the HTTP `/metrics` route gets the text
 //! through [`Backend::render_metrics`](presenced_frontends::backend::Backend::render_metrics).
 
 use std::collections::BTreeMap;
@@ -18,8 +19,10 @@ use std::sync::Mutex;
 use hdrhistogram::Histogram;
 
 pub use self::auth::AuthMetrics;
+pub use self::store::render_store;
 
 mod auth;
+mod store;
 
 /// A protocol family, used as the `protocol` label of connection metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

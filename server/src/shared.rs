@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use presenced_config::{AckPolicy, ClusterConfig, NodeConfig};
+use presenced_config::{AckPolicy, ClusterConfig, NodeConfig, StoreEngine};
 use presenced_core::ack_gate::AckMode;
 use presenced_core::auth::{ApiKeys, AuthOutcome, Presented};
 use presenced_core::cluster::node::MemberError;
@@ -20,6 +20,7 @@ use presenced_core::model::ExtLimits;
 use presenced_core::proto::pool::PoolLimits;
 use presenced_core::proto::pool_session::Streams;
 use presenced_core::proto::query::QueryLimits;
+use presenced_core::store::Engine;
 use presenced_core::{Hlc, Sid, Status, Store};
 use presenced_frontends::backend::{
     Backend, ClusterView, Frontend, MemberChangeError, MemberView, WatchSlot,
@@ -33,6 +34,14 @@ use crate::metrics::Metrics;
 use crate::repl::{ChangeError, MemberChange, Repl};
 use crate::throttle::LoginThrottle;
 use crate::watch::Watch;
+
+/// The store engine `<store engine>` names.
+fn engine(e: StoreEngine) -> Engine {
+    match e {
+        StoreEngine::Table => Engine::Table,
+        StoreEngine::Flurry => Engine::Flurry,
+    }
+}
 
 /// Options of `presenced serve` beyond the cluster file.
 #[derive(Clone, Debug, Default)]
@@ -116,9 +125,9 @@ impl Shared {
             watch,
             hlc: Hlc::new(me.id),
             me,
-            // Sized for a million users up front (8 MiB of bins): growing the table under load
-            // stalls ingest while it is copied.
-            store: Store::with_capacity(l.initial_users),
+            // Sized for `initial-users` (a million by default) up front: growing an index under
+            // load makes its shard's writers wait while it is rehashed.
+            store: Store::new(engine(config.store().engine), l.initial_users),
             streams: Streams::default(),
             metrics: Metrics::new(workers)
                 .with_api_keys(config.security().api_keys.iter().map(|k| k.name.clone())),
@@ -275,6 +284,7 @@ impl Backend for NodeBackend<'_> {
             s.started.elapsed().as_secs_f64(),
             s.output.total() as u64,
         );
+        crate::metrics::render_store(out, s.store.engine(), &s.store.memory());
         s.watch.render(out);
     }
 
