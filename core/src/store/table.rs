@@ -37,7 +37,7 @@ pub(super) use read::TablePinned;
 use arena::Segment;
 
 use super::{Memory, DIGEST_BUCKETS};
-use crate::model::{Ext, Regs};
+use crate::model::Ext;
 use crate::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering, RwLock};
 
 /// The index grows past `records / slots > LOAD_NUM / LOAD_DEN`...
@@ -114,9 +114,10 @@ impl Loc {
     }
 }
 
-/// What a reader found.
+/// What a reader found: a whole copy of a record's words (word 1 is its sid).
 enum Found {
-    Record(u64, Regs),
+    Compact([u64; words::COMPACT]),
+    Wide([u64; words::WIDE], Option<Arc<Ext>>),
     Missing,
     /// The pinned generation lacks what the index named: look again in the current one.
     Stale,

@@ -201,11 +201,9 @@ impl QuerySession {
                         .encode(out);
                     } else {
                         scratch.clear();
-                        scratch.extend(
-                            ids.iter()
-                                .filter_map(|i| Sid::new(*i))
-                                .map(|s| store.status(s)),
-                        );
+                        // One batch lookup: the store overlaps the ids' cache misses.
+                        let sids: Vec<Sid> = ids.iter().filter_map(|i| Sid::new(*i)).collect();
+                        store.statuses(&sids, &mut scratch);
                         o.ids += ids.len() as u64;
                         put_result(out, req_id, now_ms, &scratch);
                     }

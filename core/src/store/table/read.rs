@@ -67,7 +67,7 @@ impl TablePinned<'_> {
                 let (c, ()) = words::read::<COMPACT, _>(words, |_| ());
                 match words::forward(&c) {
                     Some(j) => self.read(b, view, Loc::Wide(j as usize)),
-                    None => Found::Record(c[1], words::decode_compact(&c)),
+                    None => Found::Compact(c),
                 }
             }
             Loc::Wide(i) => {
@@ -77,7 +77,7 @@ impl TablePinned<'_> {
                 let (w, ext) = words::read::<WIDE, _>(words, |w| {
                     words::ext_slot(w).and_then(|s| read_ext(shard, s))
                 });
-                Found::Record(w[1], words::decode_wide(&w, ext))
+                Found::Wide(w, ext)
             }
         }
     }
@@ -95,10 +95,9 @@ impl TablePinned<'_> {
             }
             if (w >> 32) as u32 == h {
                 if let Some(loc) = Loc::from_word(w) {
-                    match self.read(b, view, loc) {
-                        Found::Record(k, regs) if k == key => return Found::Record(k, regs),
-                        Found::Stale => return Found::Stale,
-                        _ => {}
+                    let found = self.read(b, view, loc);
+                    if matches!(found, Found::Stale) || found.sid() == key {
+                        return found;
                     }
                 }
             }
@@ -111,26 +110,29 @@ impl TablePinned<'_> {
         }
     }
 
-    /// The registers of `sid`, looking again in the current generation if the pinned one is
-    /// behind.
-    fn find(&self, sid: Sid) -> Option<Regs> {
+    /// The record of `sid` as found through the pinned generation, or through the current one
+    /// if the pinned one is behind.
+    fn find(&self, sid: Sid) -> Found {
         let b = bucket_of(sid);
         let (key, h) = (sid.get(), hash32(sid.get()));
         let mut fresh: Option<Arc<[View]>> = None;
         loop {
             let generation = fresh.as_deref().unwrap_or(&self.generation);
-            match self.lookup_in(b, generation.get(b)?, key, h) {
-                Found::Record(_, regs) => return Some(regs),
-                Found::Missing => return None,
+            let Some(view) = generation.get(b) else {
+                return Found::Missing;
+            };
+            match self.lookup_in(b, view, key, h) {
                 Found::Stale => fresh = Some(self.store.current()),
+                found => return found,
             }
         }
     }
 
     pub(in crate::store) fn status(&self, sid: Sid) -> Status {
         match self.find(sid) {
-            Some(regs) => Record::from_regs(regs).status(sid),
-            None => Status::unknown(sid),
+            Found::Compact(c) => words::status_compact(&c, sid),
+            Found::Wide(w, ext) => words::status_wide(&w, ext, sid),
+            Found::Missing | Found::Stale => Status::unknown(sid),
         }
     }
 
@@ -139,48 +141,55 @@ impl TablePinned<'_> {
     pub(in crate::store) fn statuses(&self, sids: &[Sid], out: &mut Vec<Status>) {
         out.reserve(sids.len());
         for chunk in sids.chunks(BATCH) {
-            let mut sink = 0u64;
-            let mut firsts = [None; BATCH];
-            for (s, first) in chunk.iter().zip(firsts.iter_mut()) {
+            // Pass 1: the home slot of every id (independent loads, in flight together).
+            let mut homes = [0u64; BATCH];
+            for (s, w) in chunk.iter().zip(homes.iter_mut()) {
                 if let Some(view) = self.generation.get(bucket_of(*s)) {
                     let slots = &view.slots.words;
-                    let i = home(hash32(s.get()), slots.len());
-                    if let Some(w) = slots.get(i) {
-                        let w = w.load(Ordering::Relaxed);
-                        sink ^= w;
-                        *first = Loc::from_word(w).map(|l| (view, l));
+                    if let Some(x) = slots.get(home(hash32(s.get()), slots.len())) {
+                        *w = x.load(Ordering::Relaxed);
                     }
                 }
             }
-            for (view, loc) in firsts.iter().flatten() {
-                let words = match *loc {
-                    Loc::Compact(i) => arena::record(&view.compact, i, COMPACT),
-                    Loc::Wide(i) => arena::record(&view.wide, i, WIDE),
+            // Pass 2: the record each home slot names when its tag is the id's (most are).
+            let mut sink = 0u64;
+            for (s, w) in chunk.iter().zip(homes) {
+                let Some(view) = self.generation.get(bucket_of(*s)) else {
+                    continue;
                 };
-                if let Some(w) = words.and_then(|w| w.get(1)) {
-                    sink ^= w.load(Ordering::Relaxed);
+                if (w >> 32) as u32 != hash32(s.get()) {
+                    continue;
+                }
+                let words = match Loc::from_word(w) {
+                    Some(Loc::Compact(i)) => arena::record(&view.compact, i, COMPACT),
+                    Some(Loc::Wide(i)) => arena::record(&view.wide, i, WIDE),
+                    None => None,
+                };
+                // A 56-byte record may straddle two cache lines: touch both ends.
+                if let Some(w) = words {
+                    for v in w.first().into_iter().chain(w.last()) {
+                        sink ^= v.load(Ordering::Relaxed);
+                    }
                 }
             }
             std::hint::black_box(sink);
+            // Pass 3: the lookups proper, on lines now in cache.
             out.extend(chunk.iter().map(|s| self.status(*s)));
         }
     }
 
     pub(in crate::store) fn record(&self, sid: Sid) -> Option<Record> {
-        self.find(sid).map(Record::from_regs)
+        self.find(sid).regs().map(Record::from_regs)
     }
 
     /// Record `i` of an arena of shard `b` (and its sid), through the pinned generation or, if
     /// that is behind, the current one.
     fn at(&self, b: usize, loc: Loc) -> Option<(u64, Regs)> {
-        match self.read(b, self.generation.get(b)?, loc) {
-            Found::Record(k, regs) => Some((k, regs)),
-            Found::Missing => None,
-            Found::Stale => match self.read(b, self.store.current().get(b)?, loc) {
-                Found::Record(k, regs) => Some((k, regs)),
-                _ => None,
-            },
-        }
+        let found = match self.read(b, self.generation.get(b)?, loc) {
+            Found::Stale => self.read(b, self.store.current().get(b)?, loc),
+            found => found,
+        };
+        Some((found.sid(), found.regs()?))
     }
 
     /// Scans shard by shard; within a shard, the wide arena (phase 0) and then the compact one
@@ -253,6 +262,26 @@ impl TablePinned<'_> {
             Some(j) if (j as usize) < mark => None,
             Some(j) => self.at(b, Loc::Wide(j as usize)),
             None => Some((c[1], words::decode_compact(&c))),
+        }
+    }
+}
+
+impl Found {
+    /// The sid of the record found (0 for none).
+    fn sid(&self) -> u64 {
+        match self {
+            Self::Compact(c) => c[1],
+            Self::Wide(w, _) => w[1],
+            Self::Missing | Self::Stale => 0,
+        }
+    }
+
+    /// The registers of the record found.
+    fn regs(self) -> Option<Regs> {
+        match self {
+            Self::Compact(c) => Some(words::decode_compact(&c)),
+            Self::Wide(w, ext) => Some(words::decode_wide(&w, ext)),
+            Self::Missing | Self::Stale => None,
         }
     }
 }

@@ -34,7 +34,7 @@
 use std::sync::Arc;
 
 use crate::hlc::Stamp;
-use crate::model::{Ext, Ident, Reg, Regs};
+use crate::model::{ClientSet, Ext, Ident, Reg, Regs, Sid, Status};
 use crate::sync::{fence, spin, AtomicU64, Ordering};
 
 /// Words of a compact record.
@@ -295,6 +295,44 @@ pub(super) fn decode_wide(w: &[u64; WIDE], ext: Option<Arc<Ext>>) -> Regs {
     unflat(regs, ident_of(w), ext)
 }
 
+/// The published view of compact record `w` without building its registers: what batch queries
+/// read, so it costs a few bit operations.
+pub(super) fn status_compact(w: &[u64; COMPACT], sid: Sid) -> Status {
+    let meta = w[0] >> 32;
+    let (mut clients, mut accepts) = (0u8, true);
+    for k in [meta & 0xf, (meta >> 4) & 0xf] {
+        let (kind, value) = (k & 7, k & 8 != 0);
+        match kind {
+            1..=6 => clients |= u8::from(value) << (kind - 1),
+            7 => accepts = value,
+            _ => {}
+        }
+    }
+    status(w, clients, accepts, None, sid)
+}
+
+/// The published view of wide record `w` (see [`status_compact`]).
+pub(super) fn status_wide(w: &[u64; WIDE], ext: Option<Arc<Ext>>, sid: Sid) -> Status {
+    let (present, values) = ((w[4] >> 48) & 0x7f, (w[4] >> 56) & 0x7f);
+    let clients = (present & values & 0x3f) as u8;
+    let accepts = present & (1 << PERM) == 0 || values & (1 << PERM) != 0;
+    status(w, clients, accepts, ext, sid)
+}
+
+fn status(w: &[u64], clients: u8, accepts: bool, ext: Option<Arc<Ext>>, sid: Sid) -> Status {
+    let clients = ClientSet::from_bits(clients).unwrap_or_default();
+    Status {
+        sid,
+        known: true,
+        online: !clients.is_empty(),
+        clients,
+        accepts_strangers: accepts,
+        changed_at_ms: Some(at(w, 2) >> 16),
+        uid: Some(at(w, 3)),
+        ext,
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
@@ -351,6 +389,13 @@ mod tests {
             prop_assert_eq!(ext_slot(&wide), regs.ext.as_ref().map(|_| 9));
             let back = decode_wide(&wide, regs.ext.as_ref().map(|e| e.value.clone()));
             prop_assert!(same(&back, &regs), "{:?} != {:?}", back, regs);
+            let ext = regs.ext.as_ref().map(|e| e.value.clone());
+            let s = Sid::new(sid).unwrap();
+            let expected = crate::model::Record::from_regs(regs.clone()).status(s);
+            prop_assert_eq!(status_wide(&wide, ext, s), expected.clone());
+            if let Some(c) = encode_compact(sid, &regs) {
+                prop_assert_eq!(status_compact(&c, s), expected);
+            }
             let held = flat(&regs).iter().flatten().count();
             match encode_compact(sid, &regs) {
                 Some(c) => {
