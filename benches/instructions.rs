@@ -413,6 +413,7 @@ fn cluster_snapshot() -> u64 {
     let ctx = Ctx {
         store: &store,
         hlc: &hlc,
+        appliers: None,
     };
     measure_cluster_snapshot(black_box(&ctx))
 }

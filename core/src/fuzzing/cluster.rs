@@ -64,6 +64,7 @@ pub fn cluster_node(data: &[u8]) {
     let ctx = Ctx {
         store: &store,
         hlc: &hlc,
+        appliers: None,
     };
     let mut conns = [Conn::AwaitHello; 4];
     let mut last_term = node.term();

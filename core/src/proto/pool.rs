@@ -123,6 +123,18 @@ pub enum Event {
     SnapshotEnd,
 }
 
+impl Event {
+    /// The user the event is about (`None` for snapshot markers).
+    pub fn sid(&self) -> Option<Sid> {
+        match self {
+            Self::Login { sid, .. } | Self::Logout { sid, .. } | Self::Permission { sid, .. } => {
+                Some(*sid)
+            }
+            Self::SnapshotBegin | Self::SnapshotEnd => None,
+        }
+    }
+}
+
 /// A frame sent by a pool.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientFrame {

@@ -372,6 +372,9 @@ impl PoolSession {
             let Some(e) = job.events.get(job.idx) else {
                 break;
             };
+            if job.idx % Pinned::PREFETCH == 0 {
+                prefetch(&job.events, job.idx, ctx);
+            }
             if job.seq > job.applied {
                 let (first, used) = match job.block {
                     Some(b) => b,
@@ -527,3 +530,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     clippy::indexing_slicing
 )]
 mod tests;
+
+/// Starts loading the records of the events from `from` on (see [`Pinned::prefetch`]).
+fn prefetch(events: &[Event], from: usize, ctx: &PoolCtx<'_>) {
+    let mut sids = [Sid::MIN; Pinned::PREFETCH];
+    let mut n = 0;
+    for (e, s) in events
+        .iter()
+        .skip(from)
+        .filter_map(Event::sid)
+        .zip(sids.iter_mut())
+    {
+        *s = e;
+        n += 1;
+    }
+    ctx.store.prefetch(sids.get(..n).unwrap_or_default());
+}

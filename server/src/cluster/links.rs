@@ -423,6 +423,7 @@ impl ClusterDriver {
             let ctx = Ctx {
                 store: &self.shared.store,
                 hlc: &self.shared.hlc,
+                appliers: Some(&self.appliers),
             };
             let verdict = self.node.handle_frame(now, conn, msg, &ctx);
             if !self.apply_verdict(key, verdict) {

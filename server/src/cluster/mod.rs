@@ -14,6 +14,7 @@
 //! Architecture Invariant: this thread is the only one that touches the [`ClusterNode`]; the
 //! others see it through [`Repl`].
 
+mod appliers;
 mod handshake;
 mod links;
 mod udp;
@@ -89,6 +90,8 @@ pub(crate) struct ClusterDriver {
     datagram_counter: u64,
     /// The node's counters at the last report (refusals are exported as deltas).
     last_stats: presenced_core::cluster::node::Stats,
+    /// Threads that share the merging of large batches of remote records.
+    appliers: appliers::ScopedAppliers,
 }
 
 /// Binds the replication listener and the time-sync socket, and builds the node state.
@@ -139,6 +142,7 @@ impl ClusterDriver {
             flush_us: shared.config.replication().flush_ms * 1000,
             max_drift_us: t.max_clock_drift_ms * 1000,
         };
+        let appliers = appliers::ScopedAppliers::new(shared.workers);
         let peers: Vec<NodeInfo> = shared.config.nodes().iter().map(info_of).collect();
         let cluster_key = shared
             .config
@@ -203,6 +207,7 @@ impl ClusterDriver {
             time_key: cluster_key.as_ref().map(ClusterKey::time_key),
             datagram_counter: 0,
             last_stats: Default::default(),
+            appliers,
             cluster_key,
         };
         // Publish the first view before the acceptor takes any connection: a node alone in its
@@ -266,6 +271,7 @@ impl ClusterDriver {
                 let ctx = Ctx {
                     store,
                     hlc: &self.shared.hlc,
+                    appliers: Some(&self.appliers),
                 };
                 self.node.handle_timeout(now, &ctx);
             }
@@ -342,6 +348,7 @@ impl ClusterDriver {
             let ctx = Ctx {
                 store: &self.shared.store,
                 hlc: &self.shared.hlc,
+                appliers: Some(&self.appliers),
             };
             let Some((peer, dir, msg)) = self.node.poll_transmit(now, &ctx) else {
                 break;

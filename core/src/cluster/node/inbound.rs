@@ -8,6 +8,8 @@
 
 use crate::cluster::repl::{Msg, RESUME_NOW};
 use crate::model::{Record, Sid};
+use crate::store::{bucket_of, Pinned};
+use crate::sync::Mutex;
 
 use super::Ctx;
 
@@ -33,25 +35,83 @@ pub(super) struct InLink {
     last_update_us: u64,
 }
 
+/// Batches of at least this many records are merged by the [`Ctx::appliers`] in parallel.
+const PARALLEL_MIN: usize = 1024;
+
 /// Joins `records` into the store; returns how many changed something, and appends their sids
-/// to `changed` when given.
+/// to `changed` when given. A large batch is split among the appliers by digest bucket (see
+/// [`super::Appliers`]); either way every record is merged when this returns.
 pub(super) fn merge_records(
     records: &[(Sid, Record)],
+    ctx: &Ctx<'_>,
+    changed: Option<&mut Vec<Sid>>,
+) -> u64 {
+    let parts = ctx.appliers.map_or(1, |a| a.width().clamp(1, 64));
+    let Some(appliers) = ctx
+        .appliers
+        .filter(|_| parts > 1 && records.len() >= PARALLEL_MIN)
+    else {
+        return merge_part(records.iter(), ctx, changed);
+    };
+    let want_changed = changed.is_some();
+    let results: Vec<Mutex<(u64, Vec<Sid>)>> =
+        (0..parts).map(|_| Mutex::new((0, Vec::new()))).collect();
+    appliers.run(parts, &|part| {
+        let mine = records
+            .iter()
+            .filter(|(sid, _)| bucket_of(*sid) % parts == part);
+        let mut sids = Vec::new();
+        let count = merge_part(mine, ctx, want_changed.then_some(&mut sids));
+        if let Some(slot) = results.get(part) {
+            *slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = (count, sids);
+        }
+    });
+    let mut count = 0;
+    let mut changed = changed;
+    for r in results {
+        let (n, sids) = r
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        count += n;
+        if let Some(c) = changed.as_deref_mut() {
+            c.extend(sids);
+        }
+    }
+    count
+}
+
+/// Merges `records` on this thread, loading them [`Pinned::PREFETCH`] at a time.
+fn merge_part<'r>(
+    records: impl Iterator<Item = &'r (Sid, Record)> + Clone,
     ctx: &Ctx<'_>,
     mut changed: Option<&mut Vec<Sid>>,
 ) -> u64 {
     let pinned = ctx.store.pin();
     let mut count = 0;
-    for (sid, r) in records {
-        ctx.hlc.observe(r.ident().stamp);
-        if pinned.merge(*sid, r) {
-            count += 1;
-            if let Some(c) = changed.as_deref_mut() {
-                c.push(*sid);
+    let mut ahead = [Sid::MIN; Pinned::PREFETCH];
+    let mut rest = records;
+    loop {
+        let mut n = 0;
+        for (a, (sid, _)) in ahead.iter_mut().zip(rest.clone()) {
+            *a = *sid;
+            n += 1;
+        }
+        if n == 0 {
+            return count;
+        }
+        pinned.prefetch(ahead.get(..n).unwrap_or_default());
+        for (sid, r) in rest.by_ref().take(n) {
+            ctx.hlc.observe(r.ident().stamp);
+            if pinned.merge(*sid, r) {
+                count += 1;
+                if let Some(c) = changed.as_deref_mut() {
+                    c.push(*sid);
+                }
             }
         }
     }
-    count
 }
 
 /// Why a snapshot was not counted.
@@ -216,6 +276,7 @@ mod tests {
         let ctx = Ctx {
             store: &store,
             hlc: &hlc,
+            appliers: None,
         };
         let mut link = InLink::default();
         assert_eq!(link.handle_hello(5, false), 0);
@@ -254,6 +315,7 @@ mod tests {
         let ctx = Ctx {
             store: &store,
             hlc: &hlc,
+            appliers: None,
         };
         let mut link = InLink::default();
         link.handle_hello(5, false);
@@ -263,5 +325,59 @@ mod tests {
         let d = super::super::outbound::digest_of(&[record(1), record(2)]);
         assert!(link.handle_snapshot_end(2, d).is_err());
         assert!(!link.snapshot_done());
+    }
+
+    /// Runs every part on its own scoped thread.
+    #[derive(Debug)]
+    struct Threads(usize);
+
+    impl crate::cluster::node::Appliers for Threads {
+        fn width(&self) -> usize {
+            self.0
+        }
+        fn run(&self, parts: usize, job: &(dyn Fn(usize) + Sync)) {
+            std::thread::scope(|s| {
+                for p in 0..parts {
+                    s.spawn(move || job(p));
+                }
+            });
+        }
+    }
+
+    /// A large batch merged by parallel appliers leaves the store, the count and the changed
+    /// sids exactly as one thread does.
+    #[test]
+    fn parallel_apply_merges_like_one_thread() {
+        let update = |c| Update {
+            uid: 1,
+            pool: 1,
+            change: Change::Login(c),
+            ext: None,
+        };
+        let batch: Vec<(Sid, Record)> = (1..=5_000u64)
+            .map(|i| {
+                let c = ClientType::from_code((i % 6) as u8).unwrap();
+                let r = Record::from_update(Stamp::new((i % 50) << 16, 2), &update(c));
+                (Sid::new(i % 3_000 + 1).unwrap(), r)
+            })
+            .collect();
+        let hlc = Hlc::new(1);
+        let run = |appliers: Option<&dyn crate::cluster::node::Appliers>| {
+            let store = Store::default();
+            let ctx = Ctx {
+                store: &store,
+                hlc: &hlc,
+                appliers,
+            };
+            let mut changed = Vec::new();
+            let count = merge_records(&batch, &ctx, Some(&mut changed));
+            changed.sort();
+            (count, changed, store.digest(), store.len())
+        };
+        let one = run(None);
+        for width in [2, 3, 8] {
+            assert_eq!(run(Some(&Threads(width))), one, "width {width}");
+        }
+        assert_eq!(one.3, 3_000);
     }
 }

@@ -69,7 +69,9 @@ use liveness::stall_after;
 use membership::Membership;
 use outbound::{Backlog, OutLink, Welcome};
 use relay::Relay;
-pub use types::{Conn, Ctx, Dir, Event, HelloError, MemberError, Now, Stats, Timing, Verdict};
+pub use types::{
+    Appliers, Conn, Ctx, Dir, Event, HelloError, MemberError, Now, Stats, Timing, Verdict,
+};
 
 /// A member learned at run time and never heard from directly expires after this many
 /// `down-after` periods.

@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, VecDeque};
 
 use crate::cluster::repl::{Msg, MAX_RECORDS, RESUME_NOW};
 use crate::model::{Record, Sid};
-use crate::store::{record_digest, Cursor, Store};
+use crate::store::{record_digest, Cursor, Pinned, Store};
 
 /// Encoded bytes of records per frame beyond which no record is added (far below
 /// [`crate::cluster::repl::MAX_FRAME`] whatever the extension limits).
@@ -108,7 +108,7 @@ impl Backlog {
     }
 
     /// The sids of the numbers `from..from + n` (clipped to what is held).
-    fn range(&self, from: u64, n: u64) -> impl Iterator<Item = &Sid> {
+    fn range(&self, from: u64, n: u64) -> impl Iterator<Item = &Sid> + Clone {
         let start = from.saturating_sub(self.base) as usize;
         let end = (start + n as usize).min(self.sids.len());
         self.sids.range(start.min(end)..end)
@@ -354,7 +354,24 @@ impl OutLink {
                 let mut records = Vec::new();
                 let mut bytes = 0;
                 let mut taken = 0;
-                for sid in backlog.range(self.next, n) {
+                let mut upcoming = backlog.range(self.next, n);
+                let mut ahead = [Sid::MIN; Pinned::PREFETCH];
+                let mut fetched = 0;
+                while let Some(sid) = upcoming.next() {
+                    if fetched == 0 {
+                        // The next records to read, loaded together (see `Pinned::prefetch`).
+                        let mut k = 0;
+                        for (a, s) in ahead
+                            .iter_mut()
+                            .zip(std::iter::once(sid).chain(upcoming.clone()))
+                        {
+                            *a = *s;
+                            k += 1;
+                        }
+                        pinned.prefetch(ahead.get(..k).unwrap_or_default());
+                        fetched = k;
+                    }
+                    fetched -= 1;
                     taken += 1;
                     if seen.insert(*sid) {
                         if let Some(r) = pinned.record(*sid) {

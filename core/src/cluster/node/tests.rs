@@ -177,6 +177,7 @@ impl Sim {
             let ctx = Ctx {
                 store: &store,
                 hlc: &sn.hlc,
+                appliers: None,
             };
             let Some((peer, dir, msg)) = sn.node.poll_transmit(now, &ctx) else {
                 break;
@@ -376,6 +377,7 @@ impl Sim {
                     let ctx = Ctx {
                         store: &store,
                         hlc: &sn.hlc,
+                        appliers: None,
                     };
                     if sn.node.handle_in_msg(now, a, msg, &ctx) != Verdict::Continue {
                         // As the driver does: the receiver drops the connection.
@@ -403,6 +405,7 @@ impl Sim {
                 let ctx = Ctx {
                     store: &store,
                     hlc: &sn.hlc,
+                    appliers: None,
                 };
                 sn.node.handle_out_msg(now, b, msg, &ctx);
                 self.pump(a);
@@ -442,6 +445,7 @@ impl Sim {
                 let ctx = Ctx {
                     store: &store,
                     hlc: &sn.hlc,
+                    appliers: None,
                 };
                 sn.node.handle_timeout(now, &ctx);
             }
@@ -642,6 +646,7 @@ fn snapshots_and_buckets_of_a_million_records_do_bounded_work_per_event() {
     let ctx = Ctx {
         store: &store,
         hlc: &hlc,
+        appliers: None,
     };
     let now = Now {
         mono_us: 0,
@@ -696,6 +701,7 @@ fn the_handshake_is_enforced_in_core_with_named_error_codes() {
     let ctx = Ctx {
         store: &store,
         hlc: &hlc,
+        appliers: None,
     };
     let now = Now {
         mono_us: 0,
@@ -804,6 +810,7 @@ fn regression_a_resumed_node_does_not_declare_live_peers_down() {
     let ctx = Ctx {
         store: &store,
         hlc: &sn.hlc,
+        appliers: None,
     };
     sn.node.handle_timeout(now, &ctx);
     assert_eq!(sn.node.stats().stalls, 1);
@@ -993,6 +1000,7 @@ fn a_record_stamped_far_ahead_is_refused_not_merged_not_acked_and_moves_no_clock
     let ctx = Ctx {
         store: &store,
         hlc: &sn.hlc,
+        appliers: None,
     };
     let v = sn.node.handle_frame(
         now,
@@ -1039,6 +1047,7 @@ fn terms_never_leap_or_wrap_and_decisions_from_the_future_are_ignored() {
     let ctx = Ctx {
         store: &store,
         hlc: &sn.hlc,
+        appliers: None,
     };
     let term = sn.node.term();
     let hb = |term, removals| Msg::Heartbeat {
@@ -1132,6 +1141,7 @@ fn gossiped_members_are_capped_and_expire_unless_heard() {
     let ctx = Ctx {
         store: &store,
         hlc: &sn.hlc,
+        appliers: None,
     };
     let members = (100..1_100u16)
         .map(|id| Gossip {

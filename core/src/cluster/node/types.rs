@@ -207,4 +207,21 @@ pub struct Ctx<'a> {
     pub store: &'a Store,
     /// The node's clock (observes remote stamps).
     pub hlc: &'a Hlc,
+    /// Threads that share the merging of a large batch of remote records (`None`: the calling
+    /// thread merges everything).
+    pub appliers: Option<&'a dyn Appliers>,
+}
+
+/// The driver's threads for applying remote records in parallel (this crate owns no threads).
+///
+/// A large batch is cut into parts by digest bucket (so two parts never touch the same shard of
+/// the store) and each part is merged by one call of the job; merges are joins, so the result is
+/// the same whatever the split and the interleaving. The call returns when every part is merged,
+/// so whatever the batch acknowledges is applied.
+pub trait Appliers: Sync + std::fmt::Debug {
+    /// How many parts are worth making (the threads available, the caller's included).
+    fn width(&self) -> usize;
+    /// Calls `job(part)` once for every `part` in `0..parts`, spread over the threads, and
+    /// returns once all calls returned. Runs them on the calling thread if it cannot do better.
+    fn run(&self, parts: usize, job: &(dyn Fn(usize) + Sync));
 }

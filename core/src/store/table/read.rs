@@ -136,44 +136,48 @@ impl TablePinned<'_> {
         }
     }
 
-    /// Touches the index slot and then the record of every id of a batch before resolving them
-    /// one by one, so their cache misses overlap instead of following each other.
+    /// Touches the index slot and then the record of every id of `sids` (at most [`BATCH`] are
+    /// useful), so their cache misses overlap instead of following each other when the caller
+    /// then resolves them one by one.
+    pub(in crate::store) fn prefetch(&self, sids: &[Sid]) {
+        // Pass 1: the home slot of every id (independent loads, in flight together).
+        let mut homes = [0u64; BATCH];
+        for (s, w) in sids.iter().zip(homes.iter_mut()) {
+            if let Some(view) = self.generation.get(bucket_of(*s)) {
+                let slots = &view.slots.words;
+                if let Some(x) = slots.get(home(hash32(s.get()), slots.len())) {
+                    *w = x.load(Ordering::Relaxed);
+                }
+            }
+        }
+        // Pass 2: the record each home slot names when its tag is the id's (most are).
+        let mut sink = 0u64;
+        for (s, w) in sids.iter().zip(homes) {
+            let Some(view) = self.generation.get(bucket_of(*s)) else {
+                continue;
+            };
+            if (w >> 32) as u32 != hash32(s.get()) {
+                continue;
+            }
+            let words = match Loc::from_word(w) {
+                Some(Loc::Compact(i)) => arena::record(&view.compact, i, COMPACT),
+                Some(Loc::Wide(i)) => arena::record(&view.wide, i, WIDE),
+                None => None,
+            };
+            // A 56-byte record may straddle two cache lines: touch both ends.
+            if let Some(w) = words {
+                for v in w.first().into_iter().chain(w.last()) {
+                    sink ^= v.load(Ordering::Relaxed);
+                }
+            }
+        }
+        std::hint::black_box(sink);
+    }
+
     pub(in crate::store) fn statuses(&self, sids: &[Sid], out: &mut Vec<Status>) {
         out.reserve(sids.len());
         for chunk in sids.chunks(BATCH) {
-            // Pass 1: the home slot of every id (independent loads, in flight together).
-            let mut homes = [0u64; BATCH];
-            for (s, w) in chunk.iter().zip(homes.iter_mut()) {
-                if let Some(view) = self.generation.get(bucket_of(*s)) {
-                    let slots = &view.slots.words;
-                    if let Some(x) = slots.get(home(hash32(s.get()), slots.len())) {
-                        *w = x.load(Ordering::Relaxed);
-                    }
-                }
-            }
-            // Pass 2: the record each home slot names when its tag is the id's (most are).
-            let mut sink = 0u64;
-            for (s, w) in chunk.iter().zip(homes) {
-                let Some(view) = self.generation.get(bucket_of(*s)) else {
-                    continue;
-                };
-                if (w >> 32) as u32 != hash32(s.get()) {
-                    continue;
-                }
-                let words = match Loc::from_word(w) {
-                    Some(Loc::Compact(i)) => arena::record(&view.compact, i, COMPACT),
-                    Some(Loc::Wide(i)) => arena::record(&view.wide, i, WIDE),
-                    None => None,
-                };
-                // A 56-byte record may straddle two cache lines: touch both ends.
-                if let Some(w) = words {
-                    for v in w.first().into_iter().chain(w.last()) {
-                        sink ^= v.load(Ordering::Relaxed);
-                    }
-                }
-            }
-            std::hint::black_box(sink);
-            // Pass 3: the lookups proper, on lines now in cache.
+            self.prefetch(chunk);
             out.extend(chunk.iter().map(|s| self.status(*s)));
         }
     }
