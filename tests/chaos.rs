@@ -321,7 +321,7 @@ fn run(seed: u64, fault_secs: u64, writers: u32) -> Outcome {
             .map(|p| Node::spawn(*p, cfg.clone(), &[]))
             .collect(),
     ));
-    wait_all_ready(&nodes, Duration::from_secs(20));
+    wait_all_ready(&nodes, Duration::from_secs(60));
     let addrs: Vec<SocketAddr> = nodes.lock().unwrap().iter().map(Node::pool_addr).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let give_up = Arc::new(AtomicBool::new(false));
@@ -348,7 +348,7 @@ fn run(seed: u64, fault_secs: u64, writers: u32) -> Outcome {
     };
     while Instant::now() < until {
         std::thread::sleep(Duration::from_millis(800 + rng.below(1_500)));
-        wait_all_ready(&nodes, Duration::from_secs(30));
+        wait_all_ready(&nodes, Duration::from_secs(60));
         let i = rng.below(3) as usize;
         let kind = ["kill", "pause", "pause-then-kill", "restart"][rng.below(4) as usize];
         faults.push(kind);
@@ -380,7 +380,7 @@ fn run(seed: u64, fault_secs: u64, writers: u32) -> Outcome {
             }
         }
     }
-    wait_all_ready(&nodes, Duration::from_secs(30));
+    wait_all_ready(&nodes, Duration::from_secs(60));
     stop.store(true, Ordering::Relaxed);
     let watchdog = {
         let give_up = give_up.clone();
@@ -523,7 +523,7 @@ fn control_local_acks_with_a_slow_flush_lose_updates() {
             .map(|p| Node::spawn(*p, cfg.clone(), &[]))
             .collect(),
     ));
-    wait_all_ready(&nodes, Duration::from_secs(20));
+    wait_all_ready(&nodes, Duration::from_secs(60));
     let addr = nodes.lock().unwrap()[0].pool_addr();
     let stop = Arc::new(AtomicBool::new(true));
     let give_up = Arc::new(AtomicBool::new(false));

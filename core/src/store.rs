@@ -82,8 +82,8 @@ pub struct Memory {
     /// Slots of the index (the table engine; the flurry engine reports its record count).
     pub slots: u64,
     /// Slots rehashed by the largest single growth of an index: what a shard's writers waited
-    /// for at most (0 for the flurry engine, which grows incrementally under its own locks). The
-    /// time it takes is measured by `presenced bench store`.
+    /// for at most. Not reported (0) by the flurry engine, whose resizes run inside the inserts
+    /// that trigger them; `presenced bench store` measures the longest single write of both.
     pub largest_growth: u64,
 }
 
