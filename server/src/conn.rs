@@ -24,8 +24,10 @@ use anyhow::Context as _;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
-/// Bytes read from the socket per `read` system call.
+/// Most bytes read from the socket per `read` system call.
 const CHUNK: usize = 64 * 1024;
+/// Room the input buffer starts with (a few typical requests); it doubles when a read fills it.
+const FIRST_INPUT: usize = 1024;
 /// Written output kept at the front of the output buffer before it is dropped, when the rest
 /// cannot be written yet.
 const COMPACT_AFTER: usize = 1 << 20;
@@ -55,9 +57,12 @@ pub(crate) enum ReadStop {
 #[derive(Debug)]
 pub(crate) struct BufConn {
     stream: TcpStream,
-    /// INVARIANT: `rbuf[rpos..]` is the input not consumed yet.
+    /// Input, read straight into it: `rbuf` is initialised (zeroed once when it grows) to its
+    /// full length, and `rbuf[rend..]` is room for the next read.
+    /// INVARIANT: `rpos <= rend <= rbuf.len()`; `rbuf[rpos..rend]` is the input not consumed yet.
     rbuf: Vec<u8>,
     rpos: usize,
+    rend: usize,
     /// INVARIANT: `wbuf[wpos..]` is the output not written to the socket yet.
     wbuf: Vec<u8>,
     wpos: usize,
@@ -77,6 +82,7 @@ impl BufConn {
             stream,
             rbuf: Vec::new(),
             rpos: 0,
+            rend: 0,
             wbuf: Vec::new(),
             wpos: 0,
             readable: true,
@@ -122,19 +128,22 @@ impl BufConn {
         self.eof
     }
 
-    /// Reads until `WouldBlock`, end of stream, `cap` bytes of unconsumed input, or `budget`
-    /// bytes read by this call, whichever comes first. Returns the bytes read and why it
+    /// Reads until the socket is drained, end of stream, `cap` bytes of unconsumed input, or
+    /// `budget` bytes read by this call, whichever comes first. Returns the bytes read and why it
     /// stopped; an error other than `Interrupted` is returned as is (what was read before it
     /// stays in the input).
+    ///
+    /// Bytes go straight into the input buffer (no intermediate copy). A read that returns fewer
+    /// bytes than asked for drained the socket: epoll(7) (Q&A 9) gives that for stream sockets,
+    /// so the edge-triggered readiness re-arms on the next byte and no second `read` is spent
+    /// only to see `WouldBlock`.
     pub(crate) fn read(&mut self, cap: usize, budget: usize) -> io::Result<(usize, ReadStop)> {
-        if self.rpos > 0 && self.rpos * 2 >= self.rbuf.len() {
-            self.rbuf.drain(..self.rpos);
-            self.rpos = 0;
+        if self.rpos > 0 && self.rpos * 2 >= self.rend {
+            self.compact_input();
         }
-        if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_INPUT {
+        if self.rend == 0 && self.rbuf.len() > KEEP_INPUT {
             self.rbuf = Vec::new();
         }
-        let mut chunk = [0u8; CHUNK];
         let mut read = 0;
         loop {
             if self.input_len() >= cap {
@@ -143,10 +152,19 @@ impl BufConn {
             if read >= budget {
                 return Ok((read, ReadStop::Budget));
             }
+            if self.rend >= self.rbuf.len() {
+                // Grow by doubling, but never past what the cap needs: a full buffer is the cap,
+                // not up to twice it. (`input_len < cap`, so the target is beyond `rend`.)
+                let target = (self.rbuf.len() * 2).max(FIRST_INPUT).min(self.rpos + cap);
+                self.rbuf.reserve_exact(target - self.rbuf.len());
+                self.rbuf.resize(target, 0);
+            }
             let want = CHUNK.min(cap - self.input_len());
-            let Some(buf) = chunk.get_mut(..want) else {
+            let end = self.rbuf.len().min(self.rend + want);
+            let Some(buf) = self.rbuf.get_mut(self.rend..end) else {
                 return Ok((read, ReadStop::Full));
             };
+            let asked = buf.len();
             match self.stream.read(buf) {
                 Ok(0) => {
                     self.eof = true;
@@ -154,17 +172,12 @@ impl BufConn {
                     return Ok((read, ReadStop::Eof));
                 }
                 Ok(n) => {
-                    let data = buf.get(..n).unwrap_or_default();
-                    // Grow by doubling as usual, but never past what the cap needs: a full
-                    // buffer is the cap, not up to twice it.
-                    let need = self.rbuf.len() + n;
-                    if need > self.rbuf.capacity() {
-                        let room = self.rpos + cap;
-                        let target = (self.rbuf.capacity() * 2).clamp(need, room.max(need));
-                        self.rbuf.reserve_exact(target - self.rbuf.len());
-                    }
-                    self.rbuf.extend_from_slice(data);
+                    self.rend += n;
                     read += n;
+                    if n < asked {
+                        self.readable = false;
+                        return Ok((read, ReadStop::Drained));
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.readable = false;
@@ -176,14 +189,23 @@ impl BufConn {
         }
     }
 
+    /// Moves the unconsumed input to the front of the buffer.
+    fn compact_input(&mut self) {
+        if self.rpos > 0 {
+            self.rbuf.copy_within(self.rpos..self.rend, 0);
+            self.rend -= self.rpos;
+            self.rpos = 0;
+        }
+    }
+
     /// The input not consumed yet.
     pub(crate) fn input(&self) -> &[u8] {
-        self.rbuf.get(self.rpos..).unwrap_or_default()
+        self.rbuf.get(self.rpos..self.rend).unwrap_or_default()
     }
 
     /// Bytes of input not consumed yet.
     pub(crate) fn input_len(&self) -> usize {
-        self.rbuf.len() - self.rpos
+        self.rend - self.rpos
     }
 
     /// Marks `n` bytes of input (at most all of it) as consumed.
@@ -193,8 +215,8 @@ impl BufConn {
 
     /// Drops all unconsumed input (after a framing error nothing more of it is looked at).
     pub(crate) fn clear_input(&mut self) {
-        self.rbuf.clear();
         self.rpos = 0;
+        self.rend = 0;
     }
 
     /// The output buffer, to append to. Callers only append, or take back what they appended
@@ -207,7 +229,7 @@ impl BufConn {
     /// and appends to the other.
     pub(crate) fn input_and_output(&mut self) -> (&[u8], &mut Vec<u8>) {
         (
-            self.rbuf.get(self.rpos..).unwrap_or_default(),
+            self.rbuf.get(self.rpos..self.rend).unwrap_or_default(),
             &mut self.wbuf,
         )
     }
@@ -255,10 +277,8 @@ impl BufConn {
     /// and written output are dropped and both buffers shrink to what they hold. It copies what
     /// is left, so callers do it once when the connection starts waiting, not on every service.
     pub(crate) fn shrink(&mut self) {
-        if self.rpos > 0 {
-            self.rbuf.drain(..self.rpos);
-            self.rpos = 0;
-        }
+        self.compact_input();
+        self.rbuf.truncate(self.rend);
         self.rbuf.shrink_to_fit();
         if self.wpos > 0 {
             self.wbuf.drain(..self.wpos);
