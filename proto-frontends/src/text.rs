@@ -12,20 +12,19 @@ use std::borrow::Cow;
 
 /// Appends `n` in decimal.
 ///
-/// The digits are written left-aligned in a 20-byte array that is appended whole and then cut
-/// to the number's length: a copy of a constant size is inlined, where one of the number's
-/// length is a `memcpy` call (most of the cost of a short number).
+/// Twenty bytes are appended (a copy of a constant size, inlined, where one of the number's
+/// length is a `memcpy` call), the digits written in place, and the rest cut off. (Digits
+/// written to a stack array and then copied stall on store forwarding.)
 pub fn push_u64(out: &mut Vec<u8>, n: u64) {
     let len = decimal_len(n);
-    let mut digits = [b'0'; 20];
+    let start = out.len();
+    out.extend_from_slice(&[0; 20]);
     let mut v = n;
-    for d in digits.iter_mut().take(len).rev() {
+    for d in out.iter_mut().skip(start).take(len).rev() {
         *d = b'0' + (v % 10) as u8;
         v /= 10;
     }
-    let end = out.len() + len;
-    out.extend_from_slice(&digits);
-    out.truncate(end);
+    out.truncate(start + len);
 }
 
 /// The number of decimal digits of `n` (1 for 0).
