@@ -2,9 +2,11 @@
 //! query and HTTP connections) and the cluster thread (replication links) both wrap it and add
 //! only their own protocol state. [`listen`] binds the listening sockets of both.
 //!
-//! It follows mio's rules (STYLE.md rule 15): readiness is drained until `WouldBlock`,
-//! `Interrupted` is retried, `Ok(0)` from a read means the peer closed its half, and the
-//! registered interest (`want_write`) is kept apart from observed readiness (`readable`).
+//! It follows mio's rules (STYLE.md rule 15): readiness is drained (until `WouldBlock`, or a read
+//! that returns less than it asked for, which epoll(7) says drained a stream socket: see
+//! [`BufConn::read`]), `Interrupted` is retried, `Ok(0)` from a read means the peer closed its
+//! half, and the registered interest (`want_write`) is kept apart from observed readiness
+//! (`readable`).
 //!
 //! Bounds are the caller's: [`BufConn::read`] stops at a cap on unconsumed input and at a budget
 //! of bytes per call, so one connection cannot make a driver buffer or work without limit.
@@ -17,6 +19,7 @@
 //!
 //! This module makes no protocol decision and reads no clock.
 
+use std::cell::Cell;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 
@@ -24,10 +27,14 @@ use anyhow::Context as _;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
-/// Most bytes read from the socket per `read` system call.
+/// Bytes read from the socket per `read` system call.
 const CHUNK: usize = 64 * 1024;
-/// Room the input buffer starts with (a few typical requests); it doubles when a read fills it.
-const FIRST_INPUT: usize = 1024;
+
+thread_local! {
+    /// The chunk [`BufConn::read`] reads into, one per thread, zeroed once when the thread first
+    /// reads (a fresh zeroed chunk per call was a 64 KiB `memset` per request).
+    static READ_CHUNK: Cell<Option<Box<[u8]>>> = const { Cell::new(None) };
+}
 /// Written output kept at the front of the output buffer before it is dropped, when the rest
 /// cannot be written yet.
 const COMPACT_AFTER: usize = 1 << 20;
@@ -41,7 +48,8 @@ const KEEP_INPUT: usize = 8 << 10;
 /// Why [`BufConn::read`] stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ReadStop {
-    /// The socket has nothing more for now (`WouldBlock`); readiness is drained.
+    /// The socket has nothing more for now (`WouldBlock`, or a short read); readiness is
+    /// drained.
     Drained,
     /// The peer closed its half (`Ok(0)`); nothing more will arrive.
     Eof,
@@ -52,21 +60,18 @@ pub(crate) enum ReadStop {
     Budget,
 }
 
-/// A non-blocking TCP stream with an input buffer (read until `WouldBlock`, consumed by the
+/// A non-blocking TCP stream with an input buffer (read until drained, consumed by the
 /// caller) and an output buffer (appended by the caller, written by [`flush`](Self::flush)).
 #[derive(Debug)]
 pub(crate) struct BufConn {
     stream: TcpStream,
-    /// Input, read straight into it: `rbuf` is initialised (zeroed once when it grows) to its
-    /// full length, and `rbuf[rend..]` is room for the next read.
-    /// INVARIANT: `rpos <= rend <= rbuf.len()`; `rbuf[rpos..rend]` is the input not consumed yet.
+    /// INVARIANT: `rbuf[rpos..]` is the input not consumed yet.
     rbuf: Vec<u8>,
     rpos: usize,
-    rend: usize,
     /// INVARIANT: `wbuf[wpos..]` is the output not written to the socket yet.
     wbuf: Vec<u8>,
     wpos: usize,
-    /// Readiness observed and not yet drained to `WouldBlock`.
+    /// Readiness observed and not yet drained.
     readable: bool,
     /// Whether WRITABLE is part of the registered interest.
     want_write: bool,
@@ -82,7 +87,6 @@ impl BufConn {
             stream,
             rbuf: Vec::new(),
             rpos: 0,
-            rend: 0,
             wbuf: Vec::new(),
             wpos: 0,
             readable: true,
@@ -133,15 +137,33 @@ impl BufConn {
     /// stopped; an error other than `Interrupted` is returned as is (what was read before it
     /// stays in the input).
     ///
-    /// Bytes go straight into the input buffer (no intermediate copy). A read that returns fewer
-    /// bytes than asked for drained the socket: epoll(7) (Q&A 9) gives that for stream sockets,
-    /// so the edge-triggered readiness re-arms on the next byte and no second `read` is spent
-    /// only to see `WouldBlock`.
+    /// A read that returns fewer bytes than it asked for drained the socket: epoll(7) (Q&A 9)
+    /// gives that for stream sockets, so the edge-triggered readiness fires again on the next
+    /// byte, and no second `read` is spent only to see `WouldBlock`.
     pub(crate) fn read(&mut self, cap: usize, budget: usize) -> io::Result<(usize, ReadStop)> {
-        if self.rpos > 0 && self.rpos * 2 >= self.rend {
-            self.compact_input();
+        let mut chunk = READ_CHUNK
+            .try_with(Cell::take)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| vec![0; CHUNK].into_boxed_slice());
+        let r = self.read_into(&mut chunk, cap, budget);
+        // Fails only while the thread exits; the chunk is then dropped.
+        let _ = READ_CHUNK.try_with(|c| c.set(Some(chunk)));
+        r
+    }
+
+    /// [`read`](Self::read), through `chunk`.
+    fn read_into(
+        &mut self,
+        chunk: &mut [u8],
+        cap: usize,
+        budget: usize,
+    ) -> io::Result<(usize, ReadStop)> {
+        if self.rpos > 0 && self.rpos * 2 >= self.rbuf.len() {
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
         }
-        if self.rend == 0 && self.rbuf.len() > KEEP_INPUT {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_INPUT {
             self.rbuf = Vec::new();
         }
         let mut read = 0;
@@ -152,19 +174,10 @@ impl BufConn {
             if read >= budget {
                 return Ok((read, ReadStop::Budget));
             }
-            if self.rend >= self.rbuf.len() {
-                // Grow by doubling, but never past what the cap needs: a full buffer is the cap,
-                // not up to twice it. (`input_len < cap`, so the target is beyond `rend`.)
-                let target = (self.rbuf.len() * 2).max(FIRST_INPUT).min(self.rpos + cap);
-                self.rbuf.reserve_exact(target - self.rbuf.len());
-                self.rbuf.resize(target, 0);
-            }
             let want = CHUNK.min(cap - self.input_len());
-            let end = self.rbuf.len().min(self.rend + want);
-            let Some(buf) = self.rbuf.get_mut(self.rend..end) else {
+            let Some(buf) = chunk.get_mut(..want) else {
                 return Ok((read, ReadStop::Full));
             };
-            let asked = buf.len();
             match self.stream.read(buf) {
                 Ok(0) => {
                     self.eof = true;
@@ -172,9 +185,18 @@ impl BufConn {
                     return Ok((read, ReadStop::Eof));
                 }
                 Ok(n) => {
-                    self.rend += n;
+                    let data = buf.get(..n).unwrap_or_default();
+                    // Grow by doubling as usual, but never past what the cap needs: a full
+                    // buffer is the cap, not up to twice it.
+                    let need = self.rbuf.len() + n;
+                    if need > self.rbuf.capacity() {
+                        let room = self.rpos + cap;
+                        let target = (self.rbuf.capacity() * 2).clamp(need, room.max(need));
+                        self.rbuf.reserve_exact(target - self.rbuf.len());
+                    }
+                    self.rbuf.extend_from_slice(data);
                     read += n;
-                    if n < asked {
+                    if n < want {
                         self.readable = false;
                         return Ok((read, ReadStop::Drained));
                     }
@@ -189,23 +211,14 @@ impl BufConn {
         }
     }
 
-    /// Moves the unconsumed input to the front of the buffer.
-    fn compact_input(&mut self) {
-        if self.rpos > 0 {
-            self.rbuf.copy_within(self.rpos..self.rend, 0);
-            self.rend -= self.rpos;
-            self.rpos = 0;
-        }
-    }
-
     /// The input not consumed yet.
     pub(crate) fn input(&self) -> &[u8] {
-        self.rbuf.get(self.rpos..self.rend).unwrap_or_default()
+        self.rbuf.get(self.rpos..).unwrap_or_default()
     }
 
     /// Bytes of input not consumed yet.
     pub(crate) fn input_len(&self) -> usize {
-        self.rend - self.rpos
+        self.rbuf.len() - self.rpos
     }
 
     /// Marks `n` bytes of input (at most all of it) as consumed.
@@ -215,8 +228,8 @@ impl BufConn {
 
     /// Drops all unconsumed input (after a framing error nothing more of it is looked at).
     pub(crate) fn clear_input(&mut self) {
+        self.rbuf.clear();
         self.rpos = 0;
-        self.rend = 0;
     }
 
     /// The output buffer, to append to. Callers only append, or take back what they appended
@@ -229,7 +242,7 @@ impl BufConn {
     /// and appends to the other.
     pub(crate) fn input_and_output(&mut self) -> (&[u8], &mut Vec<u8>) {
         (
-            self.rbuf.get(self.rpos..self.rend).unwrap_or_default(),
+            self.rbuf.get(self.rpos..).unwrap_or_default(),
             &mut self.wbuf,
         )
     }
@@ -277,8 +290,10 @@ impl BufConn {
     /// and written output are dropped and both buffers shrink to what they hold. It copies what
     /// is left, so callers do it once when the connection starts waiting, not on every service.
     pub(crate) fn shrink(&mut self) {
-        self.compact_input();
-        self.rbuf.truncate(self.rend);
+        if self.rpos > 0 {
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
+        }
         self.rbuf.shrink_to_fit();
         if self.wpos > 0 {
             self.wbuf.drain(..self.wpos);
