@@ -2,11 +2,9 @@
 //! query and HTTP connections) and the cluster thread (replication links) both wrap it and add
 //! only their own protocol state. [`listen`] binds the listening sockets of both.
 //!
-//! It follows mio's rules (STYLE.md rule 15): readiness is drained (until `WouldBlock`, or a read
-//! that returns less than it asked for, which epoll(7) says drained a stream socket: see
-//! [`BufConn::read`]), `Interrupted` is retried, `Ok(0)` from a read means the peer closed its
-//! half, and the registered interest (`want_write`) is kept apart from observed readiness
-//! (`readable`).
+//! It follows mio's rules (STYLE.md rule 15): readiness is drained until `WouldBlock`,
+//! `Interrupted` is retried, `Ok(0)` from a read means the peer closed its half, and the
+//! registered interest (`want_write`) is kept apart from observed readiness (`readable`).
 //!
 //! Bounds are the caller's: [`BufConn::read`] stops at a cap on unconsumed input and at a budget
 //! of bytes per call, so one connection cannot make a driver buffer or work without limit.
@@ -48,8 +46,7 @@ const KEEP_INPUT: usize = 8 << 10;
 /// Why [`BufConn::read`] stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ReadStop {
-    /// The socket has nothing more for now (`WouldBlock`, or a short read); readiness is
-    /// drained.
+    /// The socket has nothing more for now (`WouldBlock`); readiness is drained.
     Drained,
     /// The peer closed its half (`Ok(0)`); nothing more will arrive.
     Eof,
@@ -60,7 +57,7 @@ pub(crate) enum ReadStop {
     Budget,
 }
 
-/// A non-blocking TCP stream with an input buffer (read until drained, consumed by the
+/// A non-blocking TCP stream with an input buffer (read until `WouldBlock`, consumed by the
 /// caller) and an output buffer (appended by the caller, written by [`flush`](Self::flush)).
 #[derive(Debug)]
 pub(crate) struct BufConn {
@@ -71,7 +68,7 @@ pub(crate) struct BufConn {
     /// INVARIANT: `wbuf[wpos..]` is the output not written to the socket yet.
     wbuf: Vec<u8>,
     wpos: usize,
-    /// Readiness observed and not yet drained.
+    /// Readiness observed and not yet drained to `WouldBlock`.
     readable: bool,
     /// Whether WRITABLE is part of the registered interest.
     want_write: bool,
@@ -132,14 +129,14 @@ impl BufConn {
         self.eof
     }
 
-    /// Reads until the socket is drained, end of stream, `cap` bytes of unconsumed input, or
-    /// `budget` bytes read by this call, whichever comes first. Returns the bytes read and why it
+    /// Reads until `WouldBlock`, end of stream, `cap` bytes of unconsumed input, or `budget`
+    /// bytes read by this call, whichever comes first. Returns the bytes read and why it
     /// stopped; an error other than `Interrupted` is returned as is (what was read before it
     /// stays in the input).
     ///
-    /// A read that returns fewer bytes than it asked for drained the socket: epoll(7) (Q&A 9)
-    /// gives that for stream sockets, so the edge-triggered readiness fires again on the next
-    /// byte, and no second `read` is spent only to see `WouldBlock`.
+    /// It reads until `WouldBlock` even after a short read: stopping at a short read (epoll(7)
+    /// Q&A 9) saved one `recv` per HTTP request but made a pool client's pushes stall without
+    /// an ack (`tests/front_door.rs`, 2 runs in 3; BENCHMARKS.md, "HTTP 20-id path").
     pub(crate) fn read(&mut self, cap: usize, budget: usize) -> io::Result<(usize, ReadStop)> {
         let mut chunk = READ_CHUNK
             .try_with(Cell::take)
@@ -196,10 +193,6 @@ impl BufConn {
                     }
                     self.rbuf.extend_from_slice(data);
                     read += n;
-                    if n < want {
-                        self.readable = false;
-                        return Ok((read, ReadStop::Drained));
-                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.readable = false;
