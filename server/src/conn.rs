@@ -17,6 +17,7 @@
 //!
 //! This module makes no protocol decision and reads no clock.
 
+use std::cell::Cell;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 
@@ -26,6 +27,12 @@ use mio::{Interest, Registry, Token};
 
 /// Bytes read from the socket per `read` system call.
 const CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// The chunk [`BufConn::read`] reads into, one per thread, zeroed once when the thread first
+    /// reads (a fresh zeroed chunk per call was a 64 KiB `memset` per request).
+    static READ_CHUNK: Cell<Option<Box<[u8]>>> = const { Cell::new(None) };
+}
 /// Written output kept at the front of the output buffer before it is dropped, when the rest
 /// cannot be written yet.
 const COMPACT_AFTER: usize = 1 << 20;
@@ -126,7 +133,29 @@ impl BufConn {
     /// bytes read by this call, whichever comes first. Returns the bytes read and why it
     /// stopped; an error other than `Interrupted` is returned as is (what was read before it
     /// stays in the input).
+    ///
+    /// It reads until `WouldBlock` even after a short read: stopping at a short read (epoll(7)
+    /// Q&A 9) saved one `recv` per HTTP request but made a pool client's pushes stall without
+    /// an ack (`tests/front_door.rs`, 2 runs in 3; BENCHMARKS.md, "HTTP 20-id path").
     pub(crate) fn read(&mut self, cap: usize, budget: usize) -> io::Result<(usize, ReadStop)> {
+        let mut chunk = READ_CHUNK
+            .try_with(Cell::take)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| vec![0; CHUNK].into_boxed_slice());
+        let r = self.read_into(&mut chunk, cap, budget);
+        // Fails only while the thread exits; the chunk is then dropped.
+        let _ = READ_CHUNK.try_with(|c| c.set(Some(chunk)));
+        r
+    }
+
+    /// [`read`](Self::read), through `chunk`.
+    fn read_into(
+        &mut self,
+        chunk: &mut [u8],
+        cap: usize,
+        budget: usize,
+    ) -> io::Result<(usize, ReadStop)> {
         if self.rpos > 0 && self.rpos * 2 >= self.rbuf.len() {
             self.rbuf.drain(..self.rpos);
             self.rpos = 0;
@@ -134,7 +163,6 @@ impl BufConn {
         if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_INPUT {
             self.rbuf = Vec::new();
         }
-        let mut chunk = [0u8; CHUNK];
         let mut read = 0;
         loop {
             if self.input_len() >= cap {

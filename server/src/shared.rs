@@ -212,8 +212,10 @@ impl Backend for NodeBackend<'_> {
         self.shared.me.id
     }
 
+    /// Cluster time when the driver started this input (one clock read per request, not one
+    /// per use; a request is answered within microseconds of it).
     fn now_ms(&self) -> u64 {
-        self.shared.clock.now_ms()
+        (self.shared.clock.cluster_us_at(self.started) / 1000).max(0) as u64
     }
 
     fn batch_limit(&self) -> usize {

@@ -8,7 +8,7 @@
 
 use presenced_core::{Sid, Status};
 
-use crate::text::{bool_str, push_u64, write_json_str, write_rfc3339_ms};
+use crate::text::{push_u64, write_json_str, Rfc3339};
 
 /// Appends the batch answer `{"as_of":…,"node":N,"statuses":[…]}` for `ids`, whose statuses the
 /// node put in `statuses` (one per id, in order; should one be missing, it is written unknown).
@@ -19,8 +19,11 @@ pub(super) fn write_presence(
     ids: &[Sid],
     statuses: &[Status],
 ) {
+    // About 140 bytes per status without ext: one growth, not several.
+    out.reserve(64 + 160 * ids.len());
+    let mut stamps = Rfc3339::default();
     out.extend_from_slice(br#"{"as_of":""#);
-    write_rfc3339_ms(out, now_ms);
+    stamps.write(out, now_ms);
     out.extend_from_slice(br#"","node":"#);
     push_u64(out, u64::from(node));
     out.extend_from_slice(br#","statuses":["#);
@@ -29,8 +32,8 @@ pub(super) fn write_presence(
             out.push(b',');
         }
         match statuses.get(i) {
-            Some(s) => write_status(out, s),
-            None => write_status(out, &Status::unknown(*sid)),
+            Some(s) => write_one(out, s, &mut stamps),
+            None => write_one(out, &Status::unknown(*sid), &mut stamps),
         }
     }
     out.extend_from_slice(b"]}");
@@ -40,28 +43,40 @@ pub(super) fn write_presence(
 /// `{"id":"10086","known":true,"online":true,"clients":["pc"],"accepts_strangers":true,
 /// "changed_at":"2026-11-25T10:00:00.123Z","ext":{"nick":"alice"}}`.
 pub fn write_status(out: &mut Vec<u8>, s: &Status) {
+    write_one(out, s, &mut Rfc3339::default());
+}
+
+/// [`write_status`] with the stamp writer of the batch.
+fn write_one(out: &mut Vec<u8>, s: &Status, stamps: &mut Rfc3339) {
     out.extend_from_slice(br#"{"id":""#);
     push_u64(out, s.sid.get());
-    out.extend_from_slice(br#"","known":"#);
-    out.extend_from_slice(bool_str(s.known).as_bytes());
-    out.extend_from_slice(br#","online":"#);
-    out.extend_from_slice(bool_str(s.online).as_bytes());
-    out.extend_from_slice(br#","clients":["#);
+    // One constant per combination, each its own call: copies of a constant size are inlined.
+    match (s.known, s.online) {
+        (true, true) => out.extend_from_slice(br#"","known":true,"online":true,"clients":["#),
+        (true, false) => out.extend_from_slice(br#"","known":true,"online":false,"clients":["#),
+        (false, true) => out.extend_from_slice(br#"","known":false,"online":true,"clients":["#),
+        (false, false) => out.extend_from_slice(br#"","known":false,"online":false,"clients":["#),
+    }
     for (i, c) in s.clients.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.push(b'"');
-        out.extend_from_slice(c.name().as_bytes());
+        // A few bytes: pushed one by one rather than through a `memcpy` call.
+        for &b in c.name().as_bytes() {
+            out.push(b);
+        }
         out.push(b'"');
     }
-    out.extend_from_slice(br#"],"accepts_strangers":"#);
-    out.extend_from_slice(bool_str(s.accepts_strangers).as_bytes());
-    out.extend_from_slice(br#","changed_at":"#);
+    if s.accepts_strangers {
+        out.extend_from_slice(br#"],"accepts_strangers":true,"changed_at":"#);
+    } else {
+        out.extend_from_slice(br#"],"accepts_strangers":false,"changed_at":"#);
+    }
     match s.changed_at_ms {
         Some(ms) => {
             out.push(b'"');
-            write_rfc3339_ms(out, ms);
+            stamps.write(out, ms);
             out.push(b'"');
         }
         None => out.extend_from_slice(b"null"),

@@ -27,6 +27,7 @@
 //! This module does not route, time or write responses.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
 use super::limits::HttpLimits;
 use super::response::HttpError;
@@ -109,15 +110,29 @@ pub(super) enum HeadStatus<'a> {
     Complete(Head<'a>, usize),
 }
 
+/// Header slots [`parse_head`] keeps on the stack: the default `http-max-headers`.
+const STACK_HEADERS: usize = 64;
+
 /// Parses and checks the request head at the start of `buf` (leading empty lines already
 /// skipped).
 pub(super) fn parse_head<'a>(
     buf: &'a [u8],
     limits: &HttpLimits,
 ) -> Result<HeadStatus<'a>, HttpError> {
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut headers);
-    let n = match req.parse(buf) {
+    // Header slots on the stack up to the default limit, not initialised: httparse fills what
+    // it uses. (A vector of `max_headers` empty headers was one allocation and 2 KiB of
+    // stores per request.) A larger configured limit takes a vector.
+    let mut stack = [const { MaybeUninit::<httparse::Header<'a>>::uninit() }; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let slots = match stack.get_mut(..limits.max_headers) {
+        Some(slots) => slots,
+        None => {
+            heap.resize_with(limits.max_headers, MaybeUninit::uninit);
+            heap.as_mut_slice()
+        }
+    };
+    let mut req = httparse::Request::new(&mut []);
+    let n = match req.parse_with_uninit_headers(buf, slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             check_partial(buf, limits)?;

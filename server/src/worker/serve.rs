@@ -149,7 +149,7 @@ pub(super) fn process(shared: &Shared, worker: usize, c: &mut Conn, budget: usiz
         }
         Session::Http(h) => {
             let backend = shared.backend(worker, start).with_client(client);
-            let wall = shared.clock.now_system();
+            let wall = shared.clock.system_at(start);
             let o = h.handle_input(start, wall, input, budget, &backend, wbuf);
             if o.close {
                 c.closing = true;

@@ -75,3 +75,34 @@ fn content_lengths() {
         assert_eq!(f(bad), Err(400), "{bad:?}");
     }
 }
+
+#[test]
+fn header_count_limit_on_the_stack_and_beyond() {
+    let head = |n: usize| {
+        let fields: String = (0..n).map(|i| format!("X-{i}: v\r\n")).collect();
+        format!("GET / HTTP/1.1\r\nHost: h\r\n{fields}\r\n")
+    };
+    // The default (64) is served by stack slots, a larger limit by a vector; both count alike.
+    for max_headers in [64, 100, 300] {
+        let limits = HttpLimits {
+            max_headers,
+            max_head: 64 << 10,
+            ..HttpLimits::default()
+        };
+        let ok = head(max_headers - 1);
+        match parse_head(ok.as_bytes(), &limits) {
+            Ok(HeadStatus::Complete(h, n)) => {
+                assert_eq!(n, ok.len());
+                assert_eq!(h.host.as_deref(), Some("h"));
+            }
+            other => panic!("{max_headers}: {other:?}"),
+        }
+        let over = head(max_headers);
+        let e = parse_head(over.as_bytes(), &limits).err();
+        assert_eq!(
+            e.map(|e| e.code),
+            Some("headers_too_large"),
+            "{max_headers}"
+        );
+    }
+}
