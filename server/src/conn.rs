@@ -74,6 +74,9 @@ pub(crate) struct BufConn {
     want_write: bool,
     /// The peer closed its half.
     eof: bool,
+    /// Capacities an empty input and output buffer keep ([`KEEP_INPUT`], [`KEEP_OUTPUT`] unless
+    /// [`keep_buffers`](Self::keep_buffers) raised them).
+    keep: (usize, usize),
 }
 
 impl BufConn {
@@ -89,7 +92,15 @@ impl BufConn {
             readable: true,
             want_write: false,
             eof: false,
+            keep: (KEEP_INPUT, KEEP_OUTPUT),
         }
+    }
+
+    /// Lets empty buffers keep up to `bytes` of capacity: for the few connections that carry
+    /// large frames back to back (replication links), which would otherwise grow a buffer from
+    /// scratch, copying and faulting in fresh pages, for every frame.
+    pub(crate) fn keep_buffers(&mut self, bytes: usize) {
+        self.keep = (bytes.max(KEEP_INPUT), bytes.max(KEEP_OUTPUT));
     }
 
     /// Registers the stream for READABLE, plus WRITABLE if `writable` (a connect in progress).
@@ -160,7 +171,7 @@ impl BufConn {
             self.rbuf.drain(..self.rpos);
             self.rpos = 0;
         }
-        if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_INPUT {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > self.keep.0 {
             self.rbuf = Vec::new();
         }
         let mut read = 0;
@@ -263,7 +274,7 @@ impl BufConn {
         if self.wpos >= self.wbuf.len() {
             self.wbuf.clear();
             self.wpos = 0;
-            if self.wbuf.capacity() > KEEP_OUTPUT {
+            if self.wbuf.capacity() > self.keep.1 {
                 self.wbuf = Vec::new();
             }
         } else if self.wpos > COMPACT_AFTER {

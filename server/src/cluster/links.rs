@@ -31,6 +31,10 @@ use super::{ClusterDriver, CONN_BASE};
 use crate::conn::{BufConn, ReadStop};
 use crate::ratelog::RateLimited;
 
+/// Capacity a peer link's empty buffers keep: two replication frames' worth
+/// (`presenced_core` frames stop at 4 MiB of records).
+const KEEP_LINK_BUFFERS: usize = 8 << 20;
+
 /// Bytes read from one connection before the others (and the timers) get a turn.
 const READ_BUDGET: usize = 4 << 20;
 /// Input buffered from a link before its handshake completed: every handshake frame is far
@@ -123,6 +127,8 @@ impl ClusterDriver {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let mut io = BufConn::new(stream);
+        // Snapshot chunks and full update frames are up to a few MiB each, back to back.
+        io.keep_buffers(KEEP_LINK_BUFFERS);
         if io
             .register(self.poll.registry(), Token(CONN_BASE + key), connecting)
             .is_err()

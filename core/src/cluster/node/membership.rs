@@ -194,6 +194,11 @@ impl Membership {
         self.peers.values().filter(|p| p.alive).map(|p| p.info.id)
     }
 
+    /// Whether peer `id` is alive and said it is ready.
+    pub(super) fn is_ready(&self, id: u16) -> bool {
+        self.peers.get(&id).is_some_and(|p| p.alive && p.ready)
+    }
+
     pub(super) fn any_ready_alive(&self) -> bool {
         self.peers.values().any(|p| p.alive && p.ready)
     }

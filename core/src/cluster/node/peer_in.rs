@@ -135,7 +135,11 @@ impl ClusterNode {
             }
             Msg::Digests(theirs) => {
                 let quiet_since = self.last_traffic_us.max(link.last_update_us());
-                let quiet = now.mono_us.saturating_sub(quiet_since) >= self.timing.sync_interval_us;
+                // A peer still catching up (not ready) holds a part of what this node sends it:
+                // repairing from it would ship its partial buckets back for nothing, doubling
+                // the work of a join. Its differences are looked at once it is ready.
+                let quiet = now.mono_us.saturating_sub(quiet_since) >= self.timing.sync_interval_us
+                    && self.membership.is_ready(peer);
                 let mine = if quiet {
                     ctx.store.bucket_digests()
                 } else {
