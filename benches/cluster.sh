@@ -21,11 +21,7 @@ CATCHUP_USERS=${CATCHUP_USERS:-10000000}
 ENGINE=${ENGINE:-table}
 cargo build --release -q
 BIN=$PWD/target/release/presenced
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source benches/lib.sh
 json() { python3 -c "import json,sys; d=json.loads(sys.stdin.read().strip().splitlines()[-1]); print($1)"; }
 
 config() {  # $1: ack policy; writes $dir/c.xml with fresh ports, sets H1 H2 H3 P1

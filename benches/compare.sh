@@ -26,12 +26,7 @@ fi
 cargo build --release -q
 BIN=$PWD/target/release/presenced
 
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened"; exit 1; }
+source benches/lib.sh
 json() { tail -n1 | python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 ratio() { python3 -c "a,b=float('$1'),float('$2'); print(f'{a/b:.2f}x' if b else 'n/a')"; }
 results=()
@@ -79,27 +74,11 @@ p_query=$("$BIN" bench query --target 127.0.0.1:$Q --users "$USERS" --batch 100 
 
 # ---- HTTP: nginx static file vs GET /v1/presence with 20 ids ----
 NP=$(port)
-mkdir -p "$dir/www" "$dir/nginx"
-head -c 200 /dev/zero | tr '\0' 'x' > "$dir/www/f.txt"
 for workers in 1 2; do
-  cat > "$dir/nginx/nginx.conf" <<NGX
-worker_processes $workers;
-pid $dir/nginx/nginx.pid;
-error_log $dir/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $dir/nginx; proxy_temp_path $dir/nginx; fastcgi_temp_path $dir/nginx;
-  uwsgi_temp_path $dir/nginx; scgi_temp_path $dir/nginx;
-  keepalive_requests 100000000;
-  server { listen 127.0.0.1:$NP; root $dir/www; }
-}
-NGX
-  nginx -c "$dir/nginx/nginx.conf" -g 'daemon off;' &
-  npid=$!; pids+=($npid); wait_port $NP
+  nginx_start $workers $NP
   v=$(wrk -t1 -c50 -d${RUN}s "http://127.0.0.1:$NP/f.txt" | awk '/Requests\/sec/ {print $2}')
   eval "nginx_$workers=$v"
-  kill $npid; wait $npid 2>/dev/null || true
+  kill $NGINX_PID; wait $NGINX_PID 2>/dev/null || true
 done
 ids=$(python3 -c "print(','.join(str(i*7919 % $USERS + 1) for i in range(20)))")
 p_http=$(wrk -t1 -c50 -d${RUN}s "http://127.0.0.1:$H/v1/presence?ids=$ids" | awk '/Requests\/sec/ {print $2}')

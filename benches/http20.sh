@@ -19,12 +19,7 @@ BINS=("$@")
 USERS=${USERS:-1000000}
 for c in nginx wrk; do command -v $c >/dev/null || { echo "missing $c (apt-get install -y wrk nginx)"; exit 1; }; done
 
-dir=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened"; exit 1; }
+source benches/lib.sh
 
 hports=(); ppids=()
 for i in "${!BINS[@]}"; do
@@ -45,23 +40,7 @@ XML
   "${BINS[$i]}" bench ingest --fill --target 127.0.0.1:$P --users "$USERS" --seconds 120 --connections 4 >/dev/null
 done
 NP=$(port)
-mkdir -p "$dir/www" "$dir/nginx"
-head -c 200 /dev/zero | tr '\0' 'x' > "$dir/www/f.txt"
-cat > "$dir/nginx/nginx.conf" <<NGX
-worker_processes 1;
-pid $dir/nginx/nginx.pid;
-error_log $dir/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $dir/nginx; proxy_temp_path $dir/nginx; fastcgi_temp_path $dir/nginx;
-  uwsgi_temp_path $dir/nginx; scgi_temp_path $dir/nginx;
-  keepalive_requests 100000000;
-  server { listen 127.0.0.1:$NP; root $dir/www; }
-}
-NGX
-nginx -c "$dir/nginx/nginx.conf" -g 'daemon off;' &
-pids+=($!); wait_port $NP
+nginx_start 1 $NP
 
 ids=$(python3 -c "print(','.join(str(i*7919 % $USERS + 1) for i in range(20)))")
 rps() { wrk -t1 -c50 -d${RUN}s "$1" | awk '/Requests\/sec/ {print $2}'; }
