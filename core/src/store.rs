@@ -3,7 +3,7 @@
 //! Two engines sit behind one API, chosen by [`Engine`] (`<store engine>` in the configuration):
 //!
 //! - [`Engine::Table`] (the default, `table`): records laid out for the hardware: atomic words in
-//!   non-moving per-shard arenas (64 bytes for the common record, 128 for a wide one), found
+//!   non-moving per-shard arenas (56 bytes for the common record, 128 for a wide one), found
 //!   through an open-addressing index of 8-byte slots; readers never block (a per-record seqlock
 //!   over atomic words), writers take a per-shard lock. See `store::table`.
 //! - [`Engine::Flurry`] (`flurry`): the reference engine, a flurry `HashMap` of boxed records.
