@@ -270,11 +270,33 @@ fn wait_all_ready(nodes: &Mutex<Vec<Node>>, timeout: Duration) {
         if all {
             return;
         }
-        assert!(
-            start.elapsed() < timeout,
-            "nodes not ready within {timeout:?}"
-        );
+        if start.elapsed() >= timeout {
+            let nodes = nodes.lock().unwrap();
+            for (i, n) in nodes.iter().enumerate() {
+                eprintln!(
+                    "--- node {} /v1/cluster: {:?}",
+                    i + 1,
+                    http_get(n.http_addr(), "/v1/cluster")
+                );
+            }
+            dump_logs(&nodes);
+            panic!("nodes not ready within {timeout:?}");
+        }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The end of every node's log, for the post-mortem.
+fn dump_logs(nodes: &[Node]) {
+    for (i, n) in nodes.iter().enumerate() {
+        let log = n.log();
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        eprintln!(
+            "--- node {} (last {} lines) ---\n{}",
+            i + 1,
+            tail.len(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
 }
 
@@ -447,17 +469,7 @@ fn run(seed: u64, fault_secs: u64, writers: u32) -> Outcome {
             "seed {seed}: examples of lost updates:\n{}",
             examples.join("\n")
         );
-        // The end of every node's log, for the post-mortem.
-        for (i, n) in nodes.lock().unwrap().iter().enumerate() {
-            let log = n.log();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!(
-                "--- node {} (last {} lines) ---\n{}",
-                i + 1,
-                tail.len(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
+        dump_logs(&nodes.lock().unwrap());
     }
     let _ = reconnects;
     Outcome {

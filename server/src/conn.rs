@@ -198,7 +198,8 @@ impl BufConn {
                     // buffer is the cap, not up to twice it.
                     let need = self.rbuf.len() + n;
                     if need > self.rbuf.capacity() {
-                        let room = self.rpos + cap;
+                        // `cap` is `usize::MAX` for an unbounded connection (an established peer link).
+                        let room = self.rpos.saturating_add(cap);
                         let target = (self.rbuf.capacity() * 2).clamp(need, room.max(need));
                         self.rbuf.reserve_exact(target - self.rbuf.len());
                     }
@@ -341,5 +342,39 @@ fn interest(writable: bool) -> Interest {
         Interest::READABLE | Interest::WRITABLE
     } else {
         Interest::READABLE
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    /// An unbounded connection (an established peer link reads with `usize::MAX`) that holds
+    /// consumed input when more arrives grows its buffer without overflowing (a debug build
+    /// panicked on `rpos + cap`) and keeps every byte.
+    #[test]
+    fn an_unbounded_read_after_a_partial_consume_keeps_every_byte() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let mut conn = BufConn::new(TcpStream::from_std(server));
+        let first = vec![1u8; 3000];
+        client.write_all(&first).unwrap();
+        while conn.input_len() < first.len() {
+            conn.read(usize::MAX, usize::MAX).unwrap();
+        }
+        conn.consume(1000);
+        let second = vec![2u8; 200_000];
+        client.write_all(&second).unwrap();
+        while conn.input_len() < 2000 + second.len() {
+            conn.read(usize::MAX, usize::MAX).unwrap();
+        }
+        assert_eq!(conn.input().len(), 2000 + second.len());
+        assert!(conn.input().iter().take(2000).all(|b| *b == 1));
+        assert!(conn.input().iter().skip(2000).all(|b| *b == 2));
     }
 }
