@@ -313,13 +313,13 @@ impl Record {
         }
     }
 
-    /// The registers of this record, clients indexed by [`ClientType::code`].
-    pub(crate) fn regs(&self) -> Regs {
+    /// The registers of this record, clients indexed by [`ClientType::code`] (moved out).
+    pub(crate) fn into_regs(self) -> Regs {
         Regs {
             ident: self.ident,
             clients: self.clients,
             perm: self.perm,
-            ext: self.ext.clone(),
+            ext: self.ext,
         }
     }
 

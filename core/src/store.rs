@@ -330,24 +330,34 @@ macro_rules! dispatch {
 impl Pinned<'_> {
     /// Applies a local update stamped `stamp`. Returns whether anything changed.
     pub fn apply(&self, sid: Sid, stamp: Stamp, update: &Update) -> bool {
-        dispatch!(self, p => p.upsert(sid, |old| match old {
-            None => Some(Record::from_update(stamp, update)),
-            Some(old) => {
-                let mut r = old.clone();
-                r.apply(stamp, update).then_some(r)
-            }
-        }))
+        match &self.inner {
+            PinnedInner::Table(p) => p.upsert(
+                sid,
+                || Record::from_update(stamp, update),
+                |r| r.apply(stamp, update),
+            ),
+            PinnedInner::Flurry(p) => p.upsert(sid, |old| match old {
+                None => Some(Record::from_update(stamp, update)),
+                Some(old) => {
+                    let mut r = old.clone();
+                    r.apply(stamp, update).then_some(r)
+                }
+            }),
+        }
     }
 
     /// Joins a record received from another node. Returns whether anything changed.
     pub fn merge(&self, sid: Sid, incoming: &Record) -> bool {
-        dispatch!(self, p => p.upsert(sid, |old| match old {
-            None => Some(incoming.clone()),
-            Some(old) => {
-                let mut r = old.clone();
-                r.merge(incoming).then_some(r)
-            }
-        }))
+        match &self.inner {
+            PinnedInner::Table(p) => p.upsert(sid, || incoming.clone(), |r| r.merge(incoming)),
+            PinnedInner::Flurry(p) => p.upsert(sid, |old| match old {
+                None => Some(incoming.clone()),
+                Some(old) => {
+                    let mut r = old.clone();
+                    r.merge(incoming).then_some(r)
+                }
+            }),
+        }
     }
 
     /// The public status of `sid` (unknown ids get [`Status::unknown`]).

@@ -15,17 +15,22 @@ fn login(p: &TablePinned<'_>, sid: Sid, ms: u64, clients: &[ClientType]) {
         change: Change::Login(c),
         ext: None,
     };
-    p.upsert(sid, |old| {
-        let mut r = match old {
-            Some(r) => r.clone(),
-            None => Record::from_update(stamp, &u(*clients.first()?)),
-        };
-        let mut changed = old.is_none();
+    let apply_all = |r: &mut Record| {
+        let mut changed = false;
         for c in clients {
             changed |= r.apply(stamp, &u(*c));
         }
-        changed.then_some(r)
-    });
+        changed
+    };
+    p.upsert(
+        sid,
+        || {
+            let mut r = Record::from_update(stamp, &u(ClientType::Pc));
+            apply_all(&mut r);
+            r
+        },
+        |r| apply_all(r),
+    );
 }
 
 /// A reader looking a user up while a writer creates it and then moves it to the wide

@@ -16,10 +16,14 @@ pub(in crate::store) struct TablePinned<'s> {
 }
 
 impl TablePinned<'_> {
+    /// Writes `sid`'s record under its shard's lock: `create()` for an unknown sid, else
+    /// `update` on the current record in place (it returns whether it changed anything; nothing
+    /// is written if not). Keeps the shard's digest exact. Returns whether a record was written.
     pub(in crate::store) fn upsert(
         &self,
         sid: Sid,
-        f: impl Fn(Option<&Record>) -> Option<Record>,
+        create: impl FnOnce() -> Record,
+        update: impl FnOnce(&mut Record) -> bool,
     ) -> bool {
         let b = bucket_of(sid);
         let Some(shard) = self.store.shards.get(b) else {
@@ -30,20 +34,21 @@ impl TablePinned<'_> {
         let mut w = lock(&shard.writer);
         let (written, delta) = match w.find(key, h) {
             None => {
-                let Some(new) = f(None) else { return false };
+                let new = create();
                 let hash = record_hash(key, &new);
-                (w.insert(self.store, b, key, h, &new.regs()), hash)
+                (w.insert(self.store, b, key, h, &new.into_regs()), hash)
             }
             Some((slot, loc)) => {
-                let Some(old) = w.regs(shard, loc).map(Record::from_regs) else {
+                let Some(mut r) = w.regs(shard, loc).map(Record::from_regs) else {
                     return false;
                 };
-                let Some(new) = f(Some(&old)) else {
+                let before = record_hash(key, &r);
+                if !update(&mut r) {
                     return false;
-                };
-                let delta = record_hash(key, &new).wrapping_sub(record_hash(key, &old));
+                }
+                let delta = record_hash(key, &r).wrapping_sub(before);
                 (
-                    w.rewrite(self.store, b, (slot, loc), (key, h), &new.regs()),
+                    w.rewrite(self.store, b, (slot, loc), (key, h), &r.into_regs()),
                     delta,
                 )
             }
