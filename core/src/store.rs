@@ -203,6 +203,15 @@ pub fn bucket_of(sid: Sid) -> usize {
     (sid.get().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % DIGEST_BUCKETS
 }
 
+/// Murmur3's 64-bit finaliser: the sid mix of both engines' hash tables.
+fn murmur_mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
 /// The digest contribution of one record: what a snapshot's digest at its cut sums.
 pub fn record_digest(sid: Sid, r: &Record) -> u64 {
     record_hash(sid.get(), r)

@@ -362,15 +362,19 @@ mod tests {
         let (server, _) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
         let mut conn = BufConn::new(TcpStream::from_std(server));
+        // Loopback delivers at once; the deadline only keeps a broken build from spinning.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let first = vec![1u8; 3000];
         client.write_all(&first).unwrap();
         while conn.input_len() < first.len() {
+            assert!(std::time::Instant::now() < deadline, "no input");
             conn.read(usize::MAX, usize::MAX).unwrap();
         }
         conn.consume(1000);
         let second = vec![2u8; 200_000];
         client.write_all(&second).unwrap();
         while conn.input_len() < 2000 + second.len() {
+            assert!(std::time::Instant::now() < deadline, "no input");
             conn.read(usize::MAX, usize::MAX).unwrap();
         }
         assert_eq!(conn.input().len(), 2000 + second.len());

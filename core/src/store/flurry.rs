@@ -233,13 +233,7 @@ pub struct SidHash(u64);
 
 impl Hasher for SidHash {
     fn finish(&self) -> u64 {
-        // Murmur3's 64-bit finaliser.
-        let mut x = self.0;
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        x ^ (x >> 33)
+        super::murmur_mix(self.0)
     }
     fn write(&mut self, bytes: &[u8]) {
         for b in bytes {

@@ -125,13 +125,8 @@ enum Found {
 
 /// 32 bits of a sid's hash: its home in the index (the top bits, scaled) and its tag.
 fn hash32(sid: u64) -> u32 {
-    // Murmur3's 64-bit finaliser, independent of `bucket_of`'s multiplier.
-    let mut x = sid;
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    ((x ^ (x >> 33)) >> 32) as u32
+    // Independent of `bucket_of`'s multiplier, so a shard's sids spread over its whole index.
+    (super::murmur_mix(sid) >> 32) as u32
 }
 
 fn home(h: u32, slots: usize) -> usize {

@@ -164,14 +164,7 @@ impl QuerySession {
                         ids,
                     },
                 ) => {
-                    if let Some((code, message)) = refusal(&ids, limits) {
-                        ServerFrame::Reject {
-                            req_id,
-                            code: code as u8,
-                            message,
-                        }
-                        .encode(out);
-                    } else {
+                    if !rejected(req_id, &ids, limits, out) {
                         let ids = ids.iter().filter_map(|i| Sid::new(*i)).collect();
                         self.subscription = Some(Subscription {
                             req_id,
@@ -192,14 +185,7 @@ impl QuerySession {
                 }
                 (Some(Mode::Query), ClientFrame::Query { req_id, ids }) => {
                     o.requests += 1;
-                    if let Some((code, message)) = refusal(&ids, limits) {
-                        ServerFrame::Reject {
-                            req_id,
-                            code: code as u8,
-                            message,
-                        }
-                        .encode(out);
-                    } else {
+                    if !rejected(req_id, &ids, limits, out) {
                         scratch.clear();
                         // One batch lookup: the store overlaps the ids' cache misses.
                         let sids: Vec<Sid> = ids.iter().filter_map(|i| Sid::new(*i)).collect();
@@ -213,6 +199,21 @@ impl QuerySession {
         }
         Ok(o)
     }
+}
+
+/// Answers `REJECT` to request `req_id` if its ids are refused on their own; returns whether it
+/// did.
+fn rejected(req_id: u32, ids: &[u64], limits: &QueryLimits, out: &mut Vec<u8>) -> bool {
+    let Some((code, message)) = refusal(ids, limits) else {
+        return false;
+    };
+    ServerFrame::Reject {
+        req_id,
+        code: code as u8,
+        message,
+    }
+    .encode(out);
+    true
 }
 
 /// Why a request's ids are refused on their own (`REJECT`), if they are.
