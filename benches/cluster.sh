@@ -10,7 +10,8 @@
 #    workload, `replica` acks: every ack waited for a peer): updates/s.
 # 3. Two nodes with `local` acks; node 1 filled with CATCHUP_USERS users; node 2 killed (SIGKILL)
 #    and restarted: seconds until its digest equals node 1's (snapshot transfer and apply) and
-#    until it reports ready (clock confirmation included), polled every 50 ms.
+#    until it reports ready (clock confirmation included), polled every 50 ms; and the snapshot's
+#    own transfer and apply, from SNAPSHOT_BEGIN to SNAPSHOT_END, as node 2 logs it.
 # Everything it starts is stopped on exit. Load generators share the cores with the nodes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,4 +83,6 @@ while [ -z "$data" ] || [ -z "$up" ]; do
   python3 -c "import sys; sys.exit($now-$t0 > 300)" || { echo "no catch-up within 300 s"; exit 1; }
   sleep 0.05
 done
+snap=$(grep 'full snapshot received' "$dir/n2.log" | tail -n1 | grep -oE '(^| )ms=[0-9]+' | cut -d= -f2)
 echo "restarted node, $CATCHUP_USERS users: data caught up (digest equal) ${data} s, ready ${up} s after the restart"
+echo "  snapshot transfer and apply (node 2's log, SNAPSHOT_BEGIN to SNAPSHOT_END): ${snap:-?} ms"

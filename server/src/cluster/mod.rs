@@ -424,9 +424,16 @@ impl ClusterDriver {
                     reason = self.node.not_ready_reason().unwrap_or("unknown"),
                     "presenced not ready"
                 ),
-                Event::SnapshotReceived { from, records } => {
-                    info!(peer = from, records, "full snapshot received")
-                }
+                Event::SnapshotReceived {
+                    from,
+                    records,
+                    micros,
+                } => info!(
+                    peer = from,
+                    records,
+                    ms = micros / 1000,
+                    "full snapshot received"
+                ),
                 Event::FullResync(p) => info!(peer = p, "sending a full snapshot"),
                 Event::Resumed(p) => debug!(peer = p, "replication resumed from the backlog"),
                 Event::Repaired { from, changed } => {

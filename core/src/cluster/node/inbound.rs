@@ -26,6 +26,8 @@ pub(super) struct InLink {
     snapshot_records: u64,
     /// The sum of the digests of the snapshot records received so far.
     snapshot_digest: u64,
+    /// When `SNAPSHOT_BEGIN` arrived (monotonic µs).
+    snapshot_began_us: u64,
     snapshot_done: bool,
     /// This link streams from when it was welcomed, without a snapshot from this peer (the
     /// node joined from its data master's).
@@ -200,8 +202,9 @@ impl InLink {
     }
 
     /// `SNAPSHOT_BEGIN`: a full snapshot covering the peer's updates up to `upto_seq` follows.
-    pub(super) fn handle_snapshot_begin(&mut self, upto_seq: u64) {
+    pub(super) fn handle_snapshot_begin(&mut self, now_us: u64, upto_seq: u64) {
         self.snapshot_upto = Some(upto_seq);
+        self.snapshot_began_us = now_us;
         self.snapshot_records = 0;
         self.snapshot_digest = 0;
     }
@@ -220,6 +223,11 @@ impl InLink {
         self.snapshot_digest = self
             .snapshot_digest
             .wrapping_add(super::outbound::digest_of(records));
+    }
+
+    /// When the snapshot in progress (or the last one) began (monotonic µs).
+    pub(super) fn snapshot_began_us(&self) -> u64 {
+        self.snapshot_began_us
     }
 
     /// `SNAPSHOT_END` with the sender's count and digest at its cut. Returns the `ACK` to send
@@ -280,12 +288,12 @@ mod tests {
         };
         let mut link = InLink::default();
         assert_eq!(link.handle_hello(5, false), 0);
-        link.handle_snapshot_begin(10);
+        link.handle_snapshot_begin(0, 10);
         link.handle_snapshot(1, &[record(1)], &ctx, &mut Vec::new());
         // Cut before the end: still no resume point.
         link.handle_closed();
         assert_eq!(link.handle_hello(5, false), 0);
-        link.handle_snapshot_begin(10);
+        link.handle_snapshot_begin(0, 10);
         link.handle_snapshot(2, &[record(1)], &ctx, &mut Vec::new());
         let d = super::super::outbound::digest_of(&[record(1)]);
         assert_eq!(link.handle_snapshot_end(1, d), Ok(Some((Msg::Ack(10), 1))));
@@ -319,7 +327,7 @@ mod tests {
         };
         let mut link = InLink::default();
         link.handle_hello(5, false);
-        link.handle_snapshot_begin(3);
+        link.handle_snapshot_begin(0, 3);
         link.handle_snapshot(1, &[record(1)], &ctx, &mut Vec::new());
         // The sender says it sent two records (one got lost on the way, say).
         let d = super::super::outbound::digest_of(&[record(1), record(2)]);

@@ -75,7 +75,7 @@ impl ClusterNode {
                     .record(peer, now.mono_us, records.iter().map(|(sid, _)| *sid));
                 self.out.push_back((peer, Dir::In, ack));
             }
-            Msg::SnapshotBegin { upto_seq } => link.handle_snapshot_begin(upto_seq),
+            Msg::SnapshotBegin { upto_seq } => link.handle_snapshot_begin(now.mono_us, upto_seq),
             Msg::Snapshot(records) => {
                 link.handle_snapshot(now.mono_us, &records, ctx, &mut changed);
             }
@@ -85,6 +85,7 @@ impl ClusterNode {
                     self.events.push_back(Event::SnapshotReceived {
                         from: peer,
                         records,
+                        micros: now.mono_us.saturating_sub(link.snapshot_began_us()),
                     });
                     self.out.push_back((peer, Dir::In, ack));
                 }

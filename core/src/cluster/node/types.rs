@@ -72,6 +72,8 @@ pub enum Event {
         from: u16,
         /// Records in it.
         records: u64,
+        /// From `SNAPSHOT_BEGIN` to `SNAPSHOT_END`: the transfer and the merge of every chunk.
+        micros: u64,
     },
     /// A full snapshot is being sent to a peer (its resume point was gone).
     FullResync(u16),

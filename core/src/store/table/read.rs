@@ -141,27 +141,42 @@ impl TablePinned<'_> {
         }
     }
 
-    /// Touches the index slot and then the record of every id of `sids` (at most [`BATCH`] are
-    /// useful), so their cache misses overlap instead of following each other when the caller
-    /// then resolves them one by one.
+    /// Prefetches the index slot and then the record of every id of `sids` (at most [`BATCH`]
+    /// are useful), so their cache misses overlap instead of following each other when the
+    /// caller then resolves them one by one.
     pub(in crate::store) fn prefetch(&self, sids: &[Sid]) {
-        // Pass 1: the home slot of every id (independent loads, in flight together).
-        let mut homes = [0u64; BATCH];
-        for (s, w) in sids.iter().zip(homes.iter_mut()) {
+        self.prefetch_slots(sids);
+        self.prefetch_records(sids);
+    }
+
+    /// Prefetches the home slot of every id of `sids` (hints: nothing waits for them).
+    fn prefetch_slots(&self, sids: &[Sid]) {
+        for s in sids.iter().take(BATCH) {
             if let Some(view) = self.generation.get(bucket_of(*s)) {
                 let slots = &view.slots.words;
                 if let Some(x) = slots.get(home(hash32(s.get()), slots.len())) {
-                    *w = x.load(Ordering::Relaxed);
+                    arena::prefetch(x);
                 }
             }
         }
-        // Pass 2: the record each home slot names when its tag is the id's (most are).
-        let mut sink = 0u64;
-        for (s, w) in sids.iter().zip(homes) {
+    }
+
+    /// Prefetches the record each id's home slot names when its tag is the id's (most are):
+    /// loads the slots, which should have arrived since [`Self::prefetch_slots`].
+    fn prefetch_records(&self, sids: &[Sid]) {
+        for s in sids.iter().take(BATCH) {
             let Some(view) = self.generation.get(bucket_of(*s)) else {
                 continue;
             };
-            if (w >> 32) as u32 != hash32(s.get()) {
+            let h = hash32(s.get());
+            let slots = &view.slots.words;
+            let Some(w) = slots
+                .get(home(h, slots.len()))
+                .map(|x| x.load(Ordering::Relaxed))
+            else {
+                continue;
+            };
+            if (w >> 32) as u32 != h {
                 continue;
             }
             let words = match Loc::from_word(w) {
@@ -169,14 +184,13 @@ impl TablePinned<'_> {
                 Some(Loc::Wide(i)) => arena::record(&view.wide, i, WIDE),
                 None => None,
             };
-            // A 56-byte record may straddle two cache lines: touch both ends.
+            // A 56-byte record may straddle two cache lines: both ends.
             if let Some(w) = words {
                 for v in w.first().into_iter().chain(w.last()) {
-                    sink ^= v.load(Ordering::Relaxed);
+                    arena::prefetch(v);
                 }
             }
         }
-        std::hint::black_box(sink);
     }
 
     pub(in crate::store) fn statuses(&self, sids: &[Sid], out: &mut Vec<Status>) {
