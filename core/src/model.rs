@@ -275,21 +275,20 @@ impl Record {
     /// appears twice or a register is newer than `ident`.
     pub fn from_parts(
         ident: Reg<Ident>,
-        clients: Vec<ClientReg>,
+        clients: impl IntoIterator<Item = ClientReg>,
         perm: Option<Reg<bool>>,
         ext: Option<Reg<Arc<Ext>>>,
     ) -> Option<Self> {
         let max = ident.stamp;
-        let newer = clients.iter().any(|c| c.reg.stamp > max)
-            || perm.as_ref().is_some_and(|p| p.stamp > max)
-            || ext.as_ref().is_some_and(|e| e.stamp > max);
-        if newer {
+        if perm.as_ref().is_some_and(|p| p.stamp > max)
+            || ext.as_ref().is_some_and(|e| e.stamp > max)
+        {
             return None;
         }
         let mut slots = [None; 6];
         for c in clients {
             let slot = slots.get_mut(usize::from(c.client.code()))?;
-            if slot.replace(c.reg).is_some() {
+            if c.reg.stamp > max || slot.replace(c.reg).is_some() {
                 return None;
             }
         }

@@ -77,9 +77,10 @@ pub fn read_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
     if usize::from(n) > ClientType::ALL.len() {
         return Err(DecodeError::Invalid("client count"));
     }
-    let mut clients = Vec::with_capacity(n.into());
+    // On the stack: a snapshot decodes millions of records (no allocation per record).
+    let mut clients = [None; ClientType::ALL.len()];
     let mut prev = None;
-    for _ in 0..n {
+    for slot in clients.iter_mut().take(n.into()) {
         let client =
             ClientType::from_code(r.u8("client")?).ok_or(DecodeError::Invalid("client"))?;
         if prev.is_some_and(|p| p >= client) {
@@ -87,7 +88,7 @@ pub fn read_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
         }
         prev = Some(client);
         let stamp = read_stamp(r)?;
-        clients.push(ClientReg {
+        *slot = Some(ClientReg {
             client,
             reg: Reg {
                 stamp,
@@ -115,7 +116,8 @@ pub fn read_record(r: &mut Reader<'_>) -> Result<Record, DecodeError> {
     } else {
         None
     };
-    Record::from_parts(ident, clients, perm, ext).ok_or(DecodeError::Invalid("record"))
+    Record::from_parts(ident, clients.into_iter().flatten(), perm, ext)
+        .ok_or(DecodeError::Invalid("record"))
 }
 
 /// Encodes a record list: `count:u16 { sid:u64 record }*`.
