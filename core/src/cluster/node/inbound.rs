@@ -293,7 +293,9 @@ mod tests {
         // Cut before the end: still no resume point.
         link.handle_closed();
         assert_eq!(link.handle_hello(5, false), 0);
-        link.handle_snapshot_begin(0, 10);
+        link.handle_snapshot_begin(7, 10);
+        // The second snapshot's start is what its transfer-and-apply time counts from.
+        assert_eq!(link.snapshot_began_us(), 7);
         link.handle_snapshot(2, &[record(1)], &ctx, &mut Vec::new());
         let d = super::super::outbound::digest_of(&[record(1)]);
         assert_eq!(link.handle_snapshot_end(1, d), Ok(Some((Msg::Ack(10), 1))));
