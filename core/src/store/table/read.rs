@@ -7,7 +7,7 @@ use super::words::{self, COMPACT, WIDE};
 use super::{arena, hash32, home, lock, read_ext, Found, Loc, TableStore, View, BATCH};
 use crate::model::{Record, Regs, Sid, Status};
 use crate::store::{bucket_of, record_hash, Cursor};
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 
 /// A pinned view of the table engine: one generation, for one batch of work.
 pub(in crate::store) struct TablePinned<'s> {
@@ -145,37 +145,24 @@ impl TablePinned<'_> {
     /// are useful), so their cache misses overlap instead of following each other when the
     /// caller then resolves them one by one.
     pub(in crate::store) fn prefetch(&self, sids: &[Sid]) {
-        self.prefetch_slots(sids);
-        self.prefetch_records(sids);
-    }
-
-    /// Prefetches the home slot of every id of `sids` (hints: nothing waits for them).
-    fn prefetch_slots(&self, sids: &[Sid]) {
-        for s in sids.iter().take(BATCH) {
-            if let Some(view) = self.generation.get(bucket_of(*s)) {
-                let slots = &view.slots.words;
-                if let Some(x) = slots.get(home(hash32(s.get()), slots.len())) {
-                    arena::prefetch(x);
-                }
-            }
-        }
-    }
-
-    /// Prefetches the record each id's home slot names when its tag is the id's (most are):
-    /// loads the slots, which should have arrived since [`Self::prefetch_slots`].
-    fn prefetch_records(&self, sids: &[Sid]) {
-        for s in sids.iter().take(BATCH) {
+        // Pass 1: a prefetch of every id's home slot (hints: nothing waits for them), keeping
+        // the slot, its view and the id's tag for pass 2.
+        let mut homes: [Option<(&View, &AtomicU64, u32)>; BATCH] = [None; BATCH];
+        for (s, home_of) in sids.iter().zip(homes.iter_mut()) {
             let Some(view) = self.generation.get(bucket_of(*s)) else {
                 continue;
             };
             let h = hash32(s.get());
             let slots = &view.slots.words;
-            let Some(w) = slots
-                .get(home(h, slots.len()))
-                .map(|x| x.load(Ordering::Relaxed))
-            else {
-                continue;
-            };
+            if let Some(x) = slots.get(home(h, slots.len())) {
+                arena::prefetch(x);
+                *home_of = Some((view, x, h));
+            }
+        }
+        // Pass 2: load the slots (their misses overlapped in pass 1) and prefetch the record
+        // each names when its tag is the id's (most are).
+        for (view, x, h) in homes.into_iter().flatten() {
+            let w = x.load(Ordering::Relaxed);
             if (w >> 32) as u32 != h {
                 continue;
             }
