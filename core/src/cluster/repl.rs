@@ -19,7 +19,7 @@ use crate::wire::{put_frame, DecodeError, Reader};
 
 mod record;
 
-pub use record::{put_record, read_record};
+pub use record::{put_record, read_record, recycle};
 use record::{put_records, read_bool, read_records};
 
 /// Magic at the start of `HELLO`: ASCII `PRSR`.

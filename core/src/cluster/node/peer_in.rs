@@ -3,7 +3,7 @@
 //! (with the membership decisions they carry), digests to `anti_entropy`, buckets are joined,
 //! and remote updates merged here are forwarded to a peer that joins from this node's snapshot.
 
-use crate::cluster::repl::Msg;
+use crate::cluster::repl::{self, Msg};
 use crate::model::Sid;
 use crate::proto::ErrorCode;
 
@@ -74,10 +74,12 @@ impl ClusterNode {
                 self.relay
                     .record(peer, now.mono_us, records.iter().map(|(sid, _)| *sid));
                 self.out.push_back((peer, Dir::In, ack));
+                repl::recycle(records);
             }
             Msg::SnapshotBegin { upto_seq } => link.handle_snapshot_begin(now.mono_us, upto_seq),
             Msg::Snapshot(records) => {
                 link.handle_snapshot(now.mono_us, &records, ctx, &mut changed);
+                repl::recycle(records);
             }
             Msg::SnapshotEnd { records, digest } => match link.handle_snapshot_end(records, digest)
             {
@@ -152,6 +154,7 @@ impl ClusterNode {
             }
             Msg::Bucket { records, .. } => {
                 let count = merge_records(&records, ctx, Some(&mut changed));
+                repl::recycle(records);
                 if count > 0 {
                     self.stats.digest_repairs += count;
                     self.events.push_back(Event::Repaired {

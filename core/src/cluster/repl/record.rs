@@ -7,6 +7,7 @@
 //! already accepted by some node under that node's limits, and bounds every allocation by the
 //! bytes actually present. It knows nothing of frames or message types.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use bytes::BufMut;
@@ -23,6 +24,43 @@ fn put_stamp(b: &mut Vec<u8>, s: Stamp) {
 
 fn read_stamp(r: &mut Reader<'_>) -> Result<Stamp, DecodeError> {
     Ok(Stamp::new(r.u64("stamp")?, r.u16("stamp node")?))
+}
+
+/// Record lists of handled frames this thread keeps for the next frames it decodes (at most
+/// this many, each at most [`MAX_RECORDS`] records long).
+const SPARES: usize = 2;
+
+thread_local! {
+    static SPARE: RefCell<Vec<Vec<(Sid, Record)>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Hands the record list of a handled `UPDATES`, `SNAPSHOT` or `BUCKET` frame back for the
+/// next frame this thread decodes. A full frame's list is ≈ 1 MB: allocating one per frame made
+/// the allocator fault in (and the kernel zero) fresh huge pages for every frame, a quarter of a
+/// replica's time at 300 k updates/s (BENCHMARKS.md, "Replication lag").
+pub fn recycle(mut records: Vec<(Sid, Record)>) {
+    if records.capacity() == 0 || records.capacity() > MAX_RECORDS {
+        return;
+    }
+    records.clear();
+    let _ = SPARE.try_with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            if s.len() < SPARES {
+                s.push(records);
+            }
+        }
+    });
+}
+
+/// An empty list with room for `n` records: a recycled one if this thread has one.
+fn spare(n: usize) -> Vec<(Sid, Record)> {
+    let mut v = SPARE
+        .try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    v.reserve(n);
+    v
 }
 
 /// Encodes a record: `ident, clients, perm?, ext?` (see the protocol document).
@@ -143,10 +181,34 @@ pub(super) fn read_records(r: &mut Reader<'_>) -> Result<Vec<(Sid, Record)>, Dec
     if r.remaining() < n * 33 {
         return Err(DecodeError::Truncated("records"));
     }
-    let mut v = Vec::with_capacity(n);
+    let mut v = spare(n);
     for _ in 0..n {
         let sid = Sid::new(r.u64("sid")?).ok_or(DecodeError::Invalid("sid 0"))?;
         v.push((sid, read_record(r)?));
     }
     Ok(v)
+}
+
+#[cfg(all(test, not(loom)))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_decode_reuses_a_recycled_list() {
+        let list: Vec<(Sid, Record)> = Vec::with_capacity(100);
+        let at = list.as_ptr();
+        recycle(list);
+        let again = spare(10);
+        assert_eq!(again.as_ptr(), at);
+        assert!(again.is_empty() && again.capacity() >= 100);
+        // Lists over a full frame, and more than `SPARES` lists, are not kept.
+        recycle(Vec::with_capacity(MAX_RECORDS + 1));
+        assert_eq!(spare(0).capacity(), 0);
+        for _ in 0..SPARES + 2 {
+            recycle(Vec::with_capacity(8));
+        }
+        let kept = (0..SPARES + 2).filter(|_| spare(0).capacity() > 0).count();
+        assert_eq!(kept, SPARES);
+    }
 }
