@@ -118,6 +118,8 @@ impl Loc {
 enum Found {
     Compact([u64; words::COMPACT]),
     Wide([u64; words::WIDE], Option<Arc<Ext>>),
+    /// A wide record's first [`words::HEAD`] words: what its status needs.
+    WideHead([u64; words::HEAD], Option<Arc<Ext>>),
     Missing,
     /// The pinned generation lacks what the index named: look again in the current one.
     Stale,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::words::{self, COMPACT, WIDE};
+use super::words::{self, COMPACT, HEAD, WIDE};
 use super::{arena, hash32, home, lock, read_ext, Found, Loc, TableStore, View, BATCH};
 use crate::model::{Record, Regs, Sid, Status};
 use crate::store::{bucket_of, record_hash, Cursor};
@@ -59,8 +59,9 @@ impl TablePinned<'_> {
         written
     }
 
-    /// Reads record `i` of an arena in `view`, following a forward.
-    fn read(&self, b: usize, view: &View, loc: Loc) -> Found {
+    /// Reads record `i` of an arena in `view`, following a forward; of a wide record only its
+    /// head (what a status needs) when `head`.
+    fn read(&self, b: usize, view: &View, loc: Loc, head: bool) -> Found {
         let Some(shard) = self.store.shards.get(b) else {
             return Found::Missing;
         };
@@ -71,7 +72,7 @@ impl TablePinned<'_> {
                 };
                 let (c, ()) = words::read::<COMPACT, _>(words, |_| ());
                 match words::forward(&c) {
-                    Some(j) => self.read(b, view, Loc::Wide(j as usize)),
+                    Some(j) => self.read(b, view, Loc::Wide(j as usize), head),
                     None => Found::Compact(c),
                 }
             }
@@ -79,15 +80,19 @@ impl TablePinned<'_> {
                 let Some(words) = arena::record(&view.wide, i, WIDE) else {
                     return Found::Stale;
                 };
-                let (w, ext) = words::read::<WIDE, _>(words, |w| {
-                    words::ext_slot(w).and_then(|s| read_ext(shard, s))
-                });
-                Found::Wide(w, ext)
+                let ext = |w: &[u64]| words::ext_slot(w).and_then(|s| read_ext(shard, s));
+                if head {
+                    let (w, ext) = words::read::<HEAD, _>(words, |w| ext(w));
+                    Found::WideHead(w, ext)
+                } else {
+                    let (w, ext) = words::read::<WIDE, _>(words, |w| ext(w));
+                    Found::Wide(w, ext)
+                }
             }
         }
     }
 
-    fn lookup_in(&self, b: usize, view: &View, key: u64, h: u32) -> Found {
+    fn lookup_in(&self, b: usize, view: &View, (key, h): (u64, u32), head: bool) -> Found {
         let slots = &view.slots.words;
         let n = slots.len();
         let mut i = home(h, n);
@@ -100,7 +105,7 @@ impl TablePinned<'_> {
             }
             if (w >> 32) as u32 == h {
                 if let Some(loc) = Loc::from_word(w) {
-                    let found = self.read(b, view, loc);
+                    let found = self.read(b, view, loc, head);
                     if matches!(found, Found::Stale) || found.sid() == key {
                         return found;
                     }
@@ -116,8 +121,8 @@ impl TablePinned<'_> {
     }
 
     /// The record of `sid` as found through the pinned generation, or through the current one
-    /// if the pinned one is behind.
-    fn find(&self, sid: Sid) -> Found {
+    /// if the pinned one is behind (a wide record's head only when `head`).
+    fn find(&self, sid: Sid, head: bool) -> Found {
         let b = bucket_of(sid);
         let (key, h) = (sid.get(), hash32(sid.get()));
         let mut fresh: Option<Arc<[View]>> = None;
@@ -126,7 +131,7 @@ impl TablePinned<'_> {
             let Some(view) = generation.get(b) else {
                 return Found::Missing;
             };
-            match self.lookup_in(b, view, key, h) {
+            match self.lookup_in(b, view, (key, h), head) {
                 Found::Stale => fresh = Some(self.store.current()),
                 found => return found,
             }
@@ -134,9 +139,13 @@ impl TablePinned<'_> {
     }
 
     pub(in crate::store) fn status(&self, sid: Sid) -> Status {
-        match self.find(sid) {
+        match self.find(sid, true) {
             Found::Compact(c) => words::status_compact(&c, sid),
-            Found::Wide(w, ext) => words::status_wide(&w, ext, sid),
+            Found::WideHead(w, ext) => words::status_wide(&w, ext, sid),
+            Found::Wide(w, ext) => {
+                let head = w.first_chunk::<HEAD>().copied().unwrap_or_default();
+                words::status_wide(&head, ext, sid)
+            }
             Found::Missing | Found::Stale => Status::unknown(sid),
         }
     }
@@ -171,7 +180,12 @@ impl TablePinned<'_> {
                 Some(Loc::Wide(i)) => arena::record(&view.wide, i, WIDE),
                 None => None,
             };
-            // A 56-byte record may straddle two cache lines: both ends.
+            // What a status reads: a compact record (56 bytes, it may straddle two cache lines)
+            // or a wide record's head, both ends of it.
+            let words = match Loc::from_word(w) {
+                Some(Loc::Wide(_)) => words.and_then(|w| w.get(..HEAD)),
+                _ => words,
+            };
             if let Some(w) = words {
                 for v in w.first().into_iter().chain(w.last()) {
                     arena::prefetch(v);
@@ -189,14 +203,14 @@ impl TablePinned<'_> {
     }
 
     pub(in crate::store) fn record(&self, sid: Sid) -> Option<Record> {
-        self.find(sid).regs().map(Record::from_regs)
+        self.find(sid, false).regs().map(Record::from_regs)
     }
 
     /// Record `i` of an arena of shard `b` (and its sid), through the pinned generation or, if
     /// that is behind, the current one.
     fn at(&self, b: usize, loc: Loc) -> Option<(u64, Regs)> {
-        let found = match self.read(b, self.generation.get(b)?, loc) {
-            Found::Stale => self.read(b, self.store.current().get(b)?, loc),
+        let found = match self.read(b, self.generation.get(b)?, loc, false) {
+            Found::Stale => self.read(b, self.store.current().get(b)?, loc, false),
             found => found,
         };
         Some((found.sid(), found.regs()?))
@@ -282,6 +296,7 @@ impl Found {
         match self {
             Self::Compact(c) => c[1],
             Self::Wide(w, _) => w[1],
+            Self::WideHead(w, _) => w[1],
             Self::Missing | Self::Stale => 0,
         }
     }
@@ -291,7 +306,8 @@ impl Found {
         match self {
             Self::Compact(c) => Some(words::decode_compact(&c)),
             Self::Wide(w, ext) => Some(words::decode_wide(&w, ext)),
-            Self::Missing | Self::Stale => None,
+            // Only statuses read heads.
+            Self::WideHead(..) | Self::Missing | Self::Stale => None,
         }
     }
 }

@@ -16,10 +16,16 @@
 //! wide (16 words, 128 bytes): any record
 //!   0 version   1 sid   2 ident hlc   3 uid
 //!   4 pool (0..32) | ident node (32..48) | present mask (48..55) | value mask (56..63)
-//!   5..12 hlc of register r (r = client code 0..6, 6 = permission)
-//!   12 nodes of registers 0..4 (16 bits each)   13 nodes of registers 4..7 | ext node (48..64)
-//!   14 ext hlc   15 ext slot + 1 (0: no ext; the value is in the shard's ext slab)
+//!   5 ext slot + 1 (0: no ext; the value is in the shard's ext slab)
+//!   6..13 hlc of register r (r = client code 0..6, 6 = permission)
+//!   13 nodes of registers 0..4 (16 bits each)   14 nodes of registers 4..7 | ext node (48..64)
+//!   15 ext hlc
 //! ```
+//!
+//! A status (what a query answers) needs only a wide record's first [`HEAD`] words, 48 bytes
+//! that one cache line holds (a segment's records start 16 bytes past a line, after the `Arc`
+//! header, and a wide record is two lines long): batch lookups prefetch and copy that head
+//! alone, one line per id instead of two (BENCHMARKS.md, "Query depends on the record mix").
 //!
 //! A register kind is 0 for none, 1 + client code for a client, 7 for the permission. A compact
 //! record that grew out of its layout is **moved**: its word 2 names the wide record that
@@ -41,6 +47,15 @@ use crate::sync::{fence, spin, AtomicU64, Ordering};
 pub(super) const COMPACT: usize = 7;
 /// Words of a wide record.
 pub(super) const WIDE: usize = 16;
+/// Words at the head of a wide record that its status needs (through the ext slot).
+pub(super) const HEAD: usize = 6;
+/// Where a wide record's register stamps start: register `r`'s hlc is word `HLC + r`.
+const HLC: usize = 6;
+/// Where a wide record's register nodes start (four 16-bit nodes a word, the ext's last).
+const NODES: usize = 13;
+/// A wide record's ext slot + 1, and its ext hlc.
+const EXT_SLOT: usize = 5;
+const EXT_HLC: usize = 15;
 
 /// Registers other than ident and ext: the six clients, then the permission.
 const REGS: usize = 7;
@@ -248,7 +263,7 @@ pub(super) fn encode_wide(sid: u64, regs: &Regs, ext_slot: Option<u32>) -> [u64;
         if let Some(r) = r {
             present |= 1 << i;
             values |= u64::from(r.value) << i;
-            if let Some(h) = w.get_mut(5 + i) {
+            if let Some(h) = w.get_mut(HLC + i) {
                 *h = r.stamp.hlc();
             }
             if let Some(n) = nodes.get_mut(i) {
@@ -262,34 +277,36 @@ pub(super) fn encode_wide(sid: u64, regs: &Regs, ext_slot: Option<u32>) -> [u64;
     w[4] = w4 | (present << 48) | (values << 56);
     if let Some(e) = &regs.ext {
         nodes[REGS] = u64::from(e.stamp.node());
-        w[14] = e.stamp.hlc();
-        w[15] = ext_slot.map_or(0, |s| u64::from(s) + 1);
+        w[EXT_HLC] = e.stamp.hlc();
+        w[EXT_SLOT] = ext_slot.map_or(0, |s| u64::from(s) + 1);
     }
-    w[12] = nodes[0] | (nodes[1] << 16) | (nodes[2] << 32) | (nodes[3] << 48);
-    w[13] = nodes[4] | (nodes[5] << 16) | (nodes[6] << 32) | (nodes[7] << 48);
+    w[NODES] = nodes[0] | (nodes[1] << 16) | (nodes[2] << 32) | (nodes[3] << 48);
+    w[NODES + 1] = nodes[4] | (nodes[5] << 16) | (nodes[6] << 32) | (nodes[7] << 48);
     w
 }
 
-/// The ext slot a wide record's value is in, if it has ext.
-pub(super) fn ext_slot(w: &[u64; WIDE]) -> Option<u32> {
-    w[15].checked_sub(1).map(|s| (s & 0xffff_ffff) as u32)
+/// The ext slot a wide record's value is in, if it has ext (`w`: the record or its head).
+pub(super) fn ext_slot(w: &[u64]) -> Option<u32> {
+    at(w, EXT_SLOT)
+        .checked_sub(1)
+        .map(|s| (s & 0xffff_ffff) as u32)
 }
 
 /// The registers of a wide record; `ext` is the value in its ext slot.
 pub(super) fn decode_wide(w: &[u64; WIDE], ext: Option<Arc<Ext>>) -> Regs {
     let mut regs = [None; REGS];
     let (present, values) = ((w[4] >> 48) & 0x7f, (w[4] >> 56) & 0x7f);
-    let node_of = |i: usize| (at(w, 12 + i / 4) >> ((i % 4) * 16)) & 0xffff;
+    let node_of = |i: usize| (at(w, NODES + i / 4) >> ((i % 4) * 16)) & 0xffff;
     for (i, r) in regs.iter_mut().enumerate() {
         if present & (1 << i) != 0 {
             *r = Some(Reg {
-                stamp: stamp(at(w, 5 + i), node_of(i)),
+                stamp: stamp(at(w, HLC + i), node_of(i)),
                 value: values & (1 << i) != 0,
             });
         }
     }
     let ext = ext.map(|value| Reg {
-        stamp: stamp(w[14], node_of(REGS)),
+        stamp: stamp(w[EXT_HLC], node_of(REGS)),
         value,
     });
     unflat(regs, ident_of(w), ext)
@@ -311,8 +328,8 @@ pub(super) fn status_compact(w: &[u64; COMPACT], sid: Sid) -> Status {
     status(w, clients, accepts, None, sid)
 }
 
-/// The published view of wide record `w` (see [`status_compact`]).
-pub(super) fn status_wide(w: &[u64; WIDE], ext: Option<Arc<Ext>>, sid: Sid) -> Status {
+/// The published view of wide record `w`, given its [`HEAD`] (see [`status_compact`]).
+pub(super) fn status_wide(w: &[u64; HEAD], ext: Option<Arc<Ext>>, sid: Sid) -> Status {
     let (present, values) = ((w[4] >> 48) & 0x7f, (w[4] >> 56) & 0x7f);
     let clients = (present & values & 0x3f) as u8;
     let accepts = present & (1 << PERM) == 0 || values & (1 << PERM) != 0;
@@ -392,7 +409,10 @@ mod tests {
             let ext = regs.ext.as_ref().map(|e| e.value.clone());
             let s = Sid::new(sid).unwrap();
             let expected = crate::model::Record::from_regs(regs.clone()).status(s);
-            prop_assert_eq!(status_wide(&wide, ext, s), expected.clone());
+            // The status comes from the head alone, ext slot included.
+            let head: [u64; HEAD] = wide[..HEAD].try_into().unwrap();
+            prop_assert_eq!(ext_slot(&head), regs.ext.as_ref().map(|_| 9));
+            prop_assert_eq!(status_wide(&head, ext, s), expected.clone());
             if let Some(c) = encode_compact(sid, &regs) {
                 prop_assert_eq!(status_compact(&c, s), expected);
             }
