@@ -22,10 +22,11 @@
 //!   15 ext hlc
 //! ```
 //!
-//! A status (what a query answers) needs only a wide record's first [`HEAD`] words, 48 bytes
-//! that one cache line holds (a segment's records start 16 bytes past a line, after the `Arc`
-//! header, and a wide record is two lines long): batch lookups prefetch and copy that head
-//! alone, one line per id instead of two (BENCHMARKS.md, "Query depends on the record mix").
+//! A status (what a query answers) needs only a wide record's first [`HEAD`] words (48 bytes):
+//! batch lookups prefetch both ends of that head and copy it alone. Behind the `Arc` header a
+//! segment's words start 16 bytes into an allocation, so where the allocator aligns segments to
+//! a cache line, every head is within one line: one line per id
+//! instead of the record's two or three (BENCHMARKS.md, "Query depends on the record mix").
 //!
 //! A register kind is 0 for none, 1 + client code for a client, 7 for the permission. A compact
 //! record that grew out of its layout is **moved**: its word 2 names the wide record that
