@@ -175,16 +175,14 @@ impl TablePinned<'_> {
             if (w >> 32) as u32 != h {
                 continue;
             }
-            let words = match Loc::from_word(w) {
-                Some(Loc::Compact(i)) => arena::record(&view.compact, i, COMPACT),
-                Some(Loc::Wide(i)) => arena::record(&view.wide, i, WIDE),
-                None => None,
-            };
             // What a status reads: a compact record (56 bytes, it may straddle two cache lines)
             // or a wide record's head, both ends of it.
             let words = match Loc::from_word(w) {
-                Some(Loc::Wide(_)) => words.and_then(|w| w.get(..HEAD)),
-                _ => words,
+                Some(Loc::Compact(i)) => arena::record(&view.compact, i, COMPACT),
+                Some(Loc::Wide(i)) => {
+                    arena::record(&view.wide, i, WIDE).and_then(|w| w.get(..HEAD))
+                }
+                None => None,
             };
             if let Some(w) = words {
                 for v in w.first().into_iter().chain(w.last()) {

@@ -25,8 +25,8 @@
 //! A status (what a query answers) needs only a wide record's first [`HEAD`] words (48 bytes):
 //! batch lookups prefetch both ends of that head and copy it alone. Behind the `Arc` header a
 //! segment's words start 16 bytes into an allocation, so where the allocator aligns segments to
-//! a cache line, every head is within one line: one line per id
-//! instead of the record's two or three (BENCHMARKS.md, "Query depends on the record mix").
+//! a cache line, every head is within one line: one line per id instead of the record's two or
+//! three (BENCHMARKS.md, "Query depends on the record mix").
 //!
 //! A register kind is 0 for none, 1 + client code for a client, 7 for the permission. A compact
 //! record that grew out of its layout is **moved**: its word 2 names the wide record that
